@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install litomo with its test extra into ./.venv and run ruff and the test suite.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv || exit 1
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+python -m pip install -q -e ".[test]" || { echo "install failed"; exit 1; }
+ruff check src tests benchmarks || exit 1
+python -m pytest -q "$@"
+rc=$?
+# pytest exit code 5 means "no tests collected": that is a failure for us, not a pass
+if [ $rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi
+exit $rc

@@ -1,0 +1,1 @@
+"""Readers and writers. ``read_volume`` picks the reader from the file name."""
