@@ -21,6 +21,9 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    # dask.distributed logs cluster start/stop at INFO; only its problems matter to a user
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def progress_bar(enabled: bool = True) -> ProgressCallback | None:

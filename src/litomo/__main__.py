@@ -1,0 +1,5 @@
+"""``python -m litomo``."""
+
+from litomo.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m litomo.cli``."""
+
+from litomo.cli import main
+
+main()

@@ -1,0 +1,549 @@
+"""``report.html``: one self-contained page per run directory.
+
+The page is built only from the files of a run directory (``run.json``, ``tables/*.csv``,
+``volumes/<state>/li.ome.zarr``), so it can be rebuilt at any time with
+``build_report(run_dir)``. Images are embedded as base64 PNG data URIs and the CSS is inline:
+the file opens from disk, e-mails and archives without a server or network. Every figure is
+also saved under ``run_dir/figures`` as PNG and SVG.
+
+A missing optional table skips its section with a note instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from litomo.errors import DataError, LitomoError
+from litomo.io.atomic import write_text_atomic
+from litomo.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+KINDS = ("auto", "limap", "micro")
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1150px;margin:1.5em auto;
+padding:0 1em;color:#1d1d1f;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+.meta{color:#555;font-size:.9em}.glance{background:#eef5fb;border-left:4px solid #2c7bb6;padding:.7em 1em}
+.warning{background:#fff4e0;border-left:4px solid #e08a00;padding:.4em .8em;margin:.3em 0}
+.note{color:#666;font-style:italic}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.92em;color:#333;margin-top:.3em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td.txt,th.txt{text-align:left}
+tr.bad td{background:#fde2e1}code{font-size:.9em;word-break:break-all}
+nav a{margin-right:1em}
+"""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: numbers to ``digits`` significant digits, NaN/None as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v == int(v) and abs(v) < 1e6:
+            return str(int(v))
+        return f"{v:.{digits}g}"
+    return str(value)
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def html_table(df: pd.DataFrame, *, bad_rows: Iterable[bool] | None = None, digits: int = 4) -> str:
+    """An HTML table of ``df``; rows flagged in ``bad_rows`` get ``class="bad"`` (red)."""
+    bad = list(bad_rows) if bad_rows is not None else [False] * len(df)
+    num = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    head = "".join(f'<th class="{"" if n else "txt"}">{esc(c)}</th>' for c, n in zip(df.columns, num, strict=True))
+    rows = []
+    for flag, (_, r) in zip(bad, df.iterrows(), strict=True):
+        cells = "".join(f'<td class="{"" if n else "txt"}">{esc(fmt(v, digits))}</td>'
+                        for v, n in zip(r.to_numpy(), num, strict=True))
+        tr = '<tr class="bad">' if flag else "<tr>"
+        rows.append(f"{tr}{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def dict_table(d: dict[str, Any], key: str = "name", value: str = "value") -> str:
+    rows = "".join(f'<tr><td class="txt">{esc(k)}</td><td class="txt"><code>{esc(_short(v))}</code></td></tr>'
+                   for k, v in d.items())
+    return f'<table><thead><tr><th class="txt">{esc(key)}</th><th class="txt">{esc(value)}</th></tr></thead><tbody>{rows}</tbody></table>'
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return fmt(v, 6)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_short(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_html(png: bytes, caption: str, alt: str) -> str:
+    return (f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
+
+
+def read_table(run_dir: Path, name: str, notes: list[str] | None = None) -> pd.DataFrame | None:
+    """``run_dir/tables/<name>.csv`` as a DataFrame, or None (with a note) if absent or empty."""
+    path = run_dir / "tables" / f"{name}.csv"
+    why = None
+    if not path.is_file():
+        why = "not found"
+    else:
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            why = "empty"
+        except (OSError, pd.errors.ParserError) as exc:
+            why = f"unreadable ({exc})"
+        else:
+            if len(df):
+                return df
+            why = "empty"
+    if notes is not None:
+        notes.append(f"tables/{name}.csv {why}")
+    return None
+
+
+def _page(title: str, subtitle: str, body: Sequence[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{esc(title)}</h1><p class=\"meta\">{subtitle}</p>" + "\n".join(body) + "</body></html>\n")
+
+
+# --------------------------------------------------------------------------- Li-mapping run
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A report figure: which tables it needs, how to draw it, what to look for."""
+
+    title: str
+    tables: tuple[str, ...]
+    caption: str
+
+
+FIGURES: dict[str, FigureSpec] = {
+    "li_orthoslices": FigureSpec(
+        "Li maps", (),
+        "Centre slices of the Li map of every state (grey: outside the active material). The xz and "
+        "yz planes show depth downwards from the separator side. Look for a colour change from "
+        "particle surfaces inwards (core-shell delithiation) or from top to bottom (a reaction "
+        "front through the electrode), and for stripes or edges that would betray misregistration."),
+    "class_fractions": FigureSpec(
+        "Li classes", ("states",),
+        "Share of the active-material volume that is Li-rich, Li-moderate and Li-poor in each state. "
+        "During charge the blue (Li-rich) part should shrink and the red (Li-poor) part grow."),
+    "li_histograms": FigureSpec(
+        "Li distributions", ("histograms",),
+        "Distribution of the Li content over all active-material voxels (shared bins; shaded: the "
+        "Li-poor and Li-rich class ranges). A single peak moving left means uniform delithiation; two "
+        "peaks mean two coexisting phases or particles that react at different times."),
+    "z_profiles": FigureSpec(
+        "Through-plane profiles", ("z_profile",),
+        "Mean Li (band: +- one standard deviation within the slice) and Li-rich / Li-poor shares per "
+        "depth slice, from the separator side (z = 0) to the current collector. A slope means the "
+        "electrode reacts unevenly through its thickness, typically limited by ionic transport."),
+    "core_shell": FigureSpec(
+        "Core-shell profiles", ("core_shell",),
+        "Mean Li versus distance from the particle surface. Rising curves (poorer surface, richer "
+        "core) indicate solid-state diffusion limitation inside the particles."),
+    "particles": FigureSpec(
+        "Particles", ("particles",),
+        "Left: mean Li of each particle against its size (colour: Li-rich fraction). Right: the same "
+        "against depth. Large particles lagging behind point to diffusion limitation; a trend with "
+        "depth points to transport limitation through the electrode."),
+    "evolution": FigureSpec(
+        "Tracked particles", ("evolution",),
+        "Mean Li of each tracked particle across the states (grey) and the median (black). Crossing "
+        "or flat lines show particles that react late or not at all (possibly electrically isolated)."),
+    "registration_qa": FigureSpec(
+        "Registration QA", ("registration",),
+        "Normalised cross-correlation between each registered pair before (grey) and after (blue) "
+        "registration. After-NCC should be high and higher than before; a red x marks a pair that did "
+        "not improve: check it before trusting that state's Li map."),
+}
+
+
+def _states_from(run: dict[str, Any], tables: dict[str, pd.DataFrame | None], run_dir: Path) -> list[str]:
+    if run.get("states"):
+        return [str(s) for s in run["states"]]
+    st = tables.get("states")
+    if st is not None:
+        return list(dict.fromkeys(st["state"].astype(str)))
+    vdir = run_dir / "volumes"
+    return sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
+
+
+def _li_slices(run_dir: Path, states: Sequence[str], notes: list[str]) -> tuple[dict[str, Any], Any]:
+    """Lazy Li maps of each state (only the slices drawn are ever read)."""
+    from litomo.io import read_ome_zarr
+
+    maps, vs = {}, None
+    for s in states:
+        path = run_dir / "volumes" / s / "li.ome.zarr"
+        if not path.exists():
+            continue
+        try:
+            vol = read_ome_zarr(path)
+        except LitomoError as exc:
+            notes.append(f"{path.relative_to(run_dir)}: {exc}")
+            continue
+        maps[s] = vol.array
+        vs = vs or vol.voxel_size_um
+    if not maps:
+        notes.append("volumes/<state>/li.ome.zarr not found")
+    return maps, vs
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f} %"
+
+
+def glance_limap(run: dict[str, Any], tables: dict[str, pd.DataFrame | None]) -> list[str]:
+    """Plain-language sentences summarising a Li-mapping run, computed from its tables.
+
+    Parameters
+    ----------
+    run : dict
+        ``run.json``.
+    tables : dict name -> DataFrame or None
+        ``states``, ``registration``, ``matching``, ``z_profile`` (any may be None).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"state": ["I", "II"], "mean_li": [0.97, 0.55],
+    ...                    "frac_li_rich": [0.92, 0.08]})
+    >>> glance_limap({}, {"states": st})[0]
+    'Mean Li fell from 0.97 (I) to 0.55 (II); the Li-rich fraction dropped from 92 % to 8 %.'
+    """
+    out: list[str] = []
+    st = tables.get("states")
+    if st is not None and len(st):
+        first, last = st.iloc[0], st.iloc[-1]
+        a, b = float(first["mean_li"]), float(last["mean_li"])
+        if len(st) == 1:
+            s = f"Mean Li in {first['state']} is {a:.2f}"
+            if "frac_li_rich" in st:
+                s += f"; {_pct(float(first['frac_li_rich']))} of the active material is Li-rich"
+            out.append(s + ".")
+        else:
+            verb = "fell" if b < a - 0.005 else "rose" if b > a + 0.005 else "stayed near"
+            s = (f"Mean Li {verb} from {a:.2f} ({first['state']}) to {b:.2f} ({last['state']})"
+                 if verb != "stayed near" else f"Mean Li stayed near {a:.2f} from {first['state']} to {last['state']}")
+            if "frac_li_rich" in st:
+                ra, rb = float(first["frac_li_rich"]), float(last["frac_li_rich"])
+                v2 = "dropped" if rb < ra - 0.005 else "grew" if rb > ra + 0.005 else "stayed"
+                s += f"; the Li-rich fraction {v2} from {_pct(ra)} to {_pct(rb)}"
+            out.append(s + ".")
+        if "expected_li" in st and st["expected_li"].notna().any():
+            e = st.dropna(subset=["expected_li"])
+            err = e["mean_li"].astype(float) - e["expected_li"].astype(float)
+            k = int(np.argmax(np.abs(err.to_numpy())))
+            out.append(f"Against the expected Li content ({len(e)} state{'s' if len(e) > 1 else ''}), "
+                       f"the largest deviation is {err.iloc[k]:+.3f} in state {e['state'].iloc[k]}.")
+    zp = tables.get("z_profile")
+    if zp is not None and st is not None and len(st) and {"z_um", "mean_li"} <= set(zp.columns):
+        last = str(st["state"].iloc[-1])
+        g = zp[zp["state"].astype(str) == last].dropna(subset=["mean_li"]).sort_values("z_um")
+        if len(g) >= 6:
+            third = len(g) // 3
+            top, bottom = g["mean_li"].iloc[:third].mean(), g["mean_li"].iloc[-third:].mean()
+            if abs(top - bottom) >= 0.02:
+                side = "separator side" if top < bottom else "current-collector side"
+                out.append(f"In {last}, Li is lower on the {side} (mean {min(top, bottom):.2f} vs "
+                           f"{max(top, bottom):.2f} in the outer thirds of the depth).")
+            else:
+                out.append(f"In {last}, Li is uniform through the depth (outer thirds {top:.2f} and {bottom:.2f}).")
+    reg = tables.get("registration")
+    if reg is not None and {"ncc_before", "ncc_after"} <= set(reg.columns):
+        improved = (reg["ncc_after"] > reg["ncc_before"]).to_numpy()
+        n = len(reg)
+        k = int(np.nanargmin(reg["ncc_after"].to_numpy(float))) if reg["ncc_after"].notna().any() else None
+        worst = ""
+        if k is not None:
+            r = reg.iloc[k]
+            who = " ".join(str(r[c]) for c in ("state", "moving") if c in reg and pd.notna(r[c]))
+            worst = f" (worst after-NCC {float(r['ncc_after']):.2f}{': ' + who if who else ''})"
+        if improved.all():
+            out.append(f"Registration improved NCC in all {n} pairs{worst}.")
+        else:
+            out.append(f"Registration improved NCC in {int(improved.sum())} of {n} pairs{worst}; "
+                       "check the pairs flagged red in the registration table.")
+    m = tables.get("matching")
+    if m is not None and "matched_fraction" in m:
+        frac = m["matched_fraction"].to_numpy(float)
+        if np.isfinite(frac).any():
+            k = int(np.nanargmin(frac))
+            if np.nanmax(frac) - frac[k] < 0.005:
+                out.append(f"Particle tracking matched {_pct(frac[k])} of the first state's particles "
+                           "in every later state.")
+            else:
+                out.append(f"Particle tracking matched at least {_pct(frac[k])} of the first state's "
+                           f"particles in every later state (lowest: {m['state'].iloc[k]}).")
+    n_warn = len(run.get("warnings") or [])
+    if n_warn:
+        out.append(f"The run raised {n_warn} warning{'s' if n_warn > 1 else ''} (listed below).")
+    return out
+
+
+def _draw(name: str, tables: dict[str, pd.DataFrame | None], states: list[str], extra: dict[str, Any]):
+    from litomo.report import figures as F
+
+    p = extra.get("parameters", {})
+    if name == "li_orthoslices":
+        return F.li_orthoslices(extra["li_maps"], extra["li_voxel_size_um"])
+    if name == "class_fractions":
+        return F.class_fraction_bars(tables["states"], order=states)
+    if name == "li_histograms":
+        return F.li_histograms(tables["histograms"], order=states,
+                               poor_max=float(p.get("li_poor_max", F.DEFAULT_POOR_MAX)),
+                               rich_min=float(p.get("li_rich_min", F.DEFAULT_RICH_MIN)))
+    if name == "z_profiles":
+        return F.z_profiles(tables["z_profile"], order=states)
+    if name == "core_shell":
+        return F.core_shell_profiles(tables["core_shell"], order=states)
+    if name == "particles":
+        return F.particle_scatter(tables["particles"], order=states)
+    if name == "evolution":
+        return F.evolution_lines(tables["evolution"], order=states)
+    if name == "registration_qa":
+        return F.registration_qa(tables["registration"])
+    raise KeyError(name)
+
+
+def _render_figures(
+    specs: dict[str, FigureSpec], available: Callable[[FigureSpec, str], str | None],
+    draw: Callable[[str], Any], fig_dir: Path, progress: ProgressCallback | None,
+) -> list[str]:
+    from litomo.report.figures import save_figure
+
+    parts = []
+    for k, (name, spec) in enumerate(specs.items(), start=1):
+        missing = available(spec, name)
+        if missing:
+            parts.append(f"<h3>{esc(spec.title)}</h3>" + note(f"Skipped: {missing}."))
+        else:
+            try:
+                fig = draw(name)
+                paths = save_figure(fig, fig_dir, name)
+            except Exception as exc:
+                # the report runs at the end of a long pipeline: one malformed optional table
+                # (or a plotting corner case) must cost one figure, not the whole report
+                log.warning("figure %s not drawn: %s: %s", name, type(exc).__name__, exc)
+                parts.append(f"<h3>{esc(spec.title)}</h3>" + note(f"Figure not drawn: {exc}"))
+            else:
+                parts.append(f"<h3>{esc(spec.title)}</h3>"
+                             + figure_html(paths["png"].read_bytes(), esc(spec.caption), spec.title))
+        if progress is not None:
+            progress(k, len(specs), "report figures")
+    return parts
+
+
+_STATE_COLS = ("state", "label", "mean_li", "std_li", "frac_li_rich", "frac_li_moderate", "frac_li_poor",
+               "total_li_um3", "n_particles", "expected_li", "li_error_vs_expected", "clipped_fraction")
+
+
+def _limap_body(run_dir: Path, progress: ProgressCallback | None) -> tuple[str, list[str]]:
+    run_path = run_dir / "run.json"
+    run: dict[str, Any] = {}
+    notes: list[str] = []
+    if run_path.is_file():
+        try:
+            run = json.loads(run_path.read_text())
+        except json.JSONDecodeError as exc:
+            notes.append(f"run.json unreadable ({exc})")
+    else:
+        notes.append("run.json not found")
+    names = ("states", "histograms", "z_profile", "particles", "core_shell", "registration",
+             "evolution", "matching")
+    tables = {n: read_table(run_dir, n, notes) for n in names}
+    states = _states_from(run, tables, run_dir)
+    li_maps, li_vs = _li_slices(run_dir, states, notes) if states else ({}, None)
+    extra = {"parameters": run.get("parameters") or {}, "li_maps": li_maps,
+             "li_voxel_size_um": li_vs or run.get("voxel_size_um") or 1.0}
+
+    def available(spec: FigureSpec, name: str) -> str | None:
+        if name == "li_orthoslices" and not li_maps:
+            return "no Li maps found under volumes/<state>/li.ome.zarr"
+        gone = [t for t in spec.tables if tables.get(t) is None]
+        return f"tables/{gone[0]}.csv not found or empty" if gone else None
+
+    body = []
+    glance = glance_limap(run, tables)
+    nav = ('<nav><a href="#glance">At a glance</a><a href="#figures">Figures</a><a href="#states">States</a>'
+           '<a href="#registration">Registration</a><a href="#run">Run</a></nav>')
+    body.append(nav)
+    body.append('<h2 id="glance">At a glance</h2>')
+    body.append(f'<p class="glance">{esc(" ".join(glance)) if glance else "No summary tables found."}</p>')
+    for w in run.get("warnings") or []:
+        body.append(f'<div class="warning">Warning: {esc(w)}</div>')
+    body.append('<h2 id="figures">Figures</h2>')
+    body += _render_figures(FIGURES, available, lambda n: _draw(n, tables, states, extra),
+                            run_dir / "figures", progress)
+
+    body.append('<h2 id="states">Per-state statistics</h2>')
+    st = tables["states"]
+    if st is not None:
+        cols = [c for c in _STATE_COLS if c in st] + [c for c in st.columns if c not in _STATE_COLS]
+        body.append(html_table(st[cols]))
+        body.append(note("Fractions are of the active-material volume; x_Li classes: Li-poor <= "
+                         f"{extra['parameters'].get('li_poor_max', 0.6)}, Li-rich >= "
+                         f"{extra['parameters'].get('li_rich_min', 0.9)}."))
+    else:
+        body.append(note("tables/states.csv not found: no per-state table."))
+    m = tables["matching"]
+    if m is not None:
+        body.append("<h3>Particle matching</h3>" + html_table(m))
+
+    body.append('<h2 id="registration">Registration QA</h2>')
+    reg = tables["registration"]
+    if reg is not None and {"ncc_before", "ncc_after"} <= set(reg.columns):
+        bad = ~(reg["ncc_after"] > reg["ncc_before"]).to_numpy()
+        body.append(html_table(reg, bad_rows=bad))
+        body.append(note("Rows in red: NCC did not improve with registration."
+                         if bad.any() else "NCC improved for every pair."))
+    else:
+        body.append(note("tables/registration.csv not found (registration off or not recorded): no QA table."))
+
+    body.append('<h2 id="run">Run</h2>')
+    body.append(_run_summary(run))
+    if notes:
+        body.append("<h3>Missing or unreadable inputs of this report</h3><ul>"
+                    + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    subtitle = esc(f"{run_dir.resolve()} - created {run.get('created', 'unknown')} - litomo "
+                   f"{run.get('litomo_version', '?')}")
+    return subtitle, body
+
+
+def _run_summary(run: dict[str, Any]) -> str:
+    parts = []
+    if run.get("command"):
+        parts.append(f"<p>Command: <code>{esc(run['command'])}</code></p>")
+    if run.get("manifest"):
+        parts.append(f"<p>Manifest: <code>{esc(run['manifest'])}</code></p>")
+    if run.get("voxel_size_um"):
+        parts.append(f"<p>Voxel size of the maps (z, y, x): {esc(_short(run['voxel_size_um']))} um</p>")
+    for key, title, k, v in (("inputs", "Inputs", "file", "SHA-256"),
+                             ("parameters", "Parameters", "parameter", "value"),
+                             ("energy_advice", "Edge-energy advice", "item", "value"),
+                             ("timings_s", "Timings", "stage", "seconds"),
+                             ("versions", "Versions", "package", "version")):
+        d = run.get(key)
+        if d:
+            parts.append(f"<h3>{title}</h3>" + dict_table(d, k, v))
+    return "".join(parts) or note("run.json not found: no run summary.")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def detect_kind(run_dir: str | os.PathLike) -> str:
+    """``"limap"`` for a Li-mapping run, ``"micro"`` for a ``litomo micro`` output directory."""
+    d = Path(run_dir)
+    if (d / "tables" / "states.csv").is_file() or (d / "run.json").is_file():
+        return "limap"
+    if (d / "tables" / "microstructure.json").is_file() or (d / "tables" / "metrics_table.csv").is_file():
+        return "micro"
+    raise DataError(f"{d}: not a litomo run directory (no run.json, tables/states.csv or "
+                    "tables/microstructure.json)")
+
+
+def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
+                 progress: ProgressCallback | None = None) -> Path:
+    """Write ``run_dir/report.html`` (self-contained) and the figures under ``run_dir/figures``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A Li-mapping run directory (``run.json``, ``tables/``, ``volumes/``) or a
+        ``litomo micro`` output directory (``tables/microstructure.json``, ``figures/``).
+    kind : {"auto", "limap", "micro"}
+        Which report; ``"auto"`` decides from the files present.
+    progress : callable, optional
+        ``progress(done, total, description)`` per figure.
+
+    Returns
+    -------
+    Path
+        The written ``report.html``.
+
+    Raises
+    ------
+    DataError
+        ``run_dir`` is not a run directory, or ``kind`` is unknown.
+
+    Examples
+    --------
+    >>> build_report("run-out")  # doctest: +SKIP
+    PosixPath('run-out/report.html')
+    """
+    d = Path(run_dir)
+    if kind not in KINDS:
+        raise DataError(f"report kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not d.is_dir():
+        raise DataError(f"{d}: run directory not found")
+    if kind == "auto":
+        kind = detect_kind(d)
+    # no backend switch: the figures are plain Figure objects, which savefig renders with Agg
+    # whatever backend pyplot uses, so a report can be built from inside napari or Jupyter
+    if kind == "limap":
+        subtitle, body = _limap_body(d, progress)
+        title = "litomo Li-mapping report"
+    else:
+        from litomo.report.micro import micro_body
+
+        subtitle, body = micro_body(d, progress)
+        title = "litomo microstructure report"
+    stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    page = _page(title, f"{subtitle}<br>report built {esc(stamp)}", body)
+    out = d / "report.html"
+    write_text_atomic(out, page)
+    log.info("report written to %s", out)
+    return out
+
+
+__all__ = ["FIGURES", "build_report", "detect_kind", "glance_limap", "html_table", "read_table"]

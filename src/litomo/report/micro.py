@@ -1,0 +1,150 @@
+"""The microstructure part of ``report.html`` (output directories of ``litomo micro``).
+
+The figures are drawn by ``litomo micro`` itself (``DIR/figures/*.png``); this module only
+embeds them, with captions, next to a plain-language summary of ``tables/microstructure.json``
+and the seed-style metrics table ``tables/metrics_table.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from litomo.progress import ProgressCallback
+from litomo.report.html import dict_table, esc, figure_html, html_table, note, read_table
+
+#: captions of the figures ``litomo micro`` writes; others are embedded with their file name
+MICRO_CAPTIONS = {
+    "phase_orthoslices": "Centre slices of the phase labels (blue pore, gold active material, grey "
+                         "carbon-binder domain). Check that the segmentation follows the particles and "
+                         "that no phase is systematically thickened or missing.",
+    "psd": "Particle-size distribution (equivalent-sphere diameter) of particles not cut by the "
+           "volume boundary, by number and by volume, with D10/D50/D90 by volume.",
+    "sphericity": "Sphericity of the particles (1 for a sphere, 0.81 for a cube). Low values mean "
+                  "irregular or merged particles: check the particle separation.",
+    "rev": "Representative volume: the metric over random sub-volumes of growing edge length. Where "
+           "the spread (error bars) becomes small, the volume is representative.",
+    "s2": "Two-point correlation S2(r): starts at the volume fraction and levels off at its square "
+          "(dotted); the distance where it levels off is the characteristic feature size.",
+}
+_ORDER = ("phase_orthoslices", "psd", "sphericity", "rev", "s2")
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, str):
+        return math.inf if v.strip().lower() == "inf" else math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f} %"
+
+
+def glance_micro(report: dict[str, Any]) -> list[str]:
+    """Plain-language sentences summarising ``microstructure.json``.
+
+    Examples
+    --------
+    >>> glance_micro({"volume_fraction": {"pore": 0.3, "am": 0.6, "cbd": 0.1}})[0]
+    'Volume fractions: active material 60 %, pore 30 %, carbon-binder 10 %.'
+    """
+    out: list[str] = []
+    names = {"am": "active material", "pore": "pore", "cbd": "carbon-binder"}
+    vf = report.get("volume_fraction") or {}
+    if vf:
+        out.append("Volume fractions: " + ", ".join(
+            f"{names.get(p, p)} {_pct(_num(vf[p]))}" for p in ("am", "pore", "cbd") if p in vf) + ".")
+    through = report.get("through_fraction") or {}
+    for phase in ("pore", "cbd"):
+        for axis, val in (through.get(phase) or {}).items():
+            t = _num(val)
+            if math.isnan(t):
+                continue
+            if t == 0:
+                out.append(f"The {names[phase]} phase does not percolate along {axis}.")
+            else:
+                out.append(f"{_pct(t)} of the {names[phase]} volume lies in clusters spanning {axis} "
+                           f"(percolating){'; the rest is dead-end or isolated' if t < 0.995 else ''}.")
+    for phase in ("pore", "cbd"):
+        for axis, val in ((report.get("tau") or {}).get(phase) or {}).items():
+            tau = _num(val)
+            if math.isinf(tau):
+                out.append(f"The {names[phase]} phase does not percolate along {axis} for transport "
+                           "(tortuosity factor infinite).")
+            elif not math.isnan(tau):
+                nm = _num(((report.get("mcmullin") or {}).get(phase) or {}).get(axis))
+                extra = f", McMullin number {nm:.3g}" if math.isfinite(nm) else ""
+                out.append(f"{names[phase].capitalize()} tortuosity factor along {axis}: {tau:.3g}{extra}.")
+    d50 = _num(report.get("d50_um"))
+    if math.isfinite(d50):
+        s = f"Median particle size D50 {d50:.3g} um"
+        n, nb = report.get("n_inner_particles"), report.get("n_boundary_particles")
+        if n is None and report.get("n_particles") is not None:
+            n = int(report["n_particles"]) - int(nb or 0)
+        if n is not None:
+            s += f" over {n} particles inside the volume"
+            if nb:
+                s += f" ({nb} cut by the volume boundary left out)"
+        sph = _num(report.get("sphericity_mean"))
+        if math.isfinite(sph):
+            s += f"; mean sphericity {sph:.2f}"
+        out.append(s + ".")
+    tpb = _num(report.get("tpb_density_um-2"))
+    if math.isfinite(tpb):
+        out.append(f"Triple-phase-boundary density {tpb:.3g} um^-2.")
+    return out
+
+
+def micro_body(run_dir: Path, progress: ProgressCallback | None = None) -> tuple[str, list[str]]:
+    """Subtitle and HTML sections of the microstructure report of ``run_dir``."""
+    notes: list[str] = []
+    report: dict[str, Any] = {}
+    jpath = run_dir / "tables" / "microstructure.json"
+    if jpath.is_file():
+        try:
+            report = json.loads(jpath.read_text())
+        except json.JSONDecodeError as exc:
+            notes.append(f"tables/microstructure.json unreadable ({exc})")
+    else:
+        notes.append("tables/microstructure.json not found")
+    body = ['<h2 id="glance">At a glance</h2>']
+    glance = glance_micro(report)
+    body.append(f'<p class="glance">{esc(" ".join(glance)) if glance else "No summary found."}</p>')
+    for n in report.get("notes") or []:
+        body.append(f'<div class="warning">Note: {esc(n)}</div>')
+
+    body.append('<h2 id="figures">Figures</h2>')
+    fdir = run_dir / "figures"
+    pngs = {p.stem: p for p in sorted(fdir.glob("*.png"))} if fdir.is_dir() else {}
+    ordered = [n for n in _ORDER if n in pngs] + [n for n in pngs if n not in _ORDER]
+    if not ordered:
+        body.append(note("No figures under figures/ (was `litomo micro` run with --no-figures?)."))
+    for k, name in enumerate(ordered, start=1):
+        caption = MICRO_CAPTIONS.get(name, name.replace("_", " "))
+        body.append(figure_html(pngs[name].read_bytes(), esc(caption), name))
+        if progress is not None:
+            progress(k, len(ordered), "report figures")
+
+    body.append('<h2 id="metrics">Metrics</h2>')
+    mt = read_table(run_dir, "metrics_table", notes)
+    if mt is not None:
+        body.append(html_table(mt))
+    else:
+        body.append(note("tables/metrics_table.csv not found: no metrics table."))
+
+    body.append('<h2 id="run">Input</h2>')
+    info = {k: report[k] for k in ("input", "shape", "voxel_size_um", "label_mapping", "seed",
+                                    "percolation_connectivity", "mc_smooth_sigma_vox") if k in report}
+    body.append(dict_table(info, "item", "value") if info else note("No input information recorded."))
+    if notes:
+        body.append("<h3>Missing or unreadable inputs of this report</h3><ul>"
+                    + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    return esc(str(run_dir.resolve())), body
+
+
+__all__ = ["MICRO_CAPTIONS", "glance_micro", "micro_body"]

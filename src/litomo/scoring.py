@@ -1,0 +1,129 @@
+"""Score a Li-mapping run against the ground truth of a synthetic phantom.
+
+The truth lives on the raw grid (``truth/<state>/{li,labels,particles}.tif``, written by
+:func:`litomo.phantom.operando.write_operando_phantom`); the run's Li maps live on the binned
+grid. The comparison is made where both are defined:
+
+- ``rmse_li``: root-mean-square difference between the run's x_Li and the block-mean true x_Li
+  (:func:`litomo.phantom.operando.truth_on_binned_grid`, blocks at least half AM);
+- class fractions: the run's classes vs the classes of the binned truth over the same voxels
+  (percentage points);
+- total Li: the run's ``total_li_um3`` vs the true sum of x_Li x voxel volume over AM;
+- per particle: run particles whose equivalent radius exceeds ``min_radius_vox`` binned voxels
+  are matched to the true particle holding their centroid; the error is the difference of
+  mean x_Li (run particle vs true particle mean over its raw voxels).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from litomo.errors import InputFileError
+
+
+def _class_fractions(x: np.ndarray, poor_max: float, rich_min: float) -> dict[str, float]:
+    v = x[np.isfinite(x)]
+    n = max(v.size, 1)
+    return {"poor": float((v <= poor_max).sum() / n),
+            "moderate": float(((v > poor_max) & (v < rich_min)).sum() / n),
+            "rich": float((v >= rich_min).sum() / n)}
+
+
+def score_state(li_run: np.ndarray, truth_li: np.ndarray, truth_labels: np.ndarray,
+                truth_particles: np.ndarray, particles_run: pd.DataFrame, *,
+                factor: tuple[int, int, int], raw_voxel_size_um: float,
+                total_li_run_um3: float, poor_max: float = 0.6, rich_min: float = 0.9,
+                min_radius_vox: float = 2.0) -> dict[str, Any]:
+    """Accuracy figures of one state (see the module docstring)."""
+    from litomo.phantom.operando import truth_on_binned_grid
+
+    am = truth_labels == 1
+    tb = truth_on_binned_grid(truth_li, am, factor)
+    shape = tuple(min(a, b) for a, b in zip(tb.shape, li_run.shape, strict=True))
+    tb = tb[: shape[0], : shape[1], : shape[2]]
+    lr = li_run[: shape[0], : shape[1], : shape[2]]
+    both = np.isfinite(tb) & np.isfinite(lr)
+    err = lr[both] - tb[both]
+    run_cls = _class_fractions(lr[both], poor_max, rich_min)
+    truth_cls = _class_fractions(tb[both], poor_max, rich_min)
+    vox_um3 = raw_voxel_size_um**3
+    total_truth = float(np.nansum(np.where(am, truth_li, 0.0)) * vox_um3)
+
+    # per-particle means: true mean over each particle's raw voxels, looked up at run centroids
+    ids = truth_particles.ravel()
+    sums = np.bincount(ids, weights=np.nan_to_num(truth_li.ravel()) * am.ravel())
+    counts = np.bincount(ids, weights=am.ravel().astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        true_mean = sums / counts
+    binned_vs = raw_voxel_size_um * np.asarray(factor, float)
+    perr = []
+    if len(particles_run):
+        radius_vox = particles_run["eq_diameter_um"].to_numpy() / 2 / binned_vs.mean()
+        keep = particles_run[radius_vox > min_radius_vox]
+        for row in keep.itertuples():
+            c = np.array([row.centroid_z_um, row.centroid_y_um, row.centroid_x_um]) / raw_voxel_size_um
+            idx = tuple(np.clip(np.round(c).astype(int), 0, np.array(truth_particles.shape) - 1))
+            pid = int(truth_particles[idx])
+            if pid > 0 and counts[pid] > 0:
+                perr.append(float(row.mean_li) - float(true_mean[pid]))
+    perr_a = np.abs(np.asarray(perr))
+    return {
+        "rmse_li": float(np.sqrt(np.mean(err**2))) if err.size else float("nan"),
+        "bias_li": float(np.mean(err)) if err.size else float("nan"),
+        "n_voxels_compared": int(both.sum()),
+        "class_fractions_run": run_cls,
+        "class_fractions_truth": truth_cls,
+        "class_fraction_error_pp": {k: 100 * (run_cls[k] - truth_cls[k]) for k in run_cls},
+        "total_li_truth_um3": total_truth,
+        "total_li_run_um3": float(total_li_run_um3),
+        "total_li_error_pct": 100 * (float(total_li_run_um3) - total_truth) / total_truth,
+        "n_particles_scored": int(perr_a.size),
+        "particle_mean_li_max_abs_error": float(perr_a.max()) if perr_a.size else float("nan"),
+        "particle_mean_li_p90_abs_error": float(np.percentile(perr_a, 90)) if perr_a.size else float("nan"),
+        "particle_mean_li_mean_abs_error": float(perr_a.mean()) if perr_a.size else float("nan"),
+    }
+
+
+def score_run(run_dir: str | Path, phantom_dir: str | Path) -> dict[str, Any]:
+    """Score every state of a run in ``run_dir`` against the phantom in ``phantom_dir``.
+
+    Returns per-state figures under ``"states"`` and the worst values over states at the top
+    level (``rmse_li``, ``max_class_fraction_error_pp``, ``max_total_li_error_pct``,
+    ``max_particle_mean_li_error``).
+    """
+    from litomo.io import read_ome_zarr, read_volume
+
+    run_dir, phantom_dir = Path(run_dir), Path(phantom_dir)
+    truth_file = phantom_dir / "truth" / "truth.json"
+    if not truth_file.exists():
+        raise InputFileError(f"{phantom_dir} has no truth/truth.json: not a litomo phantom")
+    truth = json.loads(truth_file.read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    factor = tuple(int(f) for f in np.broadcast_to(run["parameters"]["bin"], 3))
+    p = run["parameters"]
+    states = pd.read_csv(run_dir / "tables" / "states.csv")
+    particles = pd.read_csv(run_dir / "tables" / "particles.csv")
+    out: dict[str, Any] = {"states": {}}
+    for row in states.itertuples():
+        name = str(row.state)
+        li_run = read_ome_zarr(run_dir / "volumes" / name / "li.ome.zarr").numpy()
+        tdir = phantom_dir / "truth" / name
+        t_li = read_volume(tdir / "li.tif").numpy()
+        t_lab = read_volume(tdir / "labels.tif").numpy()
+        t_par = read_volume(tdir / "particles.tif").numpy().astype(np.int64)
+        out["states"][name] = score_state(
+            li_run, t_li, t_lab, t_par, particles[particles["state"].astype(str) == name],
+            factor=factor, raw_voxel_size_um=float(truth["voxel_size_um"]),
+            total_li_run_um3=float(row.total_li_um3), poor_max=p["li_poor_max"],
+            rich_min=p["li_rich_min"])
+    s = out["states"].values()
+    out["rmse_li"] = max(v["rmse_li"] for v in s)
+    out["max_class_fraction_error_pp"] = max(max(abs(e) for e in v["class_fraction_error_pp"].values()) for v in s)
+    out["max_total_li_error_pct"] = max(abs(v["total_li_error_pct"]) for v in s)
+    out["max_particle_mean_li_error"] = max(v["particle_mean_li_max_abs_error"] for v in s)
+    return out

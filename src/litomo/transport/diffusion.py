@@ -1,0 +1,515 @@
+"""Diffusion tortuosity factor by a steady-state finite-volume solve (SPEC 4).
+
+The conducting phase is reduced to its face-connected (6-connectivity) clusters that touch both
+faces normal to the transport axis; everything else carries no flux and is excluded from the
+linear system. On the remaining voxels the 7-point finite-volume Laplace system is assembled with
+conductances ``g = area / length`` per direction (so anisotropic voxels are exact), with
+
+* fixed concentrations ``c = 1`` and ``c = 0`` at the two box faces normal to the axis, applied
+  at the voxel faces, i.e. half a voxel from the first/last voxel centre (conductance ``2 g``) --
+  the TauFactor convention, so its published values are reproduced;
+* no flux through the side faces, or periodic side faces (``periodic=True``).
+
+``tau = eps / (D_eff / D_0)`` with ``eps`` the phase volume fraction of the whole box (including
+non-percolating voxels) and ``D_eff / D_0 = F L / (A dC)`` from the total flux ``F`` -- the
+definition used by TauFactor (Cooper et al., SoftwareX 5 (2016) 203; Kench et al., JOSS 8 (2023)
+5358). The system is solved by conjugate gradients preconditioned with pyamg smoothed-aggregation
+AMG: the matrix is SPD and AMG makes the iteration count almost independent of the volume size,
+whereas TauFactor's over-relaxed Jacobi/SOR needs iterations growing with the edge length.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy import ndimage
+from scipy.sparse.csgraph import connected_components
+
+from litomo.errors import DataError
+from litomo.phases import PHASE_CODES, to_canonical
+from litomo.progress import ProgressCallback
+from litomo.volume import as_voxel_size
+
+log = logging.getLogger(__name__)
+
+AXES: dict[str, int] = {"z": 0, "y": 1, "x": 2}
+DEAD_END_FLUX_FRACTION = 0.02  # SPEC 4: below 2 % of the maximum local flux is "dead-end"
+
+
+@dataclass
+class TortuosityResult:
+    """Result of :func:`tortuosity` along one axis.
+
+    Attributes
+    ----------
+    tau : float
+        Tortuosity factor ``eps / (D_eff / D_0)``; ``inf`` if the phase does not percolate.
+    eps : float
+        Volume fraction of the phase in the whole box.
+    deff : float
+        ``D_eff / D_0 = eps / tau`` (0 if not percolating).
+    mcmullin : float
+        McMullin number ``N_M = tau / eps`` (= ``D_0 / D_eff``).
+    converged : bool
+        Both the residual and the inlet/outlet flux balance met their tolerances.
+    flux_in, flux_out : float
+        Total flux through the inlet and outlet faces for ``dC = 1`` and ``D_0 = 1``
+        (units: um, i.e. um^2 of area per um of length).
+    flux_balance : float
+        ``|flux_in - flux_out| / mean(flux_in, flux_out)``.
+    iterations : int
+        Total preconditioned CG iterations.
+    residual : float
+        Final relative residual ``||b - A c|| / ||b||``.
+    elapsed_s : float
+        Wall time of the whole call in seconds.
+    percolating_fraction : float
+        Fraction of the phase voxels in clusters touching both faces.
+    dead_end_fraction : float
+        Fraction of the phase voxels whose local flux magnitude is below 2 % of the maximum
+        (non-percolating voxels count as dead-end).
+    reason : str
+        Why ``tau`` is infinite or the solve did not converge; empty otherwise.
+    flux : numpy.ndarray or None
+        With ``return_flux=True``: float32 flux-density magnitude (units of ``D_0 dC / um``),
+        0 in non-percolating phase voxels, NaN outside the phase.
+    axis : str
+        The transport axis (``"z"``, ``"y"`` or ``"x"``).
+    """
+
+    tau: float
+    eps: float
+    deff: float
+    mcmullin: float
+    converged: bool
+    flux_in: float = 0.0
+    flux_out: float = 0.0
+    flux_balance: float = 0.0
+    iterations: int = 0
+    residual: float = 0.0
+    elapsed_s: float = 0.0
+    percolating_fraction: float = 0.0
+    dead_end_fraction: float = 1.0
+    reason: str = ""
+    flux: np.ndarray | None = field(default=None, repr=False)
+    axis: str = "z"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The scalar fields as a dict (no flux map), e.g. for JSON output."""
+        return {k: v for k, v in self.__dict__.items() if k != "flux"}
+
+
+def axis_index(axis: str | int) -> int:
+    """Map ``"z"/"y"/"x"`` (or 0/1/2) to the array axis index."""
+    if isinstance(axis, (int, np.integer)) and int(axis) in (0, 1, 2):
+        return int(axis)
+    key = str(axis).strip().lower()
+    if key in AXES:
+        return AXES[key]
+    raise DataError(f"axis must be 'z', 'y' or 'x' (or 0, 1, 2), got {axis!r}")
+
+
+def percolating_mask(mask: np.ndarray, axis: int, periodic: bool = False) -> np.ndarray:
+    """Voxels of ``mask`` in 6-connected clusters touching both faces normal to ``axis``.
+
+    With ``periodic=True`` clusters are also joined across the side faces (the two axes other
+    than ``axis``).
+
+    Examples
+    --------
+    >>> m = np.zeros((3, 2, 2), bool); m[:, 0, 0] = True; m[0, 1, 1] = True
+    >>> int(percolating_mask(m, 0).sum())
+    3
+    """
+    labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 1))
+    if n == 0:
+        return np.zeros(mask.shape, bool)
+    if periodic:
+        pairs = []
+        for side in range(3):
+            if side == axis:
+                continue
+            a = np.take(labels, 0, axis=side).ravel()
+            b = np.take(labels, -1, axis=side).ravel()
+            ok = (a > 0) & (b > 0)
+            pairs.append(np.stack([a[ok], b[ok]]))
+        pairs_arr = np.concatenate(pairs, axis=1)
+        graph = sp.coo_matrix(
+            (np.ones(pairs_arr.shape[1], np.int8), (pairs_arr[0], pairs_arr[1])), shape=(n + 1, n + 1)
+        )
+        _, root = connected_components(graph, directed=False)
+        # Node 0 (background) has no edges, so it alone keeps component id 0.
+        root = root.astype(np.int32) + 1
+        root[0] = 0
+        labels = root[labels]
+    first = np.unique(np.take(labels, 0, axis=axis))
+    last = np.unique(np.take(labels, -1, axis=axis))
+    both = np.intersect1d(first, last)
+    both = both[both > 0]
+    if both.size == 0:
+        return np.zeros(mask.shape, bool)
+    keep = np.zeros(int(labels.max()) + 2, bool)
+    keep[both] = True
+    out = keep[labels]
+    out &= mask
+    return out
+
+
+def _conductances(voxel: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Face conductance ``area / length`` per axis (um)."""
+    dz, dy, dx = voxel
+    return (dy * dx / dz, dz * dx / dy, dz * dy / dx)
+
+
+def _neighbour_pairs(index: np.ndarray, d: int, periodic_wrap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Unknown-index pairs (i, j) of face neighbours along axis ``d`` (both in the system)."""
+    n = index.shape[d]
+    lo = [slice(None)] * 3
+    hi = [slice(None)] * 3
+    lo[d] = slice(0, n - 1)
+    hi[d] = slice(1, n)
+    a = index[tuple(lo)].ravel()
+    b = index[tuple(hi)].ravel()
+    ok = (a >= 0) & (b >= 0)
+    i, j = a[ok], b[ok]
+    if periodic_wrap and n > 2:
+        a = np.take(index, n - 1, axis=d).ravel()
+        b = np.take(index, 0, axis=d).ravel()
+        ok = (a >= 0) & (b >= 0)
+        i = np.concatenate([i, a[ok]])
+        j = np.concatenate([j, b[ok]])
+    return i, j
+
+
+def _assemble(
+    index: np.ndarray, n: int, axis: int, g: tuple[float, float, float], periodic: bool
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+    """7-point FV matrix (CSR, int32 indices, float64), RHS, inlet and outlet unknowns.
+
+    The CSR arrays are built directly from a per-row neighbour table (slots -z, -y, -x, self,
+    +x, +y, +z, already in column order for raster-numbered unknowns), which needs about half
+    the memory of a COO triplet assembly and no sort.
+    """
+    minus, plus = (0, 1, 2), (6, 5, 4)
+    nb = np.full((n, 7), -1, np.int32)
+    nb[:, 3] = np.arange(n, dtype=np.int32)
+    for d in range(3):
+        i, j = _neighbour_pairs(index, d, periodic_wrap=periodic and d != axis)
+        nb[i, plus[d]] = j
+        nb[j, minus[d]] = i
+        del i, j
+    valid = nb >= 0
+    offdiag = np.array([g[0], g[1], g[2], 0.0, g[2], g[1], g[0]])
+    diag = np.zeros(n, np.float64)
+    for k in (0, 1, 2, 4, 5, 6):
+        diag += valid[:, k] * offdiag[k]
+    inlet = np.take(index, 0, axis=axis).ravel()
+    inlet = inlet[inlet >= 0]
+    outlet = np.take(index, -1, axis=axis).ravel()
+    outlet = outlet[outlet >= 0]
+    gb = 2.0 * g[axis]  # half a voxel from the centre to the Dirichlet face
+    diag[inlet] += gb
+    diag[outlet] += gb
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(valid.sum(axis=1), out=indptr[1:])
+    diag_pos = indptr[:-1] + valid[:, :3].sum(axis=1)
+    indices = nb[valid]
+    del nb
+    data = np.broadcast_to(-offdiag, (n, 7))[valid]
+    del valid
+    data[diag_pos] = diag
+    del diag, diag_pos
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    A = sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
+    if periodic:  # wrapped neighbours break the column order
+        A.sort_indices()
+    b = np.zeros(n, np.float64)
+    b[inlet] = gb  # c = 1 at the inlet face, c = 0 at the outlet face
+    return A, b, inlet, outlet
+
+
+def amg_hierarchy(A: sp.csr_matrix, dtype: Any = np.float32) -> Any:
+    """pyamg smoothed-aggregation hierarchy tuned for 7-point porous-media Laplacians.
+
+    ``weighting="local"`` bounds the Jacobi prolongation-smoother weight from row sums instead of
+    a Lanczos spectral-radius estimate: measured 4x cheaper setup (the estimate was half of the
+    total time) for one more CG iteration. The hierarchy is kept in float32 (half the memory,
+    same iteration count measured on electrode crops); the outer CG stays in float64. The
+    coarsest level is factorised by sparse LU: the default pseudo-inverse (dense SVD) took
+    seconds on a busy machine even for 500 unknowns.
+    """
+    import pyamg
+
+    Ah = sp.csr_matrix((A.data.astype(dtype), A.indices, A.indptr), shape=A.shape, copy=False)
+    return pyamg.smoothed_aggregation_solver(
+        Ah, symmetry="hermitian", max_coarse=500, coarse_solver="splu",
+        smooth=("jacobi", {"omega": 4.0 / 3.0, "weighting": "local"}),
+    )
+
+
+def amg_preconditioner(ml: Any, shape: tuple[int, int]) -> spla.LinearOperator:
+    """One V-cycle of ``ml`` as a float64 operator (casts to the hierarchy's dtype)."""
+    M = ml.aspreconditioner(cycle="V")
+    dt = ml.levels[0].A.dtype
+    return spla.LinearOperator(shape, matvec=lambda v: (M @ v.astype(dt, copy=False)).astype(np.float64),
+                               dtype=np.float64)
+
+
+def _solve_spd(
+    A: sp.csr_matrix,
+    b: np.ndarray,
+    x0: np.ndarray,
+    rtol: float,
+    flux_check,
+    flux_tol: float,
+    maxiter: int,
+    progress: ProgressCallback | None,
+) -> tuple[np.ndarray, int, float, float, bool]:
+    """AMG-preconditioned CG, tightened until the flux balance is met too."""
+    M = amg_preconditioner(amg_hierarchy(A), A.shape)
+    if progress is not None:
+        progress(3, 4, "tortuosity")
+    x = x0
+    total_it = 0
+    bnorm = float(np.linalg.norm(b)) or 1.0
+    tol = rtol
+    while True:
+        count = [0]
+
+        def _count(_xk, count=count):
+            count[0] += 1
+
+        x, _ = spla.cg(A, b, x0=x, rtol=tol, atol=0.0, maxiter=max(maxiter - total_it, 1), M=M,
+                       callback=_count)
+        total_it += count[0]
+        rel = float(np.linalg.norm(b - A @ x)) / bnorm
+        balance = flux_check(x)
+        log.debug("AMG-CG: tol %.1e, %d iterations, residual %.2e, flux balance %.2e",
+                  tol, total_it, rel, balance)
+        if balance < flux_tol and rel <= rtol * 1.0001:
+            return x, total_it, rel, balance, True
+        if tol <= 1e-13 or total_it >= maxiter:
+            return x, total_it, rel, balance, False
+        tol = tol * 0.1
+
+
+def tortuosity(
+    mask: np.ndarray,
+    axis: str | int = "z",
+    *,
+    voxel_size_um: float | tuple[float, float, float] = 1.0,
+    periodic: bool = False,
+    rtol: float = 1e-6,
+    flux_tol: float = 1e-3,
+    return_flux: bool = False,
+    maxiter: int = 2000,
+    progress: ProgressCallback | None = None,
+) -> TortuosityResult:
+    """Diffusion tortuosity factor of the ``True`` phase of ``mask`` along ``axis``.
+
+    Parameters
+    ----------
+    mask : (z, y, x) bool array
+        The conducting phase (e.g. ``labels == 0`` for the pores).
+    axis : {"z", "y", "x"} or int
+        Transport direction.
+    voxel_size_um : float or (z, y, x) tuple
+        Voxel edge lengths in um; anisotropic voxels set conductances ``area / length``.
+    periodic : bool
+        Periodic instead of no-flux side faces.
+    rtol : float
+        Relative residual ``||b - A c|| / ||b||`` to reach.
+    flux_tol : float
+        Required inlet/outlet flux balance ``|F_in - F_out| / mean``; the residual tolerance is
+        tightened (10x steps) until it is met.
+    return_flux : bool
+        Also return the float32 flux-density magnitude map (NaN outside the phase).
+    maxiter : int
+        Cap on the total number of CG iterations.
+    progress : callable, optional
+        ``progress(done, total, description)``.
+
+    Returns
+    -------
+    TortuosityResult
+
+    Examples
+    --------
+    >>> m = np.zeros((8, 6, 6), bool); m[:, 1:3, 1:3] = True
+    >>> r = tortuosity(m, "z")
+    >>> round(r.tau, 6), round(r.eps, 4)
+    (1.0, 0.1111)
+    """
+    t0 = time.perf_counter()
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise DataError(f"tortuosity needs a 3D (z, y, x) mask, got shape {mask.shape}")
+    if mask.dtype != bool:
+        if not np.isin(np.unique(mask), (0, 1)).all():
+            raise DataError("tortuosity: mask must be boolean (or 0/1); map labels to a phase first")
+        mask = mask.astype(bool)
+    ax = axis_index(axis)
+    ax_name = "zyx"[ax]
+    voxel = as_voxel_size(voxel_size_um)
+    if mask.shape[ax] < 2:
+        raise DataError(f"tortuosity: the volume needs at least 2 voxels along axis {ax_name}")
+    n_phase = int(np.count_nonzero(mask))
+    eps = n_phase / mask.size
+    if progress is not None:
+        progress(0, 4, "tortuosity")
+
+    def _inf(reason: str, perc_frac: float = 0.0) -> TortuosityResult:
+        log.info("tortuosity along %s: %s", ax_name, reason)
+        flux = None
+        if return_flux:
+            flux = np.where(mask, np.float32(0), np.float32(np.nan))
+        if progress is not None:
+            progress(4, 4, "tortuosity")
+        return TortuosityResult(
+            tau=math.inf, eps=eps, deff=0.0, mcmullin=math.inf, converged=True,
+            percolating_fraction=perc_frac, dead_end_fraction=1.0 if n_phase else 0.0,
+            reason=reason, flux=flux, axis=ax_name, elapsed_s=time.perf_counter() - t0,
+        )
+
+    if n_phase == 0:
+        return _inf("the phase is absent (no voxels)")
+    perc = percolating_mask(mask, ax, periodic=periodic)
+    n = int(np.count_nonzero(perc))
+    if n == 0:
+        return _inf(f"no face-connected path of the phase joins the two faces normal to {ax_name}")
+    if progress is not None:
+        progress(1, 4, "tortuosity")
+
+    index = np.full(mask.shape, -1, np.int32)
+    index[perc] = np.arange(n, dtype=np.int32)
+    del perc
+    g = _conductances(voxel)
+    A, b, inlet, outlet = _assemble(index, n, ax, g, periodic)
+    gb = 2.0 * g[ax]
+    if progress is not None:
+        progress(2, 4, "tortuosity")
+
+    def fluxes(c: np.ndarray) -> tuple[float, float]:
+        return float(gb * np.sum(1.0 - c[inlet])), float(gb * np.sum(c[outlet]))
+
+    def balance(c: np.ndarray) -> float:
+        fi, fo = fluxes(c)
+        return abs(fi - fo) / max(0.5 * (fi + fo), 1e-300)
+
+    # Linear profile as start: exact for straight channels, good elsewhere.
+    shape1 = [1, 1, 1]
+    shape1[ax] = mask.shape[ax]
+    profile = (1.0 - (np.arange(mask.shape[ax]) + 0.5) / mask.shape[ax]).reshape(shape1)
+    x0 = np.broadcast_to(profile, mask.shape)[index >= 0]
+    c, iters, rel, bal, ok = _solve_spd(A, b, x0, rtol, balance, flux_tol, maxiter, progress)
+    del A, x0
+    f_in, f_out = fluxes(c)
+    f_mean = 0.5 * (f_in + f_out)
+
+    areas = [voxel[1] * voxel[2], voxel[0] * voxel[2], voxel[0] * voxel[1]]
+    box_len = mask.shape[ax] * voxel[ax]
+    box_area = math.prod(mask.shape[k] * voxel[k] for k in range(3) if k != ax)
+    deff = f_mean * box_len / box_area
+    tau = eps / deff if deff > 0 else math.inf
+
+    # Local flux density: per direction, the mean of the two face fluxes of each voxel.
+    mag2 = np.zeros(n, np.float64)
+    for d in range(3):
+        i, j = _neighbour_pairs(index, d, periodic_wrap=periodic and d != ax)
+        gd = g[d]
+        fd = gd * (c[i] - c[j]) / areas[d]
+        comp = np.bincount(i, weights=fd, minlength=n)
+        comp += np.bincount(j, weights=fd, minlength=n)
+        if d == ax:
+            comp[inlet] += gb * (1.0 - c[inlet]) / areas[d]
+            comp[outlet] += gb * c[outlet] / areas[d]
+        mag2 += (0.5 * comp) ** 2
+    mag = np.sqrt(mag2)
+    del mag2
+    thresh = DEAD_END_FLUX_FRACTION * float(mag.max())
+    n_dead = int(np.count_nonzero(mag < thresh)) + (n_phase - n)
+    flux_map = None
+    if return_flux:
+        flux_map = np.where(mask, np.float32(0), np.float32(np.nan))
+        sel = index >= 0
+        flux_map[sel] = mag[index[sel]].astype(np.float32)
+
+    reason = ""
+    if not ok:
+        reason = (f"not converged after {iters} iterations: residual {rel:.2e} (rtol {rtol:g}), "
+                  f"flux balance {bal:.2e} (flux_tol {flux_tol:g})")
+        log.warning("tortuosity along %s %s", ax_name, reason)
+    if progress is not None:
+        progress(4, 4, "tortuosity")
+    return TortuosityResult(
+        tau=float(tau), eps=float(eps), deff=float(deff), mcmullin=float(tau / eps),
+        converged=bool(ok), flux_in=f_in, flux_out=f_out, flux_balance=float(bal),
+        iterations=int(iters), residual=float(rel), elapsed_s=time.perf_counter() - t0,
+        percolating_fraction=n / n_phase, dead_end_fraction=n_dead / n_phase, reason=reason,
+        flux=flux_map, axis=ax_name,
+    )
+
+
+def phase_mask(labels: np.ndarray, phase: str | int = "pore", mapping: dict[str, int] | None = None) -> np.ndarray:
+    """Boolean mask of one phase of a label volume (``phase`` a name or a canonical code).
+
+    Examples
+    --------
+    >>> phase_mask(np.array([[[0, 85, 170]]]), "am", {"pore": 0, "am": 85, "cbd": 170}).tolist()
+    [[[False, True, False]]]
+    """
+    if isinstance(phase, str):
+        key = phase.strip().lower()
+        if key not in PHASE_CODES:
+            raise DataError(f"unknown phase {phase!r}; known phases are {', '.join(PHASE_CODES)}")
+        code = PHASE_CODES[key]
+    else:
+        code = int(phase)
+    return to_canonical(labels, mapping) == code
+
+
+def phase_tortuosity(
+    labels: np.ndarray,
+    phase: str | int = "pore",
+    axes: tuple[str, ...] | list[str] = ("z",),
+    voxel_size_um: float | tuple[float, float, float] = 1.0,
+    mapping: dict[str, int] | None = None,
+    **kw: Any,
+) -> dict[str, TortuosityResult]:
+    """Tortuosity factor of one phase of a label volume along several axes.
+
+    Parameters
+    ----------
+    labels : (z, y, x) integer array
+        Label volume; ``mapping`` says which stored value is which phase (SPEC 1 default
+        ``pore=0, am=1, cbd=2``).
+    phase : {"pore", "am", "cbd"}
+        Conducting phase (pores for ionic, CBD for electronic transport).
+    axes : sequence of {"z", "y", "x"}
+        Transport axes.
+    voxel_size_um : float or (z, y, x) tuple
+        Voxel size in um.
+    **kw
+        Passed to :func:`tortuosity`.
+
+    Returns
+    -------
+    dict
+        ``{axis: TortuosityResult}``.
+
+    Examples
+    --------
+    >>> lab = np.ones((6, 4, 4), np.uint8); lab[:, :2, :2] = 0
+    >>> round(phase_tortuosity(lab, "pore", ("z",))["z"].tau, 6)
+    1.0
+    """
+    mask = phase_mask(labels, phase, mapping)
+    return {"zyx"[axis_index(a)]: tortuosity(mask, a, voxel_size_um=voxel_size_um, **kw) for a in axes}

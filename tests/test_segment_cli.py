@@ -1,0 +1,103 @@
+"""``litomo segment`` end to end on a small phantom rendered from a real label volume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from litomo.cli import main
+from litomo.phases import to_canonical
+
+
+@pytest.fixture(scope="module")
+def files(shared_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("seg")
+    lab = tifffile.imread(shared_data / "micro" / "taufactor_electrode_polaron_nmc_256.tiff")
+    truth = to_canonical(lab[:28, :28, :28], {"pore": 0, "am": 85, "cbd": 170})
+    rng = np.random.default_rng(0)
+    levels = np.array([40.0, 180.0, 100.0])
+    grey = np.clip(ndimage.gaussian_filter(levels[truth], 1.0) + rng.normal(0, 20, truth.shape), 0, 255)
+    scribbles = np.zeros(truth.shape, np.uint8)
+    for code in range(3):
+        idx = rng.choice(np.flatnonzero(truth.ravel() == code), 150, replace=False)
+        scribbles.ravel()[idx] = code + 1  # default --scribble-values pore=1,am=2,cbd=3
+    tifffile.imwrite(d / "grey.tif", grey.astype(np.uint8))
+    tifffile.imwrite(d / "scribbles.tif", scribbles)
+    return d, truth
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, capsys.readouterr()
+
+
+def test_train_then_apply_model(files, capsys):
+    d, truth = files
+    common = ["--sigmas", "0.7,1.5", "--n-estimators", "15", "--n-jobs", "1", "-q"]
+    code, _ = _run(["segment", str(d / "grey.tif"), "--labels", str(d / "scribbles.tif"), "--out",
+                    str(d / "a"), "--voxel-size-um", "0.39", "--denoise", "median", *common], capsys)
+    assert code == 0
+    labels = tifffile.imread(d / "a" / "labels.tif")
+    assert labels.shape == truth.shape and set(np.unique(labels).tolist()) <= {0, 1, 2}
+    assert (labels == truth).mean() > 0.8  # canonical codes: pore 0, AM 1, CBD 2
+    rep = json.loads((d / "a" / "segmentation.json").read_text())
+    assert set(rep["oob_accuracy_per_class"]) == {"pore", "am", "cbd"}
+    assert sum(rep["volume_fractions"].values()) == pytest.approx(1.0)
+    s = rep["am_fraction_sensitivity"]
+    assert s["eroded"] < s["fraction"] < s["dilated"]
+    assert rep["volume_fractions"]["am"] == pytest.approx((labels == 1).mean())
+    assert rep["parameters"]["denoise"] == ["median"]
+    # applying the saved model (which re-applies its median filter) reproduces the labels exactly
+    code, _ = _run(["segment", str(d / "grey.tif"), "--model", str(d / "a" / "model.joblib"),
+                    "--out", str(d / "b"), "-q", "--n-jobs", "1"], capsys)
+    assert code == 0
+    np.testing.assert_array_equal(tifffile.imread(d / "b" / "labels.tif"), labels)
+    # ... but not with other feature scales
+    code, out = _run(["segment", str(d / "grey.tif"), "--model", str(d / "a" / "model.joblib"),
+                      "--out", str(d / "c"), "--sigmas", "1,2", "-q"], capsys)
+    assert code == 2 and "features" in out.err
+    code, out = _run(["segment", str(d / "grey.tif"), "--model", str(d / "a" / "model.joblib"),
+                      "--out", str(d / "c"), "--denoise", "nlm", "-q"], capsys)
+    assert code == 2 and "preprocessing" in out.err
+
+
+def test_multi_otsu_with_denoising(files, capsys):
+    d, truth = files
+    code, out = _run(["segment", str(d / "grey.tif"), "--method", "multi-otsu", "--denoise", "median",
+                      "--out", str(d / "m"), "--json", "-q"], capsys)
+    assert code == 0
+    rep = json.loads(out.out)
+    oiv = rep["otsu_interclass_variance"]
+    assert oiv["after"] > oiv["before"]  # the median filter removes noise
+    labels = tifffile.imread(d / "m" / "labels.tif")
+    assert (labels == truth).mean() > 0.6
+    assert not (d / "m" / "model.joblib").exists()
+
+
+def test_bad_inputs_exit_2(files, tmp_path, capsys):
+    d, truth = files
+    grey = str(d / "grey.tif")
+    tifffile.imwrite(tmp_path / "small.tif", np.ones((5, 5, 5), np.uint8))
+    one = np.zeros(truth.shape, np.uint8)
+    one[::3, ::3, ::3] = 1
+    tifffile.imwrite(tmp_path / "one.tif", one)
+    tifffile.imwrite(tmp_path / "labels_as_grey.tif", (truth * 85).astype(np.uint8))
+    nan = tifffile.imread(grey).astype(np.float32)
+    nan[1, 1, 1] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    cases = [
+        ([grey, "--labels", str(tmp_path / "small.tif")], "shape"),
+        ([grey, "--labels", str(tmp_path / "one.tif")], "two classes"),
+        ([str(tmp_path / "labels_as_grey.tif"), "--labels", str(d / "scribbles.tif")], "label volume"),
+        ([str(tmp_path / "nan.tif"), "--method", "multi-otsu"], "NaN"),
+        ([grey], "needs scribbles"),
+    ]
+    for args, msg in cases:
+        code, out = _run(["segment", *args, "--out", str(tmp_path / "o"), "-q"], capsys)
+        assert code == 2, args
+        assert msg in out.err, out.err
