@@ -262,3 +262,20 @@ def test_parse_energy_units() -> None:
         parse_energy_ev("8.345")
     with pytest.raises(ManifestError, match="positive"):
         parse_energy_ev(-8345.0)
+
+
+def test_registration_and_background_keys(tree: Path) -> None:
+    m = load_manifest(_write(tree, EXAMPLE))
+    assert m.processing.register_bin == "auto"
+    assert m.processing.background_exponent == 0.0
+    text = EXAMPLE.replace("bin = 7", "bin = 7\nregister_bin = 2\nbspline_spacing_um = 3.5\nbackground_exponent = 2.8")
+    m = load_manifest(_write(tree, text))
+    assert (m.processing.register_bin, m.processing.bspline_spacing_um, m.processing.background_exponent) == (2, 3.5, 2.8)
+    back = load_manifest(write_manifest(m, tree / "copy.toml"))
+    assert back.processing == m.processing
+    for bad, field in (("register_bin = 0", "processing.register_bin"),
+                       ('register_bin = "fine"', "processing.register_bin"),
+                       ("background_exponent = -1", "processing.background_exponent"),
+                       ("bspline_spacing_um = 0", "processing.bspline_spacing_um")):
+        with pytest.raises(ManifestError, match=field.replace(".", r"\.")):
+            load_manifest(_write(tree, EXAMPLE.replace("bin = 7", f"bin = 7\n{bad}")))

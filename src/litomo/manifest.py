@@ -136,8 +136,9 @@ class ProcessingSpec:
     #: p of an E**-p non-resonant background removed before the ratio (0 = SPEC 2.1's plain R);
     #: see litomo.xanes.threeenergy.background_corrected_ratio
     background_exponent: float = 0.0
-    #: binning of the volumes the registration is estimated on (applied at full resolution)
-    register_bin: int = 3
+    #: binning of the volumes the registration is estimated on (applied at full resolution);
+    #: "auto": the smallest factor >= 2 giving at most ~17 M voxels (256^3)
+    register_bin: int | str = "auto"
     #: B-spline control-point spacing of the non-rigid registration stage (um)
     bspline_spacing_um: float = 4.5
 
@@ -433,9 +434,12 @@ def _parse_processing(ctx: _Ctx, t: dict) -> ProcessingSpec:
         kw["histogram_bins"] = v
     if "register_bin" in t:
         v = t["register_bin"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ctx.err(f"expected an integer >= 1, got {v!r}", "processing.register_bin")
-        kw["register_bin"] = v
+        if isinstance(v, str):
+            kw["register_bin"] = ctx.string(v, "processing.register_bin", ("auto",))
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ctx.err(f"expected \"auto\" or an integer >= 1, got {v!r}", "processing.register_bin")
+        else:
+            kw["register_bin"] = v
     if "bspline_spacing_um" in t:
         kw["bspline_spacing_um"] = ctx.number(t["bspline_spacing_um"], "processing.bspline_spacing_um",
                                               lo=0.0, strict_lo=True)
@@ -649,7 +653,7 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     kv("clip_li", False if pr.clip_li is None else [float(v) for v in pr.clip_li])
     kv("histogram_bins", int(pr.histogram_bins))
     kv("background_exponent", float(pr.background_exponent))
-    kv("register_bin", int(pr.register_bin))
+    kv("register_bin", pr.register_bin if isinstance(pr.register_bin, str) else int(pr.register_bin))
     kv("bspline_spacing_um", float(pr.bspline_spacing_um))
     for st in manifest.states:
         lines += ["", "[[states]]"]

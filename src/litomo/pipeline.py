@@ -142,37 +142,48 @@ class StageStore:
             data = json.loads(rec.read_text())
         except (OSError, json.JSONDecodeError):
             return False
+        if not isinstance(data, dict):
+            return False
         if data.get("key") != key:
             log.info("stage %s is stale (inputs or parameters changed): redoing it", name)
             return False
-        return all(Path(p).exists() for p in data.get("outputs", []))
+        # outputs are stored relative to work/, so a moved or copied run directory resumes
+        work = self.dir.parent
+        return all((work / p).exists() for p in data.get("outputs", []))
 
     def mark_done(self, name: str, key: str, outputs: list[Path], elapsed_s: float) -> None:
         # written after the outputs, so a record never points at a half-written result
+        work = self.dir.parent
+        rel = [os.path.relpath(p, work) if Path(p).is_absolute() == work.is_absolute() else str(p)
+               for p in outputs]
         write_text_atomic(
             self._record(name),
-            json.dumps({"key": key, "outputs": [str(p) for p in outputs], "elapsed_s": elapsed_s}),
+            json.dumps({"key": key, "outputs": rel, "elapsed_s": elapsed_s}),
         )
 
     def elapsed(self, name: str) -> float | None:
         rec = self._record(name)
-        if rec.exists():
+        try:
             return float(json.loads(rec.read_text()).get("elapsed_s", 0.0))
-        return None
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
-                n_workers: int | None = None) -> Iterator[Any]:
+                n_workers: int | None = None, connect_timeout_s: float = 10.0) -> Iterator[Any]:
     """Context with the dask scheduler for a run.
 
     ``None`` starts a local dask.distributed cluster sized to the machine (one worker
     process per core pair would copy data between processes; for a streaming, I/O-bound
     pipeline one multi-threaded worker is faster, so we use threads). ``"synchronous"`` runs
     without a cluster (tests, debugging). Anything else is the address of an existing
-    dask.distributed scheduler.
+    dask.distributed scheduler (``connect_timeout_s``: how long to try to reach it).
     """
     import dask
+
+    if n_workers is not None and n_workers < 1:
+        raise LitomoError(f"the number of dask workers must be >= 1, got {n_workers}")
 
     if scheduler == "synchronous":
         with dask.config.set(scheduler="synchronous"):
@@ -182,9 +193,13 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
-        except OSError as exc:
-            raise LitomoError(f"cannot reach the dask scheduler at {scheduler!r}: {exc}") from None
+            client = Client(scheduler, timeout=f"{connect_timeout_s}s")
+        except (OSError, ValueError, TypeError) as exc:
+            # OSError/TimeoutError: nothing answers there; ValueError: a malformed address
+            raise LitomoError(
+                f"cannot reach the dask scheduler at {scheduler!r} (give 'synchronous', "
+                f"leave --scheduler out for a local cluster, or tcp://host:port): {exc}"
+            ) from None
         try:
             yield client
         finally:
@@ -196,7 +211,8 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
         threads_per_worker=max(1, ncores // (n_workers or 1)),
         processes=bool(n_workers and n_workers > 1),
         memory_limit=memory_limit or "auto",
-        dashboard_address=None,
+        # ":0": any free port; the default 8787 warns when another cluster already holds it
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
     )
     client = Client(cluster)
@@ -211,11 +227,24 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
 
 
 def prepare_out_dir(out_dir: Path, manifest: Any, *, force: bool, resume: bool) -> None:
-    """Refuse to reuse a non-empty directory unless ``force`` (start over) or ``resume``."""
+    """Refuse to reuse a non-empty directory unless ``force`` (start over) or ``resume``.
+
+    ``force`` only empties a directory that an earlier run wrote (it holds ``work/`` or
+    ``run.json``), never an arbitrary folder. In a run directory ``resume`` removes
+    ``run.json``/``report.html`` first, so a resumed run that is interrupted again does not
+    look finished, and the ``.*.partial-*``/``.*.old-*`` leftovers of atomic writes cut short
+    by an earlier interruption.
+    """
+    if force and resume:
+        raise LitomoError("--force and --resume exclude each other")
     out_dir = out_dir.resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LitomoError(f"output directory {out_dir} is an existing file; choose another --out")
     inputs = [Path(manifest.path).resolve()]
     for st in manifest.states:
         inputs.extend(Path(p).resolve() for p in st.volumes)
+    inputs.extend(Path(p).resolve() for p in (manifest.xanes.reference_pristine,
+                                               manifest.xanes.reference_charged) if p is not None)
     for p in inputs:
         if out_dir == p or out_dir in p.parents:
             raise LitomoError(
@@ -223,6 +252,21 @@ def prepare_out_dir(out_dir: Path, manifest: Any, *, force: bool, resume: bool) 
                 "(litomo never writes over its inputs)"
             )
     if out_dir.exists() and any(out_dir.iterdir()):
+        if force and not ((out_dir / "work").is_dir() or (out_dir / "run.json").is_file()):
+            raise LitomoError(
+                f"output directory {out_dir} is not empty and holds no earlier litomo run "
+                "(no work/ or run.json): --force only starts over in a run directory; "
+                "choose an empty or new --out"
+            )
+        if resume and (out_dir / "work").is_dir():
+            for name in ("run.json", "report.html"):
+                (out_dir / name).unlink(missing_ok=True)
+            leftovers = [*out_dir.rglob(".*.partial-*"), *out_dir.rglob(".*.old-*")]
+            for left in sorted(leftovers, reverse=True):
+                if left.is_dir():
+                    shutil.rmtree(left, ignore_errors=True)
+                else:
+                    left.unlink(missing_ok=True)
         if force:
             for child in out_dir.iterdir():
                 if child.is_dir():
@@ -356,6 +400,28 @@ def warp_and_bin(moving: Any, result: Any, binned_shape: tuple[int, int, int],
     return out
 
 
+def auto_register_bin(shape: tuple[int, ...], setting: int | str, *,
+                      max_voxels: float = 17e6) -> int:
+    """The binning factor the registration is estimated on.
+
+    ``"auto"``: the smallest factor >= 2 whose binned volume has at most ``max_voxels`` (a
+    256^3 registration takes seconds and well under 1 GB in elastix; finer grids place
+    particle surfaces better, which the edge ratio needs at surface voxels).
+
+    Examples
+    --------
+    >>> auto_register_bin((192, 192, 192), "auto"), auto_register_bin((1024,) * 3, "auto")
+    (2, 4)
+    """
+    if setting != "auto":
+        return int(setting)
+    n = float(np.prod(shape))
+    f = 2
+    while n / f**3 > max_voxels:
+        f += 1
+    return f
+
+
 def stage_register(state: Any, b: dict[str, Any], manifest: Any, do_register: bool,
                    progress: ProgressCallback | None) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Register pre-edge and edge onto post-edge; returns registered binned arrays and QA rows.
@@ -375,7 +441,7 @@ def stage_register(state: Any, b: dict[str, Any], manifest: Any, do_register: bo
     mode = "rigid+bspline" if p.bspline else "rigid"
     raw_vs = b["raw_voxel_size_um"]
     map_vs = tuple(s * f for s, f in zip(raw_vs, _factor3(p.bin), strict=True))
-    rf = _factor3(p.register_bin)
+    rf = _factor3(auto_register_bin(b["raw_shape"], p.register_bin))
     reg_vs = tuple(s * f for s, f in zip(raw_vs, rf, strict=True))
     params = RegistrationParams(mode=mode, spatial_samples=8192,
                                 bspline_grid_spacing_vox=p.bspline_spacing_um / min(reg_vs))
@@ -468,7 +534,7 @@ def stage_map(state: Any, reg: dict[str, np.ndarray], manifest: Any, cal: Calibr
                                  li_pristine=manifest.xanes.li_pristine,
                                  li_charged=manifest.xanes.li_charged, clip=clip)
     am = np.asarray(te.am_mask_from_jump(pre, post)) & np.isfinite(x)
-    am_fraction = am_fraction_from_jump(post - pre, am)
+    am_fraction, j_full = am_fraction_from_jump(post - pre, am)
     x = np.where(am, x, np.nan).astype(np.float32)
     particles = separate_particles(am, voxel_size_um=voxel_size_um)
     return {
@@ -479,22 +545,23 @@ def stage_map(state: Any, reg: dict[str, np.ndarray], manifest: Any, cal: Calibr
     }
 
 
-def am_fraction_from_jump(jump: np.ndarray, am: np.ndarray) -> np.ndarray:
-    """AM volume fraction of each binned voxel from its edge jump.
+def am_fraction_from_jump(jump: np.ndarray, am: np.ndarray) -> tuple[np.ndarray, float]:
+    """AM volume fraction of each binned voxel from its edge jump, and the full-voxel jump.
 
     The Ni K-edge jump is proportional to the amount of Ni in a voxel, so ``jump / J_full``
     (``J_full`` = median jump of voxels well inside particles: the AM mask eroded by one voxel)
-    is the AM fraction of partially filled surface voxels. Clipped to [0, 1]; 0 outside ``am``.
+    is the AM fraction of partially filled voxels, including the surface voxels whose jump is
+    below the mapping threshold. Not clipped, so that noise averages out in sums.
     """
     from scipy import ndimage
 
     core = ndimage.binary_erosion(am)
     ref = jump[core] if core.sum() >= 20 else jump[am]
-    if ref.size == 0:
-        return np.zeros(jump.shape, np.float32)
-    j_full = float(np.median(ref))
-    frac = np.clip(jump / j_full, 0.0, 1.0) if j_full > 0 else np.zeros(jump.shape)
-    return np.where(am, frac, 0.0).astype(np.float32)
+    j_full = float(np.median(ref)) if ref.size else float("nan")
+    if not j_full > 0:
+        return np.zeros(jump.shape, np.float32), j_full
+    # NaN/inf input voxels (already warned about) contribute no AM volume
+    return np.nan_to_num(jump / j_full, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), j_full
 
 
 def stage_stats(state: Any, mapped: dict[str, Any], manifest: Any,
@@ -507,11 +574,18 @@ def stage_stats(state: Any, mapped: dict[str, Any], manifest: Any,
     summary = st.state_summary(x, voxel_size_um=voxel_size_um, poor_max=p.li_poor_max,
                                rich_min=p.li_rich_min, expected_li=state.expected_li)
     ids = np.unique(mapped["particles"])
-    # total Li weighted by the AM fraction of each voxel (from its edge jump), so surface voxels
-    # that are only partly AM are not counted as whole voxels of AM
+    # Total Li = (AM volume from the summed edge jump) x (jump-weighted mean x_Li): surface
+    # voxels count by their AM fraction, and AM in voxels below the mapping threshold (thin
+    # surface slivers) is not lost, which counting mapped voxels as whole AM voxels would do.
     vox_um3 = float(np.prod(voxel_size_um))
-    summary["total_li_um3"] = float(np.nansum(x * mapped["am_fraction"]) * vox_um3)
-    summary["am_volume_um3"] = float(mapped["am_fraction"].sum() * vox_um3)
+    frac = mapped["am_fraction"]
+    mapped_ok = np.isfinite(x)
+    w = np.clip(frac[mapped_ok], 0.0, None)
+    x_w = float(np.sum(x[mapped_ok] * w) / np.sum(w)) if w.sum() > 0 else float("nan")
+    am_volume = float(frac.sum() * vox_um3)
+    summary["am_volume_um3"] = am_volume
+    summary["mean_li_volume_weighted"] = x_w
+    summary["total_li_um3"] = x_w * am_volume
     summary = {"state": state.name, "label": state.label or "", **summary,
                "n_particles": int((ids > 0).sum()),
                "clipped_fraction": mapped["clipped_fraction"],
@@ -569,9 +643,6 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     out = Path(out_dir)
-    prepare_out_dir(out, manifest, force=opts.force, resume=opts.resume)
-    work = out / "work"
-    store = StageStore(work, resume=opts.resume)
     do_register = manifest.processing.register if opts.register is None else opts.register
     warn_list: list[str] = []
     timings: dict[str, float] = {}
@@ -585,6 +656,10 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
                 "xanes module for full spectra"
             )
 
+    if opts.force and opts.resume:
+        raise LitomoError("--force and --resume exclude each other")
+    _check_input_volumes(manifest, opts)
+    _check_reference_coverage(manifest)
     cal = calibration_for(manifest)
     adv = cal.advice
     if adv.get("ratio", 1.0) and adv.get("ratio", 1.0) > 2.0:
@@ -593,6 +668,12 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
                f"{adv['ratio']:.1f}x more sensitive (see `litomo advise-energies`)")
         log.warning(msg)
         warn_list.append(msg)
+
+    # only now touch the output directory: bad input neither leaves a half-made run directory
+    # behind (which would need --force next time) nor lets --force wipe a good earlier run
+    prepare_out_dir(out, manifest, force=opts.force, resume=opts.resume)
+    work = out / "work"
+    store = StageStore(work, resume=opts.resume)
 
     p = manifest.processing
     bins = np.linspace(0.0, 1.2, int(p.histogram_bins) + 1)
@@ -631,8 +712,10 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
                 timings[name] = store.elapsed(name) or 0.0
             else:
                 t0 = time.perf_counter()
+                raw_shape = _read_lazy(st.volumes[-1], manifest.sample.voxel_size_um, opts.chunk_mb).shape
                 b = stage_bin(st, manifest, work, opts, progress,
-                              register_bin=p.register_bin if do_register else None)
+                              register_bin=auto_register_bin(raw_shape, p.register_bin)
+                              if do_register else None)
                 warn_list += b["warnings"]
                 vs = tuple(s * f for s, f in zip(b["raw_voxel_size_um"], _factor3(p.bin), strict=True))
                 reg, qa = stage_register(st, b, manifest, do_register, progress)
@@ -694,6 +777,42 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
     except ImportError:  # pragma: no cover - report module optional during development
         log.warning("report module not available: report.html not written")
     return RunResult(out, merged, warn_list, timings)
+
+
+def _check_input_volumes(manifest: Any, opts: RunOptions) -> None:
+    """Open every volume (header only) and refuse unreadable files or mismatched shapes.
+
+    Part of run_experiment's input validation, so a bad file in the last state fails at once
+    instead of after the earlier states were processed.
+    """
+    for st in manifest.states:
+        shapes = {role: _read_lazy(path, manifest.sample.voxel_size_um, opts.chunk_mb).shape
+                  for role, path in zip(_roles_of(st), st.volumes, strict=True)}
+        if len(set(shapes.values())) != 1:
+            detail = ", ".join(f"{r} {s}" for r, s in shapes.items())
+            raise DataError(f"state {st.name!r}: the energy volumes differ in shape ({detail})")
+
+
+def _check_reference_coverage(manifest: Any) -> None:
+    """Refuse energies (after the foil shift) outside either reference spectrum's range.
+
+    Part of run_experiment's input validation: the message names the reference file, its
+    energy range and the energy that falls outside, before any volume is read.
+    """
+    from litomo.xanes.spectra import read_spectrum
+
+    x = manifest.xanes
+    roles = ("pre_edge_ev", "edge_ev", "post_edge_ev")
+    energies = x.calibrated_ev(getattr(x, r) for r in roles)
+    for ref in (x.reference_pristine, x.reference_charged):
+        e = np.asarray(read_spectrum(ref).energy_ev, float)
+        for role, en in zip(roles, energies, strict=True):
+            if not e[0] <= en <= e[-1]:
+                shift = f" (incl. energy_shift_ev {x.energy_shift_ev:+g})" if x.energy_shift_ev else ""
+                raise DataError(
+                    f"reference spectrum {ref} covers {e[0]:.2f}-{e[-1]:.2f} eV but xanes.{role} is "
+                    f"{en:.2f} eV{shift}; use references that span the three energies"
+                )
 
 
 def _factor3(f: Any) -> tuple[int, int, int]:

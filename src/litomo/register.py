@@ -17,7 +17,9 @@ the moving image's content is displaced by ``d`` with respect to the fixed one, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -237,6 +239,17 @@ def _to_itk(a: np.ndarray, spacing: tuple[float, ...], dtype: Any = np.float32):
     return img
 
 
+def _deformation_field(img, parameter_object):
+    """transformix's deformation field, without leaving deformationField.nii in the cwd.
+
+    transformix writes that file into the current directory (it ignores output_directory),
+    so run it from inside a temporary directory.
+    """
+    itk = _itk()
+    with tempfile.TemporaryDirectory(prefix="litomo-transformix-") as tmp, contextlib.chdir(tmp):
+        return itk.transformix_deformation_field(img, parameter_object, log_to_console=False)
+
+
 def _fmt(x: float) -> str:
     return repr(float(x))
 
@@ -392,7 +405,7 @@ def _linear_part(maps: ParameterMaps, shape: tuple[int, ...], spacing: tuple[flo
     coarse_spacing = tuple(n * s / c for n, s, c in zip(shape, spacing, coarse_shape, strict=True))
     sub = _with_grid(linear, coarse_shape, coarse_spacing)
     ref = _to_itk(np.zeros(coarse_shape, np.float32), coarse_spacing)
-    dfield = itk.array_from_image(itk.transformix_deformation_field(ref, _parameter_object(sub)))
+    dfield = itk.array_from_image(_deformation_field(ref, _parameter_object(sub)))
     disp = np.asarray(dfield, dtype=np.float64)[..., ::-1]  # itk gives (x, y, z) vectors
     idx = np.indices(coarse_shape, dtype=np.float64)
     pts = np.stack([(idx[i] + 0.5) * coarse_spacing[i] for i in range(ndim)], axis=-1).reshape(-1, ndim)
@@ -658,9 +671,7 @@ def displacement_field(
         raise LitomoError("displacement_field needs voxel_size_um when given bare parameter maps")
     spacing = _spacing(vs, len(shape))
     img = _to_itk(np.zeros(shape, np.float32), spacing)
-    field = itk.transformix_deformation_field(
-        img, _parameter_object(_with_grid(maps, tuple(shape), spacing)), log_to_console=False
-    )
+    field = _deformation_field(img, _parameter_object(_with_grid(maps, tuple(shape), spacing)))
     arr = np.asarray(itk.array_from_image(field), dtype=np.float32)  # (..., ndim) x-first
     return np.moveaxis(arr[..., ::-1], -1, 0).copy()
 
@@ -673,7 +684,7 @@ def warp_slab(
     z_range: tuple[int, int],
     out_shape_yx: tuple[int, int],
     *,
-    order: int = 1,
+    order: int = 3,
 ) -> np.ndarray:
     """Resample output slices ``z_range`` of a full-resolution moving volume through a transform.
 
@@ -690,6 +701,9 @@ def warp_slab(
         Output slices to compute.
     out_shape_yx : (ny, nx)
         In-plane size of the output.
+    order : int
+        Interpolation order; cubic (default) keeps particle surfaces sharper than linear, which
+        matters for the edge ratio of surface voxels (phantom: x_Li RMSE 0.037 vs 0.041).
 
     Returns
     -------
@@ -726,4 +740,7 @@ def warp_slab(
         block = block.compute(scheduler="synchronous")
     block = np.asarray(block, dtype=np.float32)
     src[0] = src[0] - lo_c
+    if order > 1 and not np.isfinite(block).all():
+        # a spline prefilter would spread each NaN along whole lines; linear keeps it local
+        order = 1
     return ndimage.map_coordinates(block, src, order=order, mode="nearest").astype(np.float32)

@@ -52,7 +52,9 @@ def score_state(li_run: np.ndarray, truth_li: np.ndarray, truth_labels: np.ndarr
     run_cls = _class_fractions(lr[both], poor_max, rich_min)
     truth_cls = _class_fractions(tb[both], poor_max, rich_min)
     vox_um3 = raw_voxel_size_um**3
-    total_truth = float(np.nansum(np.where(am, truth_li, 0.0)) * vox_um3)
+    # the run's grid covers only whole bins: compare with the truth over the same region
+    crop = tuple(slice(0, (n // f) * f) for n, f in zip(truth_li.shape, factor, strict=True))
+    total_truth = float(np.nansum(np.where(am[crop], truth_li[crop], 0.0)) * vox_um3)
 
     # per-particle means: true mean over each particle's raw voxels, looked up at run centroids
     ids = truth_particles.ravel()

@@ -47,20 +47,9 @@ def _parse_expected(text: str | None) -> dict[str, float] | None:
 
 
 def _read(path: Path, voxel_size_um: Any) -> np.ndarray:
-    if not path.exists():
-        raise LitomoError(f"{path}: no such file")
-    try:
-        from litomo.io import read_volume
-    except ImportError:  # the io package may not provide read_volume yet
-        read_volume = None
-    if read_volume is not None:
-        return read_volume(path, voxel_size_um=voxel_size_um).numpy()
-    import tifffile
+    from litomo.io import read_volume
 
-    try:
-        return np.asarray(tifffile.imread(path))
-    except Exception as exc:  # tifffile raises many types for bad files
-        raise LitomoError(f"{path}: cannot read as TIFF ({exc})") from None
+    return read_volume(path, voxel_size_um=voxel_size_um).numpy()
 
 
 def _write_csv(df, path: Path) -> None:
@@ -71,11 +60,9 @@ def _write_csv(df, path: Path) -> None:
 
 
 def _savefig(fig, stem: Path) -> None:
-    from litomo.io.atomic import atomic_path
+    from litomo.report.figures import save_figure
 
-    for fmt in ("png", "svg"):
-        with atomic_path(stem.with_suffix(f".{fmt}")) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+    save_figure(fig, stem.parent, stem.name, dpi=120)
 
 
 def _figures(fig_dir: Path, labels: np.ndarray, v: tuple, report: dict, tables: dict) -> list[str]:
@@ -237,6 +224,9 @@ def micro(
         fdir = out / "figures"
         fdir.mkdir(parents=True, exist_ok=True)
         _figures(fdir, labels, voxel, report, tables)
+        from litomo.report.html import build_report
+
+        build_report(out, kind="micro")
     if as_json:
         print_json(report)
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -21,6 +20,18 @@ _MEM = typer.Option(None, "--memory-limit", help="Memory limit per dask worker, 
 _WORKERS = typer.Option(None, "--workers", help="Number of local dask worker processes (default: one multi-threaded worker).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 _VERBOSE = typer.Option(False, "--verbose", "-v", help="Log each step.")
+
+
+def _command_line(name: str, args: list[object], options: dict[str, object]) -> str:
+    """The command as typed, rebuilt from the parsed parameters (for run.json)."""
+    words = ["litomo", name, *(str(a) for a in args)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def _summary_line(result) -> str:
@@ -50,9 +61,11 @@ def run(
     setup_logging(verbose)
     if force and resume:
         raise LitomoError("--force and --resume exclude each other")
+    cmd = _command_line("run", [manifest], {"out": out, "force": force, "resume": resume, "tiff": tiff,
+                                            "no_register": no_register, "scheduler": scheduler,
+                                            "memory_limit": memory_limit, "workers": workers})
     opts = RunOptions(force=force, resume=resume, tiff=tiff, register=False if no_register else None,
-                      scheduler=scheduler, memory_limit=memory_limit, n_workers=workers,
-                      command=shlex.join(["litomo", *sys.argv[1:]]))
+                      scheduler=scheduler, memory_limit=memory_limit, n_workers=workers, command=cmd)
     result = run_experiment(manifest, out, opts, progress=progress_bar(not quiet))
     typer.echo(_summary_line(result))
     for w in result.warnings:
@@ -69,6 +82,7 @@ def demo(
     force: bool = _FORCE,
     resume: bool = _RESUME,
     tiff: bool = _TIFF,
+    no_register: bool = typer.Option(False, "--no-register", help="Skip registration (faster; shows what registration buys)."),
     scheduler: str = _SCHED,
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
@@ -91,7 +105,10 @@ def demo(
         write_operando_phantom(data_dir, size=size, n_states=states, seed=seed, overwrite=True,
                               progress=progress_bar(not quiet))
     opts = RunOptions(force=force, resume=resume, tiff=tiff, scheduler=scheduler,
-                      command=shlex.join(["litomo", *sys.argv[1:]]))
+                      register=False if no_register else None,
+                      command=_command_line("demo", [], {"out": out, "size": size, "states": states,
+                                                         "seed": seed, "force": force, "resume": resume,
+                                                         "tiff": tiff, "no_register": no_register}))
     result = run_experiment(manifest_path, res_dir, opts, progress=progress_bar(not quiet))
     typer.echo(_summary_line(result))
     score = score_run(res_dir, data_dir)

@@ -58,6 +58,28 @@ def _face_category_areas(particle_labels: np.ndarray, phase_labels: np.ndarray |
     return out.reshape(n + 1, 4)
 
 
+def _centroids_um(particle_labels: np.ndarray, counts: np.ndarray,
+                  v: tuple[float, float, float]) -> np.ndarray:
+    """Voxel-centre centroids (um), shape (n + 1, 3), from bincounts over z-slices.
+
+    Going slice by slice keeps every bincount on contiguous data and the (y, x) weights
+    at one slice's size, instead of three full-volume coordinate arrays.
+    """
+    n1 = counts.size
+    nz, ny, nx = particle_labels.shape
+    yy = np.repeat(np.arange(ny, dtype=np.float64), nx)
+    xx = np.tile(np.arange(nx, dtype=np.float64), ny)
+    out = np.zeros((n1, 3))
+    for z in range(nz):
+        s = particle_labels[z].ravel()
+        if z:
+            out[:, 0] += z * np.bincount(s, minlength=n1)[:n1]
+        out[:, 1] += np.bincount(s, weights=yy, minlength=n1)[:n1]
+        out[:, 2] += np.bincount(s, weights=xx, minlength=n1)[:n1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (out / counts[:, None] + 0.5) * np.asarray(v)
+
+
 def particle_table(
     particle_labels: np.ndarray,
     phase_labels: np.ndarray | None = None,
@@ -131,18 +153,18 @@ def particle_table(
     faces = _face_category_areas(p, phase_labels, v, n)[ids]
     total_face = faces.sum(axis=1)
 
-    objects = ndi.find_objects(p)
-    area_mc = np.empty(ids.size)
-    centroid = np.empty((ids.size, 3))
-    for k, lab in enumerate(ids):
-        sl = objects[lab - 1]
-        crop = p[sl] == lab
-        # the crop holds only this particle; closing its mesh at the crop edge is what we want
-        area_mc[k] = mesh_area(crop, v, smooth_sigma_vox=smooth_sigma_vox, closed=True) if mesh else np.nan
-        idx = np.nonzero(crop)
-        centroid[k] = [(s.start + i.mean() + 0.5) * vs for s, i, vs in zip(sl, idx, v, strict=True)]
-        if progress is not None and (k % 50 == 49 or k == ids.size - 1):
-            progress(k + 1, ids.size, "particles")
+    centroid = _centroids_um(p, counts, v)[ids]
+    area_mc = np.full(ids.size, np.nan)
+    if mesh:
+        objects = ndi.find_objects(p)
+        for k, lab in enumerate(ids):
+            sl = objects[lab - 1]
+            # the crop holds only this particle; closing its mesh at the crop edge is what we want
+            area_mc[k] = mesh_area(p[sl] == lab, v, smooth_sigma_vox=smooth_sigma_vox, closed=True)
+            if progress is not None and (k % 50 == 49 or k == ids.size - 1):
+                progress(k + 1, ids.size, "particles")
+    elif progress is not None:
+        progress(ids.size, ids.size, "particles")
 
     boundary = np.isin(ids, boundary_touching(p))
     with np.errstate(divide="ignore", invalid="ignore"):

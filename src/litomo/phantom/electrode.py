@@ -373,7 +373,12 @@ def make_electrode(
     rng = np.random.default_rng(seed)
     vs = float(voxel_size_um)
     parts = _particle_params(shape, vs, d50_um, sigma_log, am_fraction, asphericity, defect_probability, rng)
-    ids, best, angular, voids = paint_particles(parts, 0, shape[0], progress=progress)
+    if _paint_rows_jit is not None:
+        ids, best, angular, voids = paint_particles_fast(parts, 0, shape[0], _defect_table(parts))
+        if progress is not None:
+            progress(1, 1, "packing particles")
+    else:
+        ids, best, angular, voids = paint_particles(parts, 0, shape[0], progress=progress)
     order = parts.visible
     r50 = parts.r50
     ids[voids] = 0
@@ -732,7 +737,7 @@ def _paint_rows_py(z0, z1, sel, lo, hi, centers, reach, rot, ax, radii, hax, ham
                                 voids[zi, y, x] = True
 
 
-_paint_rows_jit = _numba.njit(nogil=True, cache=False)(_paint_rows_py) if _numba is not None else None
+_paint_rows_jit = _numba.njit(nogil=True, cache=True)(_paint_rows_py) if _numba is not None else None
 
 
 def paint_particles_fast(parts: ParticleSet, z0: int, z1: int, defects: dict[str, np.ndarray],

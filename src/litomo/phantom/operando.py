@@ -72,6 +72,9 @@ ROLES: tuple[str, str, str] = ("pre_edge", "edge", "post_edge")
 E_REF_EV = 8333.0
 AM_EDGE_JUMP_PER_UM = 0.064
 AM_BACKGROUND_PER_UM = 0.047
+#: photo-absorption of the NMC matrix (O, Mn, Co, Li and Ni below its K edge) falls as ~E^-2.8
+#: near 8.3 keV; the manifest passes the same exponent to the map's background correction
+AM_BACKGROUND_EXPONENT = 2.8
 CBD_PER_UM = 0.0012
 PORE_PER_UM = 0.0008
 #: uint16 output: ``counts = (mu_per_um + UINT16_OFFSET_PER_UM) * UINT16_COUNTS_PER_INV_UM``.
@@ -130,7 +133,8 @@ def normalized_mu(energy_ev: float, li: Any, *, li_pristine: float = 1.0, li_cha
 def background_per_um(energy_ev: float) -> dict[str, float]:
     """Non-resonant attenuation (1/um) of the three phases at ``energy_ev`` (AM without Ni edge)."""
     r = energy_ev / E_REF_EV
-    return {"am": AM_BACKGROUND_PER_UM * r**-2.8, "cbd": CBD_PER_UM * r**-3, "pore": PORE_PER_UM * r**-3}
+    return {"am": AM_BACKGROUND_PER_UM * r**-AM_BACKGROUND_EXPONENT, "cbd": CBD_PER_UM * r**-3,
+            "pore": PORE_PER_UM * r**-3}
 
 
 def am_attenuation(energy_ev: float, li: Any, *, li_pristine: float = 1.0, li_charged: float = 0.38) -> Any:
@@ -387,6 +391,13 @@ class OperandoPhantom:
             if not chain:
                 for out, (src, _, _) in zip(outs, objs, strict=True):
                     out[z0:z1] = rows(src, m + z0, m + z1)[:, m : m + n, m : m + n]
+                return
+            if _resample_rows_jit is not None:  # compiled: no coordinate arrays
+                a, b = _row_range(self, chain, z0, z1, ext)
+                mat, vec, lin = _chain_affine(n, chain)
+                field = _deformation_samples(chain[0], self.shape)
+                for out, (src, order, _) in zip(outs, objs, strict=True):
+                    _resample_rows_jit(rows(src, a, b), a, z0, z1, n, m, mat, vec, lin, field, order, out[z0:z1])
                 return
             pts = self._slab_points(z0, z1, chain)
             a = int(max(0, np.floor(pts[0].min()) - 1))
@@ -689,7 +700,7 @@ def _resample_rows_py(block, a, z0, z1, n, margin, mat, vec, lin, field, order, 
                     out[z - z0, y, x] = v
 
 
-_resample_rows_jit = _numba.njit(nogil=True, cache=False)(_resample_rows_py) if _numba is not None else None
+_resample_rows_jit = _numba.njit(nogil=True, cache=True)(_resample_rows_py) if _numba is not None else None
 
 
 def _in_memory_state_stats(li: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -847,7 +858,16 @@ def make_streamed_phantom(
     )
 
 
-def _row_range(ph: OperandoPhantom, chain: list[Transform], z0: int, z1: int) -> tuple[int, int]:
+def _deformation_samples(t: Transform, shape: tuple[int, int, int]) -> np.ndarray:
+    """The coarse samples (3, mz, my, mx) the deformation is interpolated from; a dummy
+    (3, 1, 1, 1) array (no deformation) for a rigid transform."""
+    if t.control is None:
+        return np.zeros((3, 1, 1, 1), np.float32)
+    t.displacement(0, 1, shape)  # fills the cache
+    return t._field_cache[1]
+
+
+def _row_range(ph: OperandoPhantom, chain: list[Transform], z0: int, z1: int, ext: int) -> tuple[int, int]:
     """Object rows ``a:b`` that output slab ``z0:z1`` samples through ``chain`` (with the
     linear-interpolation neighbour and a bound on the deformation)."""
     n, m = ph.size, ph.margin
@@ -859,7 +879,6 @@ def _row_range(ph: OperandoPhantom, chain: list[Transform], z0: int, z1: int) ->
     slack = 0.0
     if chain[0].control is not None:  # the sampled B-spline stays within ~1.5x its control maximum
         slack = float(np.abs(lin[0]).sum()) * (2.0 * chain[0].deformation_max_vox + 0.5)
-    ext = ph.electrode.shape[0]
     return max(0, int(math.floor(rows.min() - slack)) - 1), min(ext, int(math.ceil(rows.max() + slack)) + 2)
 
 
@@ -903,10 +922,7 @@ def _write_volumes_streamed(ph: OperandoPhantom, out: Path, dtype: str, progress
         res = np.empty((z1 - z0, n, n), dt)
         if _resample_rows_jit is not None and block.shape[0] >= 2:
             mat, vec, lin = _chain_affine(n, chain)
-            field = np.zeros((3, 1, 1, 1), np.float32)
-            if chain[0].control is not None:
-                chain[0].displacement(0, 1, ph.shape)  # fills the coarse-sample cache
-                field = chain[0]._field_cache[1]
+            field = _deformation_samples(chain[0], ph.shape)
             cuts = np.linspace(z0, z1, 3).round().astype(int)
             list(pool.map(lambda c0, c1: _resample_rows_jit(block, a, c0, c1, n, m, mat, vec, lin, field, order,
                                                             res[c0 - z0 : c1 - z0]), cuts[:-1], cuts[1:]))
@@ -928,7 +944,7 @@ def _write_volumes_streamed(ph: OperandoPhantom, out: Path, dtype: str, progress
     def produce() -> None:
         for z0 in range(0, n, slab_rows):
             z1 = min(n, z0 + slab_rows)
-            ranges = [_row_range(ph, c, z0, z1) for cs in chains for c in cs]
+            ranges = [_row_range(ph, c, z0, z1, stream.shape[0]) for cs in chains for c in cs]
             a, b = min(r[0] for r in ranges), max(r[1] for r in ranges)
             labels, ids, radial, angular = stream.rows(a, b)
             am = labels == 1
@@ -1098,7 +1114,7 @@ def write_operando_phantom(
                         post_edge_ev=e[2] if three else None, reference_pristine=refs / "pristine.csv",
                         reference_charged=refs / "charged.csv", li_pristine=ph.li_pristine,
                         li_charged=ph.li_charged),
-        processing=ProcessingSpec(bin=(bin_factor,) * 3),
+        processing=ProcessingSpec(bin=(bin_factor,) * 3, background_exponent=AM_BACKGROUND_EXPONENT),
         states=states,
     )
     truth = {

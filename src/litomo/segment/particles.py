@@ -76,7 +76,6 @@ def separate_particles(
     """
     from scipy import ndimage
     from skimage.feature import peak_local_max
-    from skimage.morphology import h_maxima as _h_maxima
     from skimage.morphology import remove_small_objects
     from skimage.segmentation import relabel_sequential, watershed
 
@@ -109,7 +108,7 @@ def separate_particles(
         h = min(vs) if h_maxima is None else float(h_maxima)
         if h <= 0:
             raise DataError(f"h_maxima must be positive (um), got {h}")
-        maxima = _h_maxima(dist, h) & mask
+        maxima = _h_maxima_fast(dist, h) & mask
         # a plateau maximum is one marker (label its connected voxels together)
         markers, _ = ndimage.label(maxima, structure=np.ones((3, 3, 3)))
         # components without any maximum (flat or tiny) still need a marker
@@ -126,6 +125,42 @@ def separate_particles(
     labels, _, _ = relabel_sequential(labels)
     log.info("separated %d particles", int(labels.max()))
     return labels.astype(np.int32)
+
+
+def _h_maxima_fast(dist: np.ndarray, h: float) -> np.ndarray:
+    """``skimage.morphology.h_maxima(dist, h)`` (bool), via ITK's reconstruction when available.
+
+    skimage's grey reconstruction dominated ``litomo micro`` (25 s CPU of 74 s on a 256^3
+    electrode); ITK's ``ReconstructionByDilationImageFilter`` (itk comes with itk-elastix)
+    does the same reconstruction in about 3 s. The h-maxima test is skimage's own
+    (``image - reconstruction(image - h - resolution) >= h``) on float32, which gives the
+    same markers as float64 up to voxels tied within float32 rounding.
+    """
+    if h > np.ptp(dist):
+        return np.zeros(dist.shape, dtype=bool)
+    f = np.ascontiguousarray(dist, dtype=np.float32)
+    hf = np.float32(h)
+    # skimage's guard against rounding: the marker must sit strictly h below the image
+    g = f - hf - 2 * np.finfo(np.float32).resolution * np.abs(f)
+    try:
+        # the wrapper modules themselves: ``itk.<filter>`` lazily loads the whole
+        # morphology module set, which alone costs ~11 s of CPU
+        from itk.itkPyBufferPython import itkPyBufferIF3 as buf
+        from itk.itkReconstructionByDilationImageFilterPython import (
+            itkReconstructionByDilationImageFilterIF3IF3 as rec_filter,
+        )
+    except ImportError:  # pragma: no cover - itk ships with itk-elastix, a dependency
+        from skimage.morphology import h_maxima
+
+        return h_maxima(dist, h).astype(bool)
+    flt = rec_filter.New()
+    g_img, f_img = buf.GetImageViewFromArray(g), buf.GetImageViewFromArray(f)
+    flt.SetMarkerImage(g_img)
+    flt.SetMaskImage(f_img)
+    flt.SetFullyConnected(True)  # 26-neighbourhood, as skimage's default footprint
+    flt.Update()
+    rec = buf.GetArrayFromImage(flt.GetOutput())  # a copy, independent of the filter
+    return (f - rec) >= hf
 
 
 def _has_max_size() -> bool:

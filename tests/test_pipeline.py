@@ -1,0 +1,209 @@
+"""End-to-end tests of the operando Li-mapping pipeline (``litomo run`` / ``litomo demo``).
+
+One small synthetic operando electrode (64^3 raw voxels, 2 charge states, binned 7x7x7) is
+generated once per module; its ground truth (true x_Li per voxel, true state means) comes
+from :mod:`litomo.phantom.operando`. Registration is rigid only (B-spline costs ~10 s per
+pair) and runs once; the scheduler comparison runs without registration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+STATE_COLUMNS = ["state", "mean_li", "std_li", "frac_li_rich", "frac_li_moderate", "frac_li_poor",
+                 "total_li_um3", "n_particles"]
+TABLES = ["states", "particles", "z_profile", "core_shell", "registration", "matching", "evolution"]
+
+
+def _phantom(tmp_path_factory) -> Path:
+    """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
+    from litomo.phantom.operando import write_operando_phantom
+
+    base = tmp_path_factory.getbasetemp()
+    d = base / "operando-phantom-64x2"
+    if not (d / "experiment.toml").exists():
+        tmp = Path(tempfile.mkdtemp(dir=base))
+        write_operando_phantom(tmp / "ph", size=64, n_states=2, seed=0)
+        os.replace(tmp / "ph", d)
+    return d
+
+
+def _variant(manifest_path: Path, out_toml: Path, **processing) -> Path:
+    """A copy of the manifest (paths re-anchored) with some ``[processing]`` fields changed."""
+    from litomo.manifest import load_manifest, write_manifest
+
+    m = load_manifest(manifest_path)
+    m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
+    return write_manifest(m, out_toml)
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``litomo ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    from litomo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    return _phantom(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cli_run(phantom, tmp_path_factory):
+    """``litomo run manifest --out DIR --tiff`` with rigid registration."""
+    d = tmp_path_factory.mktemp("cli-run")
+    toml = _variant(phantom / "experiment.toml", d / "rigid.toml", register=True, bspline=False)
+    out = d / "out"
+    code, stdout, stderr = _cli(["run", str(toml), "--out", str(out), "--tiff",
+                                 "--scheduler", "synchronous", "-q"])
+    assert code == 0, stderr
+    return out, stdout, toml
+
+
+def test_run_cli_writes_tables(cli_run):
+    out, stdout, _ = cli_run
+    assert "I: mean x_Li" in stdout and "report:" in stdout
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.csv").is_file(), name
+    states = pd.read_csv(out / "tables" / "states.csv")
+    assert set(STATE_COLUMNS) <= set(states.columns)
+    assert list(states["state"].astype(str)) == ["I", "II"]
+    fr = states[["frac_li_rich", "frac_li_moderate", "frac_li_poor"]].sum(axis=1)
+    np.testing.assert_allclose(fr, 1.0, atol=1e-9)
+    assert states[STATE_COLUMNS[1:]].notna().all().all()
+    assert (states["n_particles"] >= 1).all() and (states["total_li_um3"] > 0).all()
+    reg = pd.read_csv(out / "tables" / "registration.csv")
+    # pre_edge and edge onto post_edge in each state, plus state II onto state I
+    assert len(reg) == 5 and set(reg["mode"]) == {"rigid"}
+    assert (reg["ncc_after"] >= reg["ncc_before"] - 1e-6).all()
+    parts = pd.read_csv(out / "tables" / "particles.csv")
+    assert set(parts["state"].astype(str)) == {"I", "II"}
+    assert len(pd.read_csv(out / "tables" / "matching.csv")) == 1
+
+
+def test_run_volumes_and_tiff(cli_run):
+    import tifffile
+
+    from litomo.io import read_ome_zarr
+    from litomo.pipeline import load_array
+
+    out, _, _ = cli_run
+    for name in ("I", "II"):
+        li = read_ome_zarr(out / "volumes" / name / "li.ome.zarr")
+        post = load_array(out / "work" / name / "post_edge.zarr")
+        am = load_array(out / "work" / name / "am.zarr").astype(bool)
+        assert li.shape == post.shape == (64 // 7,) * 3
+        tif = tifffile.imread(out / "volumes" / name / "li.tif")
+        assert tif.dtype == np.float32 and tif.shape == post.shape
+        # NaN exactly outside the AM mask, finite x_Li inside
+        np.testing.assert_array_equal(np.isnan(tif), ~am)
+        np.testing.assert_array_equal(tif, li.numpy())
+        assert 0.0 <= np.nanmin(tif) and np.nanmax(tif) <= 1.2
+
+
+def test_run_json_and_report(cli_run):
+    out, _, toml = cli_run
+    run = json.loads((out / "run.json").read_text())
+    assert run["versions"]["numpy"] == np.__version__ and run["versions"]["litomo"]
+    assert run["parameters"]["li_rich_min"] == 0.9 and run["parameters"]["register"] is True
+    assert run["command"].startswith("litomo ")
+    assert run["states"] == ["I", "II"]
+    # one checksum per input volume and reference, each the file's real SHA-256
+    assert len(run["inputs"]) == 2 * 3 + 2
+    for path, digest in run["inputs"].items():
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+    assert {"state-I", "state-II", "track", "write", "total"} <= set(run["timings_s"])
+    assert all(v >= 0 for v in run["timings_s"].values())
+    html = (out / "report.html").read_text()
+    assert "<html" in html.lower() and "II" in html
+
+
+def test_run_accuracy_vs_truth(cli_run, phantom):
+    """Loose, honest bounds for a 9^3 binned grid with 2 particles' worth of statistics."""
+    from litomo.scoring import score_run
+
+    out, _, _ = cli_run
+    truth = {s["name"]: s["mean_li"] for s in json.loads((phantom / "truth" / "truth.json").read_text())["states"]}
+    states = pd.read_csv(out / "tables" / "states.csv").set_index("state")
+    run_means = states["mean_li"].to_dict()
+    # ordered like the truth (state I pristine, II delithiated)
+    assert (run_means["I"] - run_means["II"]) * (truth["I"] - truth["II"]) > 0
+    err = {k: run_means[k] - truth[k] for k in truth}
+    assert max(abs(e) for e in err.values()) < 0.1, err
+    np.testing.assert_allclose(states["li_error_vs_expected"], states["mean_li"] - states["expected_li"],
+                               atol=1e-9)
+    score = score_run(out, phantom)
+    assert score["rmse_li"] < 0.25, score["rmse_li"]
+    assert score["max_total_li_error_pct"] < 25, score["max_total_li_error_pct"]
+
+
+@pytest.fixture()
+def no_report(monkeypatch):
+    """Skip the HTML report (checked above; it costs seconds per run)."""
+    import litomo.report.html as html
+
+    monkeypatch.setattr(html, "build_report", lambda out, *a, **k: None)
+
+
+def test_schedulers_give_identical_results(phantom, tmp_path, no_report):
+    from litomo.pipeline import RunOptions, run_experiment
+
+    toml = _variant(phantom / "experiment.toml", tmp_path / "noreg.toml", register=False)
+    results = {}
+    for name, opts in [("sync", RunOptions(scheduler="synchronous")),
+                       ("local", RunOptions()),
+                       ("two-processes", RunOptions(n_workers=2))]:
+        results[name] = run_experiment(toml, tmp_path / name, opts).tables
+    for name in ("local", "two-processes"):
+        for t in ("states", "particles", "z_profile", "core_shell", "evolution"):
+            pd.testing.assert_frame_equal(results["sync"][t], results[name][t], rtol=1e-6,
+                                          obj=f"{name}:{t}")
+
+
+def test_unreachable_scheduler_is_a_clear_error(phantom, tmp_path):
+    from litomo.errors import LitomoError
+    from litomo.pipeline import dask_client
+
+    with pytest.raises(LitomoError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:1'"):
+        with dask_client("tcp://127.0.0.1:1", connect_timeout_s=1):
+            pass
+    toml = _variant(phantom / "experiment.toml", tmp_path / "noreg.toml", register=False)
+    code, _, err = _cli(["run", str(toml), "--out", str(tmp_path / "o"), "--scheduler", "nosuch://x", "-q"])
+    assert code == 2
+    assert err.count("\n") == 1 and "cannot reach the dask scheduler" in err and "Traceback" not in err
+
+
+def test_demo_end_to_end(tmp_path, monkeypatch, no_report):
+    """``litomo demo`` generates, runs and scores; registration is skipped to keep it fast."""
+    import litomo.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "RunOptions", partial(pipeline.RunOptions, register=False))
+    code, out, err = _cli(["demo", "--out", str(tmp_path / "demo"), "--size", "64", "--states", "2", "-q"])
+    assert code == 0, err
+    m = re.search(r"accuracy vs truth: x_Li RMSE ([\d.]+), worst class-fraction error ([\d.]+) pp, "
+                  r"total Li error ([\d.]+) %", out)
+    assert m, out
+    rmse = float(m.group(1))
+    assert 0 < rmse < 0.5
+    assert (tmp_path / "demo" / "data" / "truth" / "truth.json").is_file()
+    assert (tmp_path / "demo" / "results" / "tables" / "states.csv").is_file()

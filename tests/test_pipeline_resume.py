@@ -1,0 +1,221 @@
+"""Output-directory rules, ``--resume`` and interrupted runs of the Li-mapping pipeline.
+
+Runs use the 64^3, 2-state phantom without registration (registration is covered in
+test_pipeline.py) and skip the HTML report, so each run costs about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+COMPARED = ("states", "particles", "z_profile", "core_shell", "histograms", "evolution", "matching")
+
+
+def _phantom(tmp_path_factory) -> Path:
+    """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
+    from litomo.phantom.operando import write_operando_phantom
+
+    base = tmp_path_factory.getbasetemp()
+    d = base / "operando-phantom-64x2"
+    if not (d / "experiment.toml").exists():
+        tmp = Path(tempfile.mkdtemp(dir=base))
+        write_operando_phantom(tmp / "ph", size=64, n_states=2, seed=0)
+        os.replace(tmp / "ph", d)
+    return d
+
+
+def _variant(manifest_path: Path, out_toml: Path, **processing) -> Path:
+    from litomo.manifest import load_manifest, write_manifest
+
+    m = load_manifest(manifest_path)
+    m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
+    return write_manifest(m, out_toml)
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    from litomo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _tables(out: Path) -> dict[str, pd.DataFrame]:
+    return {n: pd.read_csv(out / "tables" / f"{n}.csv") for n in COMPARED}
+
+
+def _assert_same_tables(a: dict, b: dict) -> None:
+    for n in COMPARED:
+        pd.testing.assert_frame_equal(a[n], b[n], rtol=1e-6, obj=n)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    ph = _phantom(tmp_path_factory)
+    return _variant(ph / "experiment.toml", tmp_path_factory.mktemp("resume") / "noreg.toml", register=False)
+
+
+@pytest.fixture(autouse=True)
+def no_report(monkeypatch):
+    import litomo.report.html as html
+
+    monkeypatch.setattr(html, "build_report", lambda out, *a, **k: None)
+
+
+@pytest.fixture(scope="module")
+def reference_run(manifest, tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """An uninterrupted run: the tables every resumed run must reproduce."""
+    from litomo.pipeline import RunOptions, run_experiment
+
+    out = tmp_path_factory.mktemp("reference") / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        import litomo.report.html as html
+
+        mp.setattr(html, "build_report", lambda out, *a, **k: None)
+        run_experiment(manifest, out, RunOptions(scheduler="synchronous"))
+    return _tables(out)
+
+
+def _run(manifest: Path, out: Path, *flags: str) -> tuple[int, str, str]:
+    return _cli(["run", str(manifest), "--out", str(out), "--scheduler", "synchronous", "-q", *flags])
+
+
+def test_existing_out_dir_rules(manifest, tmp_path, reference_run):
+    out = tmp_path / "out"
+    assert _run(manifest, out)[0] == 0
+    record = out / "work" / "stages" / "state-I.json"
+    before = record.stat().st_mtime_ns
+
+    code, _, err = _run(manifest, out)
+    assert code == 2 and err.count("\n") == 1
+    assert "not empty" in err and "--resume" in err and "--force" in err
+
+    code, _, err = _run(manifest, out, "--force", "--resume")
+    assert code == 2 and err.count("\n") == 1 and "exclude each other" in err
+
+    code, _, err = _run(manifest, out, "--force")
+    assert code == 0, err
+    assert record.stat().st_mtime_ns != before  # started over: the stage was redone
+    _assert_same_tables(_tables(out), reference_run)
+
+    # an --out holding the inputs (here the manifest's own folder) is refused, and so is
+    # --force on a non-empty folder that no run wrote
+    code, _, err = _run(manifest, manifest.parent, "--force")
+    assert code == 2 and "contains input" in err and err.count("\n") == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    code, _, err = _run(manifest, other, "--force")
+    assert code == 2 and "no earlier litomo run" in err
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_resume_skips_finished_stages(manifest, tmp_path, monkeypatch, reference_run):
+    import litomo.pipeline as pipeline
+
+    out = tmp_path / "out"
+    pipeline.run_experiment(manifest, out, pipeline.RunOptions(scheduler="synchronous"))
+    records = sorted((out / "work" / "stages").glob("*.json"))
+    assert [r.stem for r in records] == ["state-I", "state-II"]
+    mtimes = [r.stat().st_mtime_ns for r in records]
+
+    def fail(*a, **k):
+        raise AssertionError("a finished stage was redone on --resume")
+
+    monkeypatch.setattr(pipeline, "stage_bin", fail)
+    res = pipeline.run_experiment(manifest, out, pipeline.RunOptions(scheduler="synchronous", resume=True))
+    assert [r.stat().st_mtime_ns for r in records] == mtimes
+    for r in records:
+        assert res.timings_s[r.stem] == json.loads(r.read_text())["elapsed_s"]
+    _assert_same_tables(_tables(out), reference_run)
+    assert (out / "run.json").is_file()
+
+
+def test_changed_parameter_makes_stages_stale(manifest, tmp_path):
+    from litomo.pipeline import RunOptions, load_array, run_experiment
+
+    out = tmp_path / "out"
+    run_experiment(manifest, out, RunOptions(scheduler="synchronous"))
+    keys = {r.stem: json.loads(r.read_text())["key"] for r in (out / "work" / "stages").glob("*.json")}
+    changed = _variant(manifest, tmp_path / "rich08.toml", li_rich_min=0.8)
+    run_experiment(changed, out, RunOptions(scheduler="synchronous", resume=True))
+    new = {r.stem: json.loads(r.read_text())["key"] for r in (out / "work" / "stages").glob("*.json")}
+    assert new.keys() == keys.keys() and all(new[k] != keys[k] for k in keys)
+    states = pd.read_csv(out / "tables" / "states.csv").set_index("state")
+    assert json.loads((out / "run.json").read_text())["parameters"]["li_rich_min"] == 0.8
+    for name in ("I", "II"):
+        li = load_array(out / "work" / name / "li.zarr")
+        v = li[np.isfinite(li)]
+        assert states.loc[name, "frac_li_rich"] == pytest.approx((v >= 0.8).mean())
+
+
+_KILLER = r"""
+import os, signal, sys
+import litomo.pipeline as p
+from litomo.io.atomic import atomic_path
+import litomo.report.html as html
+html.build_report = lambda *a, **k: None
+calls = []
+orig = p.save_array
+def save_array(path, array):
+    if path.parent.name == sys.argv[1]:
+        calls.append(path)
+    if len(calls) == 2:
+        # killed in the middle of writing the state's second array
+        print("KILLED-AT", path, file=sys.stderr, flush=True)
+        with atomic_path(path, directory=True) as tmp:
+            (tmp / "half-written").write_bytes(b"0" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return orig(path, array)
+p.save_array = save_array
+from litomo.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_interrupted_run_resumes_to_identical_tables(manifest, tmp_path, reference_run):
+    from litomo.pipeline import load_array
+
+    out = tmp_path / "out"
+    # SIGKILL while state II writes its second array: state I is finished, II half-written
+    argv = [sys.executable, "-c", _KILLER, "II", "run", str(manifest), "--out", str(out),
+            "--scheduler", "synchronous", "-q"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    killed = Path(proc.stderr.split("KILLED-AT ")[1].split("\n")[0])
+
+    stages = out / "work" / "stages"
+    assert (stages / "state-I.json").is_file() and not (stages / "state-II.json").exists()
+    # every record points only at complete, readable outputs
+    for rec in stages.glob("*.json"):
+        for p in json.loads(rec.read_text())["outputs"]:
+            f = out / "work" / p
+            assert f.exists(), f
+            if f.suffix == ".zarr":
+                assert load_array(f).size > 0
+    # no finished-looking result: no tables, no run.json; the half-written array is only a
+    # hidden partial, never under its final name
+    assert not (out / "tables").exists() and not (out / "run.json").exists()
+    assert killed.parent == out / "work" / "II" and not killed.exists()
+    assert list(killed.parent.glob(f".{killed.name}.partial-*"))
+
+    code, _, err = _run(manifest, out, "--resume")
+    assert code == 0, err
+    assert not list(out.rglob(".*.partial-*"))
+    _assert_same_tables(_tables(out), reference_run)
