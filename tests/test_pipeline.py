@@ -8,14 +8,9 @@ pair) and runs once; the scheduler comparison runs without registration.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
-import io
 import json
-import os
 import re
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -23,58 +18,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline_helpers import cli, make_phantom, variant
+
 STATE_COLUMNS = ["state", "mean_li", "std_li", "frac_li_rich", "frac_li_moderate", "frac_li_poor",
                  "total_li_um3", "n_particles"]
 TABLES = ["states", "particles", "z_profile", "core_shell", "registration", "matching", "evolution"]
 
 
-def _phantom(tmp_path_factory) -> Path:
-    """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
-    from litomo.phantom.operando import write_operando_phantom
-
-    base = tmp_path_factory.getbasetemp()
-    d = base / "operando-phantom-64x2"
-    if not (d / "experiment.toml").exists():
-        tmp = Path(tempfile.mkdtemp(dir=base))
-        write_operando_phantom(tmp / "ph", size=64, n_states=2, seed=0)
-        os.replace(tmp / "ph", d)
-    return d
-
-
-def _variant(manifest_path: Path, out_toml: Path, **processing) -> Path:
-    """A copy of the manifest (paths re-anchored) with some ``[processing]`` fields changed."""
-    from litomo.manifest import load_manifest, write_manifest
-
-    m = load_manifest(manifest_path)
-    m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
-    return write_manifest(m, out_toml)
-
-
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    """Run ``litomo ARGV`` in-process; returns (exit code, stdout, stderr)."""
-    from litomo.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory) -> Path:
-    return _phantom(tmp_path_factory)
+    return make_phantom(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def cli_run(phantom, tmp_path_factory):
     """``litomo run manifest --out DIR --tiff`` with rigid registration."""
     d = tmp_path_factory.mktemp("cli-run")
-    toml = _variant(phantom / "experiment.toml", d / "rigid.toml", register=True, bspline=False)
+    toml = variant(phantom / "experiment.toml", d / "rigid.toml", register=True, bspline=False)
     out = d / "out"
-    code, stdout, stderr = _cli(["run", str(toml), "--out", str(out), "--tiff",
+    code, stdout, stderr = cli(["run", str(toml), "--out", str(out), "--tiff",
                                  "--scheduler", "synchronous", "-q"])
     assert code == 0, stderr
     return out, stdout, toml
@@ -168,7 +130,7 @@ def no_report(monkeypatch):
 def test_schedulers_give_identical_results(phantom, tmp_path, no_report):
     from litomo.pipeline import RunOptions, run_experiment
 
-    toml = _variant(phantom / "experiment.toml", tmp_path / "noreg.toml", register=False)
+    toml = variant(phantom / "experiment.toml", tmp_path / "noreg.toml", register=False)
     results = {}
     for name, opts in [("sync", RunOptions(scheduler="synchronous")),
                        ("local", RunOptions()),
@@ -187,8 +149,8 @@ def test_unreachable_scheduler_is_a_clear_error(phantom, tmp_path):
     with pytest.raises(LitomoError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:1'"):
         with dask_client("tcp://127.0.0.1:1", connect_timeout_s=1):
             pass
-    toml = _variant(phantom / "experiment.toml", tmp_path / "noreg.toml", register=False)
-    code, _, err = _cli(["run", str(toml), "--out", str(tmp_path / "o"), "--scheduler", "nosuch://x", "-q"])
+    toml = variant(phantom / "experiment.toml", tmp_path / "noreg.toml", register=False)
+    code, _, err = cli(["run", str(toml), "--out", str(tmp_path / "o"), "--scheduler", "nosuch://x", "-q"])
     assert code == 2
     assert err.count("\n") == 1 and "cannot reach the dask scheduler" in err and "Traceback" not in err
 
@@ -198,7 +160,7 @@ def test_demo_end_to_end(tmp_path, monkeypatch, no_report):
     import litomo.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "RunOptions", partial(pipeline.RunOptions, register=False))
-    code, out, err = _cli(["demo", "--out", str(tmp_path / "demo"), "--size", "64", "--states", "2", "-q"])
+    code, out, err = cli(["demo", "--out", str(tmp_path / "demo"), "--size", "64", "--states", "2", "-q"])
     assert code == 0, err
     m = re.search(r"accuracy vs truth: x_Li RMSE ([\d.]+), worst class-fraction error ([\d.]+) pp, "
                   r"total Li error ([\d.]+) %", out)

@@ -3,13 +3,9 @@ warning with the affected fraction; never a traceback or a silent NaN table."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,36 +14,12 @@ import pytest
 import tifffile
 
 from litomo.errors import DataError, InputFileError, LitomoError, ManifestError
-
-
-def _phantom(tmp_path_factory) -> Path:
-    """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
-    from litomo.phantom.operando import write_operando_phantom
-
-    base = tmp_path_factory.getbasetemp()
-    d = base / "operando-phantom-64x2"
-    if not (d / "experiment.toml").exists():
-        tmp = Path(tempfile.mkdtemp(dir=base))
-        write_operando_phantom(tmp / "ph", size=64, n_states=2, seed=0)
-        os.replace(tmp / "ph", d)
-    return d
-
-
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    from litomo.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
+from pipeline_helpers import cli, make_phantom
 
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory) -> Path:
-    return _phantom(tmp_path_factory)
+    return make_phantom(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +112,7 @@ def test_bad_input_is_a_clear_error(case, data, tmp_path):
 def test_bad_input_cli_one_line_exit_2(case, data, tmp_path):
     spoil, _, message = CASES[case]
     spoil(data)
-    code, _, err = _cli(["run", str(data / "experiment.toml"), "--out", str(tmp_path / "out"),
+    code, _, err = cli(["run", str(data / "experiment.toml"), "--out", str(tmp_path / "out"),
                          "--scheduler", "synchronous", "-q"])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("litomo: error: ") and "Traceback" not in err

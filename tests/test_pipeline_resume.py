@@ -6,54 +6,18 @@ test_pipeline.py) and skip the HTML report, so each run costs about a second.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import io
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline_helpers import cli, make_phantom, variant
+
 COMPARED = ("states", "particles", "z_profile", "core_shell", "histograms", "evolution", "matching")
-
-
-def _phantom(tmp_path_factory) -> Path:
-    """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
-    from litomo.phantom.operando import write_operando_phantom
-
-    base = tmp_path_factory.getbasetemp()
-    d = base / "operando-phantom-64x2"
-    if not (d / "experiment.toml").exists():
-        tmp = Path(tempfile.mkdtemp(dir=base))
-        write_operando_phantom(tmp / "ph", size=64, n_states=2, seed=0)
-        os.replace(tmp / "ph", d)
-    return d
-
-
-def _variant(manifest_path: Path, out_toml: Path, **processing) -> Path:
-    from litomo.manifest import load_manifest, write_manifest
-
-    m = load_manifest(manifest_path)
-    m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
-    return write_manifest(m, out_toml)
-
-
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    from litomo.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _tables(out: Path) -> dict[str, pd.DataFrame]:
@@ -67,8 +31,8 @@ def _assert_same_tables(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    ph = _phantom(tmp_path_factory)
-    return _variant(ph / "experiment.toml", tmp_path_factory.mktemp("resume") / "noreg.toml", register=False)
+    ph = make_phantom(tmp_path_factory)
+    return variant(ph / "experiment.toml", tmp_path_factory.mktemp("resume") / "noreg.toml", register=False)
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +57,7 @@ def reference_run(manifest, tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 
 def _run(manifest: Path, out: Path, *flags: str) -> tuple[int, str, str]:
-    return _cli(["run", str(manifest), "--out", str(out), "--scheduler", "synchronous", "-q", *flags])
+    return cli(["run", str(manifest), "--out", str(out), "--scheduler", "synchronous", "-q", *flags])
 
 
 def test_existing_out_dir_rules(manifest, tmp_path, reference_run):
@@ -153,7 +117,7 @@ def test_changed_parameter_makes_stages_stale(manifest, tmp_path):
     out = tmp_path / "out"
     run_experiment(manifest, out, RunOptions(scheduler="synchronous"))
     keys = {r.stem: json.loads(r.read_text())["key"] for r in (out / "work" / "stages").glob("*.json")}
-    changed = _variant(manifest, tmp_path / "rich08.toml", li_rich_min=0.8)
+    changed = variant(manifest, tmp_path / "rich08.toml", li_rich_min=0.8)
     run_experiment(changed, out, RunOptions(scheduler="synchronous", resume=True))
     new = {r.stem: json.loads(r.read_text())["key"] for r in (out / "work" / "stages").glob("*.json")}
     assert new.keys() == keys.keys() and all(new[k] != keys[k] for k in keys)

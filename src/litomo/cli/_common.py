@@ -21,9 +21,10 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
-    # dask.distributed logs cluster start/stop at INFO; only its problems matter to a user
-    for name in ("distributed", "bokeh", "tornado"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    # dask.distributed sets INFO levels on its own loggers, which then reach our handler
+    # whatever the root level; filter at the handler so only warnings show unless --verbose
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def progress_bar(enabled: bool = True) -> ProgressCallback | None:

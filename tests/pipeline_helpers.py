@@ -1,0 +1,45 @@
+"""Helpers shared by the pipeline test files (imported; not a test module)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import tempfile
+from pathlib import Path
+
+
+def make_phantom(tmp_path_factory) -> Path:
+    """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
+    from litomo.phantom.operando import write_operando_phantom
+
+    base = tmp_path_factory.getbasetemp()
+    d = base / "operando-phantom-64x2"
+    if not (d / "experiment.toml").exists():
+        tmp = Path(tempfile.mkdtemp(dir=base))
+        write_operando_phantom(tmp / "ph", size=64, n_states=2, seed=0)
+        os.replace(tmp / "ph", d)
+    return d
+
+
+def variant(manifest_path: Path, out_toml: Path, **processing) -> Path:
+    """A copy of the manifest (paths re-anchored) with some ``[processing]`` fields changed."""
+    from litomo.manifest import load_manifest, write_manifest
+
+    m = load_manifest(manifest_path)
+    m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
+    return write_manifest(m, out_toml)
+
+
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``litomo ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    from litomo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
