@@ -1,0 +1,119 @@
+"""The numba warp kernels against scipy / litomo.register.warp_slab (small volumes)."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from litomo._warp import _warp_bin_field_numpy, warp_bin_field, warp_bin_slab, warp_slab_linear
+from litomo.errors import LitomoError
+from litomo.preprocess import bin_array
+
+
+def _random_coords(rng, shape, block_shape, z_offset):
+    # spread well beyond the block on every side so the edge clamping is exercised
+    return [rng.uniform(-3.0, n + 2.0, shape) + (z_offset if a == 0 else 0)
+            for a, n in enumerate(block_shape)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_linear_matches_scipy_map_coordinates(dtype):
+    rng = np.random.default_rng(1)
+    block = (rng.random((9, 11, 13)) * 60000).astype(dtype)
+    sz, sy, sx = _random_coords(rng, (6, 7, 8), block.shape, z_offset=5)
+    assert (sz < 5).any() and (sx > 12).any()  # out-of-range coordinates are present
+    ref = ndimage.map_coordinates(block.astype(np.float32), [sz - 5, sy, sx], order=1,
+                                  mode="nearest")
+    got = warp_slab_linear(block, 5, sz, sy, sx)
+    assert got.dtype == np.float32 and got.shape == (6, 7, 8)
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6 * float(block.max()))
+
+
+def test_linear_float32_coordinates_and_integer_points():
+    rng = np.random.default_rng(2)
+    block = rng.random((5, 6, 7)).astype(np.float32)
+    z, y, x = (a.astype(np.float32) for a in np.indices(block.shape))
+    np.testing.assert_array_equal(warp_slab_linear(block, 0, z, y, x), block)
+
+
+def test_binned_equals_bin_of_unbinned():
+    rng = np.random.default_rng(3)
+    block = rng.random((20, 30, 26)).astype(np.float32)
+    shape = (14, 21, 23)  # x not a multiple of the factor: the partial bin is dropped
+    sz, sy, sx = _random_coords(rng, shape, block.shape, z_offset=2)
+    full = warp_slab_linear(block, 2, sz, sy, sx)
+    got = warp_bin_slab(block, 2, sz, sy, sx, (7, 7, 5))
+    ref = bin_array(full, (7, 7, 5))
+    assert got.shape == (2, 3, 4)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_integer_shift_reproduces_roll_in_interior():
+    rng = np.random.default_rng(4)
+    vol = rng.random((16, 18, 20)).astype(np.float32)
+    shift = (2, -3, 1)
+    z, y, x = (a.astype(np.float64) + s for a, s in zip(np.indices(vol.shape), shift, strict=True))
+    got = warp_slab_linear(vol, 0, z, y, x)
+    ref = np.roll(vol, [-s for s in shift], axis=(0, 1, 2))
+    inner = (slice(0, 16 - 2), slice(3, 18), slice(0, 20 - 1))
+    np.testing.assert_array_equal(got[inner], ref[inner])
+    # beyond the edge the nearest edge value is repeated
+    np.testing.assert_array_equal(got[-1], vol[-1][np.clip(np.arange(18) - 3, 0, 17)][:, np.clip(
+        np.arange(20) + 1, 0, 19)])
+
+
+def _field(rng, shape):
+    # smooth-ish field of a few tenths of a voxel up to a few voxels (um, voxel 0.1 um)
+    return (rng.standard_normal((3, *shape)) * 0.15).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_field_kernel_matches_register_warp_slab_then_bin(dtype):
+    from litomo.register import warp_slab
+
+    rng = np.random.default_rng(5)
+    moving = (rng.random((40, 35, 42)) * 4000).astype(dtype)
+    field = _field(rng, (6, 5, 6))
+    vs, fvs = (0.1, 0.1, 0.1), (0.7, 0.7, 0.7)
+    factor = (7, 7, 7)
+    for z_range in [(0, 14), (14, 28), (28, 42)]:  # the last slab runs past the volume
+        ref = bin_array(warp_slab(moving, field, fvs, vs, z_range, (35, 42), order=1), factor)
+        got = warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor)
+        assert got.shape == ref.shape == (2, 5, 6)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(moving.max()))
+
+
+def test_field_kernel_anisotropic_and_numpy_fallback_agree():
+    from litomo.register import warp_slab
+
+    rng = np.random.default_rng(6)
+    moving = rng.random((30, 24, 27)).astype(np.float32)
+    field = _field(rng, (4, 5, 4))
+    vs, fvs = (0.1, 0.12, 0.09), (0.6, 0.48, 0.54)
+    factor = (3, 4, 3)
+    ref = bin_array(warp_slab(moving, field, fvs, vs, (6, 18), (24, 27), order=1), factor)
+    got = warp_bin_field(moving, field, fvs, vs, (6, 18), (24, 27), factor)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    from litomo._warp import _field_setup, _field_z_rows
+
+    s = _field_setup(field, fvs, vs, (6, 18), (24, 27))
+    lo, hi = _field_z_rows(s, moving.shape[0])
+    np.testing.assert_allclose(_warp_bin_field_numpy(moving[lo:hi], lo, s, factor), ref,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_field_kernel_slab_outside_volume_takes_edge_values():
+    moving = np.random.default_rng(7).random((10, 14, 14)).astype(np.float32)
+    field = np.zeros((3, 2, 2, 2), np.float32)
+    field[0] = 50.0  # +50 um in z = 500 voxels: everything maps beyond the last row
+    out = warp_bin_field(moving, field, (0.7,) * 3, (0.1,) * 3, (0, 7), (14, 14), 7)
+    np.testing.assert_allclose(out[0], moving[-1].reshape(2, 7, 2, 7).mean(axis=(1, 3)),
+                               rtol=1e-6)
+
+
+def test_bad_input_raises_litomo_error():
+    with pytest.raises(LitomoError):
+        warp_slab_linear(np.zeros((2, 2)), 0, np.zeros((1, 1, 1)), np.zeros((1, 1, 1)),
+                         np.zeros((1, 1, 1)))
+    with pytest.raises(LitomoError):
+        warp_bin_field(np.zeros((4, 4, 4)), np.zeros((2, 2, 2, 2)), (1, 1, 1), (1, 1, 1),
+                       (0, 2), (4, 4), 2)
