@@ -169,6 +169,15 @@ class StageStore:
             return None
 
 
+def _restore_scheduler(previous: Any) -> None:
+    # a Client that does not close cleanly (e.g. a timeout on a loaded machine) can leave dask
+    # configured to use it; later computations must fall back to the default scheduler
+    import dask
+
+    # a leftover "dask.distributed" from a client that no longer exists is no scheduler at all
+    dask.config.set(scheduler=None if previous == "dask.distributed" else previous)
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
                 n_workers: int | None = None, connect_timeout_s: float = 10.0) -> Iterator[Any]:
@@ -191,6 +200,8 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
         return
     from distributed import Client, LocalCluster
 
+    previous = dask.config.get("scheduler", None)
+
     if scheduler:
         try:
             client = Client(scheduler, timeout=f"{connect_timeout_s}s")
@@ -204,6 +215,7 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
             yield client
         finally:
             client.close()
+            _restore_scheduler(previous)
         return
     ncores = os.cpu_count() or 1
     cluster = LocalCluster(
@@ -221,6 +233,7 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
     finally:
         client.close()
         cluster.close()
+        _restore_scheduler(previous)
 
 
 # --------------------------------------------------------------------------- output dir
@@ -772,7 +785,11 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
     timings["track"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _write_outputs(out, manifest, per_state, diffs, merged, binned_vs, opts)
+    import dask
+
+    # outputs are small binned volumes written after the cluster is gone: local threads
+    with dask.config.set(scheduler="threads"):
+        _write_outputs(out, manifest, per_state, diffs, merged, binned_vs, opts)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     run_info = {
