@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from litomo.errors import LitomoError
+from litomo.register import _linear_weights
 
 try:  # numba is optional: the fallback gives the same numbers, only slower
     import numba
@@ -190,20 +191,10 @@ def _coords(src_z: Any, src_y: Any, src_x: Any) -> tuple[np.ndarray, np.ndarray,
                  for s in src)  # type: ignore[return-value]
 
 
-def _linear_weights(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # same as litomo.register._linear_weights (copied, not imported, to avoid an import cycle)
-    pos = np.clip(pos, 0.0, n - 1.0)
-    i0 = np.minimum(np.floor(pos).astype(np.intp), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w = (pos - i0).astype(np.float32)
-    return i0, i1, w
-
-
 def _bin_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    nz, ny, nx = (n // k for n, k in zip(a.shape, f, strict=True))
-    s = a[: nz * f[0], : ny * f[1], : nx * f[2]].astype(np.float64)
-    s = s.reshape(nz, f[0], ny, f[1], nx, f[2]).sum(axis=(1, 3, 5))
-    return (s / (f[0] * f[1] * f[2])).astype(np.float32)
+    from litomo.preprocess import bin_array
+
+    return bin_array(a, f)
 
 
 # ---------------------------------------------------------------------------
