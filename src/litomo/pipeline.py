@@ -41,7 +41,8 @@ import pandas as pd
 
 from litomo import __version__
 from litomo.errors import DataError, LitomoError
-from litomo.io.atomic import atomic_path, write_text_atomic
+from litomo.io.atomic import atomic_path, write_csv_atomic, write_text_atomic
+from litomo.preprocess import bin_factors
 from litomo.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -297,11 +298,16 @@ def prepare_out_dir(out_dir: Path, manifest: Any, *, force: bool, resume: bool) 
 # --------------------------------------------------------------------------- stages
 
 
-def _read_lazy(path: Path, voxel_size_um: Any, chunk_mb: float):
+def open_state_volumes(state: Any, manifest: Any) -> dict[str, Any]:
+    """Open a state's energy volumes lazily (headers only) and refuse mismatched shapes."""
     from litomo.io import read_volume
 
-    vol = read_volume(path, lazy=True, voxel_size_um=voxel_size_um)
-    return vol
+    vols = {role: read_volume(path, lazy=True, voxel_size_um=manifest.sample.voxel_size_um)
+            for role, path in zip(_roles_of(state), state.volumes, strict=True)}
+    if len({v.shape for v in vols.values()}) != 1:
+        detail = ", ".join(f"{r} {v.shape}" for r, v in vols.items())
+        raise DataError(f"state {state.name!r}: the energy volumes differ in shape ({detail})")
+    return vols
 
 
 def _check_volume_values(name: str, binned: np.ndarray) -> list[str]:
@@ -330,22 +336,14 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
     from litomo.preprocess import bin_array
 
     factor = manifest.processing.bin
-    shapes = {}
-    lazies = {}
-    for role, path in zip(_roles_of(state), state.volumes, strict=True):
-        vol = _read_lazy(path, manifest.sample.voxel_size_um, opts.chunk_mb)
-        shapes[role] = vol.shape
-        lazies[role] = vol
-    if len(set(shapes.values())) != 1:
-        detail = ", ".join(f"{r} {s}" for r, s in shapes.items())
-        raise DataError(f"state {state.name!r}: the energy volumes differ in shape ({detail})")
+    lazies = open_state_volumes(state, manifest)
     binned, binned_reg = {}, {}
     warn_msgs: list[str] = []
-    reg_factor = _factor3(register_bin) if register_bin else None
+    reg_factor = bin_factors(register_bin) if register_bin else None
     for i, (role, vol) in enumerate(lazies.items(), start=1):
         # z-slab chunks of whole bins (for both factors), so coarsen never moves data and one
         # read of the file feeds both binnings
-        arr = _rechunk_for_bin(vol.array, _factor3(factor), opts.chunk_mb, reg_factor)
+        arr = _rechunk_for_bin(vol.array, bin_factors(factor), opts.chunk_mb, reg_factor)
         todo = [bin_array(arr, factor)]
         if reg_factor is not None:
             todo.append(bin_array(arr, reg_factor))
@@ -359,7 +357,7 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
         if progress:
             progress(i, len(lazies), f"{state.name}: bin")
     return {"binned": binned, "binned_reg": binned_reg, "lazy": {r: v.array for r, v in lazies.items()},
-            "warnings": warn_msgs, "raw_shape": next(iter(shapes.values())),
+            "warnings": warn_msgs, "raw_shape": next(iter(lazies.values())).shape,
             "raw_voxel_size_um": next(iter(lazies.values())).voxel_size_um}
 
 
@@ -473,8 +471,8 @@ def stage_register(state: Any, b: dict[str, Any], manifest: Any, do_register: bo
     rows = []
     mode = "rigid+bspline" if p.bspline else "rigid"
     raw_vs = b["raw_voxel_size_um"]
-    map_vs = tuple(s * f for s, f in zip(raw_vs, _factor3(p.bin), strict=True))
-    rf = _factor3(auto_register_bin(b["raw_shape"], p.register_bin))
+    map_vs = tuple(s * f for s, f in zip(raw_vs, bin_factors(p.bin), strict=True))
+    rf = bin_factors(auto_register_bin(b["raw_shape"], p.register_bin))
     reg_vs = tuple(s * f for s, f in zip(raw_vs, rf, strict=True))
     params = RegistrationParams(mode=mode, spatial_samples=8192,
                                 bspline_grid_spacing_vox=p.bspline_spacing_um / min(reg_vs))
@@ -489,7 +487,7 @@ def stage_register(state: Any, b: dict[str, Any], manifest: Any, do_register: bo
             continue
         res = register_pair(b["binned_reg"]["post_edge"], b["binned_reg"][role], params=params,
                             voxel_size_um=reg_vs)
-        out[role] = warp_and_bin(b["lazy"][role], res, fixed.shape, map_vs, raw_vs, _factor3(p.bin))
+        out[role] = warp_and_bin(b["lazy"][role], res, fixed.shape, map_vs, raw_vs, bin_factors(p.bin))
         res.ncc_before = ncc(fixed, moving)
         res.ncc_after = ncc(fixed, out[role])
         res.translation_vox = tuple(t * f for t, f in zip(res.translation_vox, rf, strict=True))
@@ -691,7 +689,7 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
 
     if opts.force and opts.resume:
         raise LitomoError("--force and --resume exclude each other")
-    _check_input_volumes(manifest, opts)
+    raw_shapes = _check_input_volumes(manifest)
     _check_reference_coverage(manifest)
     cal = calibration_for(manifest)
     adv = cal.advice
@@ -745,12 +743,11 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
                 timings[name] = store.elapsed(name) or 0.0
             else:
                 t0 = time.perf_counter()
-                raw_shape = _read_lazy(st.volumes[-1], manifest.sample.voxel_size_um, opts.chunk_mb).shape
                 b = stage_bin(st, manifest, work, opts, progress,
-                              register_bin=auto_register_bin(raw_shape, p.register_bin)
+                              register_bin=auto_register_bin(raw_shapes[st.name], p.register_bin)
                               if do_register else None)
                 warn_list += b["warnings"]
-                vs = tuple(s * f for s, f in zip(b["raw_voxel_size_um"], _factor3(p.bin), strict=True))
+                vs = tuple(s * f for s, f in zip(b["raw_voxel_size_um"], bin_factors(p.bin), strict=True))
                 reg, qa = stage_register(st, b, manifest, do_register, progress)
                 mapped = stage_map(st, reg, manifest, cal, vs)
                 stats = stage_stats(st, mapped, manifest, vs, bins)
@@ -763,8 +760,7 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
                 save_array(files["post_edge"], reg["post_edge"])
                 save_array(files["am"], mapped["am"].astype(np.uint8))
                 for n, df in stats.items():
-                    with atomic_path(tfiles[n]) as tmp:
-                        df.to_csv(tmp, index=False)
+                    write_csv_atomic(tfiles[n], df)
                 meta = {"voxel_size_um": list(vs), "raw_shape": list(b["raw_shape"]),
                         "warnings": b["warnings"]}
                 write_text_atomic(meta_file, json.dumps(meta))
@@ -816,19 +812,14 @@ def run_experiment(manifest: Any, out_dir: str | os.PathLike, options: RunOption
     return RunResult(out, merged, warn_list, timings)
 
 
-def _check_input_volumes(manifest: Any, opts: RunOptions) -> None:
+def _check_input_volumes(manifest: Any) -> dict[str, tuple[int, int, int]]:
     """Open every volume (header only) and refuse unreadable files or mismatched shapes.
 
     Part of run_experiment's input validation, so a bad file in the last state fails at once
-    instead of after the earlier states were processed.
+    instead of after the earlier states were processed. Returns the raw shape of each state.
     """
-    for st in manifest.states:
-        shapes = {role: _read_lazy(path, manifest.sample.voxel_size_um, opts.chunk_mb).shape
-                  for role, path in zip(_roles_of(st), st.volumes, strict=True)}
-        if len(set(shapes.values())) != 1:
-            detail = ", ".join(f"{r} {s}" for r, s in shapes.items())
-            raise DataError(f"state {st.name!r}: the energy volumes differ in shape ({detail})")
-
+    return {st.name: next(iter(open_state_volumes(st, manifest).values())).shape
+            for st in manifest.states}
 
 def _check_reference_coverage(manifest: Any) -> None:
     """Refuse energies (after the foil shift) outside either reference spectrum's range.
@@ -851,9 +842,6 @@ def _check_reference_coverage(manifest: Any) -> None:
                     f"{en:.2f} eV{shift}; use references that span the three energies"
                 )
 
-
-def _factor3(f: Any) -> tuple[int, int, int]:
-    return (int(f),) * 3 if np.isscalar(f) else tuple(int(v) for v in f)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -924,8 +912,7 @@ def _write_outputs(out: Path, manifest: Any, per_state: dict[str, dict[str, Any]
         reg = pd.concat([reg, tables.pop("registration_states")], ignore_index=True)
     tables["registration"] = reg
     for name, df in tables.items():
-        with atomic_path(tdir / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
+        write_csv_atomic(tdir / f"{name}.csv", df)
     for st in manifest.states:
         vdir = out / "volumes" / st.name
         files = per_state[st.name]["files"]

@@ -13,7 +13,8 @@ from litomo.volume import Volume
 log = logging.getLogger(__name__)
 
 
-def _bin_factors(factor: int | tuple[int, int, int]) -> tuple[int, int, int]:
+def bin_factors(factor: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    """A bin factor as a ``(z, y, x)`` tuple of positive integers (one number means all axes)."""
     f = (int(factor),) * 3 if np.isscalar(factor) else tuple(int(x) for x in factor)
     if len(f) != 3 or any(x < 1 for x in f):
         raise DataError(f"bin factor must be a positive integer or three of them, got {factor!r}")
@@ -25,7 +26,7 @@ def crop_to_multiple(array: Any, factor: int | tuple[int, int, int]) -> Any:
 
     Logs a warning naming the number of voxels dropped per axis when anything is cropped.
     """
-    f = _bin_factors(factor)
+    f = bin_factors(factor)
     new = tuple((n // k) * k for n, k in zip(array.shape, f, strict=True))
     if any(n == 0 for n in new):
         raise DataError(f"volume of shape {tuple(array.shape)} is smaller than the bin factor {f}")
@@ -65,7 +66,7 @@ def bin_array(array: Any, factor: int | tuple[int, int, int] = 7) -> Any:
     >>> bin_array(a, 2).tolist()
     [[[3.5]]]
     """
-    f = _bin_factors(factor)
+    f = bin_factors(factor)
     if f == (1, 1, 1):
         return array.astype(np.float32) if array.dtype != np.float32 else array
     array = crop_to_multiple(array, f)
@@ -95,7 +96,7 @@ def bin_volume(volume: Volume, factor: int | tuple[int, int, int] = 7) -> Volume
     >>> b.shape, tuple(round(s, 3) for s in b.voxel_size_um)
     ((2, 2, 2), (0.21, 0.21, 0.21))
     """
-    f = _bin_factors(factor)
+    f = bin_factors(factor)
     binned = bin_array(volume.array, f)
     vs = tuple(s * k for s, k in zip(volume.voxel_size_um, f, strict=True))
     return volume.with_array(binned, voxel_size_um=vs, step="bin", factor=list(f))

@@ -27,11 +27,12 @@ from litomo.errors import InputFileError
 
 
 def _class_fractions(x: np.ndarray, poor_max: float, rich_min: float) -> dict[str, float]:
-    v = x[np.isfinite(x)]
-    n = max(v.size, 1)
-    return {"poor": float((v <= poor_max).sum() / n),
-            "moderate": float(((v > poor_max) & (v < rich_min)).sum() / n),
-            "rich": float((v >= rich_min).sum() / n)}
+    from litomo.xanes.threeenergy import classify_li
+
+    cls = classify_li(x, poor_max=poor_max, rich_min=rich_min)
+    counts = np.bincount(cls[cls >= 0].astype(np.intp), minlength=3)
+    n = max(int(counts.sum()), 1)
+    return {"poor": float(counts[0] / n), "moderate": float(counts[1] / n), "rich": float(counts[2] / n)}
 
 
 def score_state(li_run: np.ndarray, truth_li: np.ndarray, truth_labels: np.ndarray,

@@ -95,7 +95,7 @@ def damage(
         sphere_pack,
     )
     from litomo.io import read_volume
-    from litomo.io.atomic import atomic_path
+    from litomo.io.atomic import write_csv_atomic
     from litomo.phases import parse_label_mapping, to_canonical
     from litomo.segment.particles import separate_particles
 
@@ -130,8 +130,7 @@ def damage(
     tables = out / "tables"
     for name, df in (("damage_particles", table), ("damage_depth", depth), ("damage_network", network),
                      ("sphere_pack", pack)):
-        with atomic_path(tables / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
+        write_csv_atomic(tables / f"{name}.csv", df)
     figs = _save_figures(table, depth, params, out / "figures")
     counts = {c: int((table["damage_class"] == c).sum()) for c in ("least", "mild", "severe")}
     summary = {"n_particles": len(table), "class_counts": counts, "input_kind": kind,

@@ -29,7 +29,7 @@ def deadangle(
     (rotation about z, the through-plane axis), reconstruct, map Li with the three-energy maths
     and report the Li error against the truth: RMSE, class-fraction bias, per-particle mean-Li
     bias, and per-particle error versus orientation to the missing wedge."""
-    from litomo.io.atomic import atomic_path
+    from litomo.io.atomic import write_csv_atomic
     from litomo.tomo.deadangle import deadangle_study, operando_state
 
     setup_logging(verbose)
@@ -52,8 +52,7 @@ def deadangle(
                           progress=progress_bar(not (quiet or json_out)))
     if out is not None:
         for name, df in (("summary", res.summary), ("particles", res.particles), ("orientation", res.orientation)):
-            with atomic_path(Path(out) / "tables" / f"deadangle_{name}.csv") as tmp:
-                df.to_csv(tmp, index=False)
+            write_csv_atomic(Path(out) / "tables" / f"deadangle_{name}.csv", df)
         import json
 
         from litomo.cli._common import to_jsonable

@@ -53,10 +53,9 @@ def _read(path: Path, voxel_size_um: Any) -> np.ndarray:
 
 
 def _write_csv(df, path: Path) -> None:
-    from litomo.io.atomic import atomic_path
+    from litomo.io.atomic import write_csv_atomic
 
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv_atomic(path, df)
 
 
 def _savefig(fig, stem: Path) -> None:

@@ -71,3 +71,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def write_csv_atomic(path: str | os.PathLike, table) -> Path:
+    """Write a pandas DataFrame to ``path`` as CSV (no index) atomically and return the path."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
