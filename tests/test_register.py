@@ -165,6 +165,10 @@ def test_2d_translation_deterministic_with_seed():
     np.testing.assert_allclose(r1.translation_vox, (2.0, -3.0), atol=0.2)
     assert r1.parameter_maps[0]["TransformParameters"] == r2.parameter_maps[0]["TransformParameters"]
     assert r1.rotation_deg == (0.0,) or abs(r1.rotation_deg[0]) < 1e-6
+    # without the resampling pass: the same transform, no moved image, no NCC-after
+    r3 = register_pair(img, moving, params=params, voxel_size_um=(2.0, 1.0), resample=False)
+    assert r3.parameter_maps[0]["TransformParameters"] == r1.parameter_maps[0]["TransformParameters"]
+    assert r3.moved is None and np.isnan(r3.ncc_after) and r3.ncc_before == pytest.approx(ncc(img, moving))
 
 
 def test_bad_input_raises():

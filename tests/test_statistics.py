@@ -151,6 +151,27 @@ def test_particle_table_mismatched_labels_raise():
         particle_table(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), voxel_size_um=1.0)
 
 
+def test_particle_table_weighted_mean_is_am_weighted():
+    """A particle with a full core voxel (x=0.5) and surface voxels half AM (x=1.0): the
+    AM-weighted mean is (n_core*0.5 + 0.5*n_surf*1.0) / (n_core + 0.5*n_surf)."""
+    lab = np.zeros((6, 6, 6), np.int32)
+    lab[1:5, 1:5, 1:5] = 1
+    core = np.zeros_like(lab, bool)
+    core[2:4, 2:4, 2:4] = True
+    x = np.where(lab == 1, np.where(core, 0.5, 1.0), np.nan)
+    w = np.where(core, 1.0, 0.5)
+    w[0, 0, 0] = np.nan  # outside the particle: ignored
+    n_core, n_surf = 8, 64 - 8
+    t = particle_table(x, lab, voxel_size_um=1.0, weights=w)
+    mean = (n_core * 0.5 + 0.5 * n_surf) / (n_core + 0.5 * n_surf)
+    assert t["mean_li"].iloc[0] == pytest.approx(mean)
+    var = (n_core * 0.25 + 0.5 * n_surf) / (n_core + 0.5 * n_surf) - mean**2
+    assert t["std_li"].iloc[0] == pytest.approx(np.sqrt(var))
+    assert particle_table(x, lab, voxel_size_um=1.0)["mean_li"].iloc[0] == pytest.approx((4 + 56) / 64)
+    with pytest.raises(DataError, match="weights shape"):
+        particle_table(x, lab, voxel_size_um=1.0, weights=w[:-1])
+
+
 def test_surface_distance_of_box_and_touching_particles():
     lab = np.zeros((8, 10, 12), np.int32)
     lab[1:7, 1:9, 1:6] = 1

@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,11 +298,20 @@ def prepare_out_dir(out_dir: Path, manifest: Any, *, force: bool, resume: bool) 
 # --------------------------------------------------------------------------- stages
 
 
-def open_state_volumes(state: Any, manifest: Any) -> dict[str, Any]:
-    """Open a state's energy volumes lazily (headers only) and refuse mismatched shapes."""
+def open_state_volumes(state: Any, manifest: Any, *,
+                       slab_depth: Callable[[tuple[int, ...], int], int] | None = None) -> dict[str, Any]:
+    """Open a state's energy volumes lazily (headers only) and refuse mismatched shapes.
+
+    ``slab_depth(shape, itemsize)`` sets the z depth of the dask chunks the files are read in, so the
+    reads themselves come in the slabs a stage works on (no dask rechunk copying data).
+    """
     from litomo.io import read_volume
 
-    vols = {role: read_volume(path, lazy=True, voxel_size_um=manifest.sample.voxel_size_um)
+    chunks = None
+    if slab_depth is not None:
+        first = read_volume(state.volumes[0], lazy=True, voxel_size_um=manifest.sample.voxel_size_um)
+        chunks = (slab_depth(first.shape, np.dtype(first.dtype).itemsize), -1, -1)
+    vols = {role: read_volume(path, lazy=True, chunks=chunks, voxel_size_um=manifest.sample.voxel_size_um)
             for role, path in zip(_roles_of(state), state.volumes, strict=True)}
     if len({v.shape for v in vols.values()}) != 1:
         detail = ", ".join(f"{r} {v.shape}" for r, v in vols.items())
@@ -336,14 +345,18 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
     from litomo.preprocess import bin_array
 
     factor = manifest.processing.bin
-    lazies = open_state_volumes(state, manifest)
+    reg_factor = bin_factors(register_bin) if register_bin else None
+    # z-slab chunks of whole bins (for both factors), so binning never moves data and one
+    # read of the file feeds both binnings
+    lazies = open_state_volumes(state, manifest, slab_depth=lambda shape, itemsize: _bin_slab_depth(
+        shape, itemsize, bin_factors(factor), opts.chunk_mb, reg_factor))
     binned, binned_reg = {}, {}
     warn_msgs: list[str] = []
-    reg_factor = bin_factors(register_bin) if register_bin else None
     for i, (role, vol) in enumerate(lazies.items(), start=1):
-        # z-slab chunks of whole bins (for both factors), so coarsen never moves data and one
-        # read of the file feeds both binnings
-        arr = _rechunk_for_bin(vol.array, bin_factors(factor), opts.chunk_mb, reg_factor)
+        arr = vol.array
+        depth = _bin_slab_depth(arr.shape, arr.dtype.itemsize, bin_factors(factor), opts.chunk_mb, reg_factor)
+        if arr.chunks[0][0] != depth:  # formats that ignore the requested chunks
+            arr = arr.rechunk((depth, -1, -1))
         todo = [bin_array(arr, factor)]
         if reg_factor is not None:
             todo.append(bin_array(arr, reg_factor))
@@ -361,16 +374,15 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
             "raw_voxel_size_um": next(iter(lazies.values())).voxel_size_um}
 
 
-def _rechunk_for_bin(arr: Any, factor: tuple[int, int, int], chunk_mb: float,
-                     other: tuple[int, int, int] | None = None) -> Any:
+def _bin_slab_depth(shape: tuple[int, ...], itemsize: int, factor: tuple[int, int, int], chunk_mb: float,
+                    other: tuple[int, int, int] | None = None) -> int:
+    """z depth of ~``chunk_mb`` slabs made of whole bins of ``factor`` (and of ``other``)."""
     import math
 
     step = factor[0] if other is None else math.lcm(factor[0], other[0])
-    itemsize = np.dtype(arr.dtype).itemsize
-    # z-slabs of whole bins spanning full y/x: matches how TIFF pages are stored on disk
-    plane = arr.shape[1] * arr.shape[2] * itemsize
-    nz = max(step, int(chunk_mb * 2**20 // max(plane, 1)) // step * step)
-    return arr.rechunk((nz, arr.shape[1], arr.shape[2]))
+    # z-slabs spanning full y/x: matches how TIFF pages are stored on disk
+    plane = shape[1] * shape[2] * itemsize
+    return max(step, int(chunk_mb * 2**20 // max(plane, 1)) // step * step)
 
 
 def _roles_of(state: Any) -> tuple[str, ...]:
@@ -486,7 +498,7 @@ def stage_register(state: Any, b: dict[str, Any], manifest: Any, do_register: bo
                          "translation_x_vox": 0.0, "rotation_deg": 0.0, "elapsed_s": 0.0})
             continue
         res = register_pair(b["binned_reg"]["post_edge"], b["binned_reg"][role], params=params,
-                            voxel_size_um=reg_vs)
+                            voxel_size_um=reg_vs, resample=False)
         out[role] = warp_and_bin(b["lazy"][role], res, fixed.shape, map_vs, raw_vs, bin_factors(p.bin))
         res.ncc_before = ncc(fixed, moving)
         res.ncc_after = ncc(fixed, out[role])
@@ -627,7 +639,8 @@ def stage_stats(state: Any, mapped: dict[str, Any], manifest: Any,
     hist.insert(0, "state", state.name)
     zp = st.z_profile(x, voxel_size_um=voxel_size_um, poor_max=p.li_poor_max, rich_min=p.li_rich_min)
     parts = st.particle_table(x, mapped["particles"], voxel_size_um=voxel_size_um,
-                              rich_min=p.li_rich_min, boundary_ids=mapped["boundary_ids"])
+                              rich_min=p.li_rich_min, boundary_ids=mapped["boundary_ids"],
+                              weights=frac)
     cs = st.core_shell_profile(x, mapped["particles"], voxel_size_um=voxel_size_um)
     if "particle" in cs.columns:
         cs = cs[cs["particle"].astype(str) == "all"].drop(columns="particle")

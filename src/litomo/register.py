@@ -128,8 +128,8 @@ class RegistrationResult:
 
     Attributes
     ----------
-    moved : numpy.ndarray
-        The moving image resampled onto the fixed grid (float32).
+    moved : numpy.ndarray or None
+        The moving image resampled onto the fixed grid (float32); None with ``resample=False``.
     parameter_maps : list of dict
         elastix transform parameter maps (``{name: [str, ...]}``), JSON-serialisable, in the
         order elastix applies them; feed them to :func:`apply_transform`.
@@ -159,7 +159,7 @@ class RegistrationResult:
         Voxel size of the fixed image ``(z, y, x)`` (or ``(y, x)``) in um.
     """
 
-    moved: np.ndarray
+    moved: np.ndarray | None
     parameter_maps: ParameterMaps
     mode: str
     translation_vox: tuple[float, ...]
@@ -465,6 +465,7 @@ def register_pair(
     params: RegistrationParams | None = None,
     voxel_size_um: float | tuple[float, ...] = 1.0,
     fixed_mask: Any = None,
+    resample: bool = True,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` with elastix (2D or 3D, physical units).
 
@@ -479,6 +480,10 @@ def register_pair(
         Voxel size in um, shared by both images.
     fixed_mask : array_like of bool, optional
         Only fixed-image voxels inside the mask drive the metric (and the NCC report).
+    resample : bool
+        Resample the moving image onto the fixed grid (``moved``, ``ncc_after``). Callers
+        that apply the transform elsewhere (e.g. at full resolution) skip it: ``moved`` is
+        then None and ``ncc_after`` NaN, saving a transformix pass over the whole grid.
 
     Returns
     -------
@@ -530,15 +535,18 @@ def register_pair(
     elapsed = time.perf_counter() - t0
     tmaps = _maps_from_object(tpo)
 
-    # resample with NaN outside the moving image so the NCC only sees real overlap
-    moved, _ = _transformix(
-        moving, _with_grid(tmaps, fixed.shape, spacing, **_resample_entries(p.final_order)), spacing
-    )
-    region = np.isfinite(moved) if mask is None else np.isfinite(moved) & mask
-    ncc_before = ncc(fixed, moving, region)
-    ncc_after = ncc(fixed, moved, region)
-    if not np.isnan(p.fill_value):
-        moved = np.where(np.isfinite(moved), moved, np.float32(p.fill_value)).astype(np.float32)
+    if resample:
+        # resample with NaN outside the moving image so the NCC only sees real overlap
+        moved, _ = _transformix(
+            moving, _with_grid(tmaps, fixed.shape, spacing, **_resample_entries(p.final_order)), spacing
+        )
+        region = np.isfinite(moved) if mask is None else np.isfinite(moved) & mask
+        ncc_before = ncc(fixed, moving, region)
+        ncc_after = ncc(fixed, moved, region)
+        if not np.isnan(p.fill_value):
+            moved = np.where(np.isfinite(moved), moved, np.float32(p.fill_value)).astype(np.float32)
+    else:
+        moved, ncc_before, ncc_after = None, ncc(fixed, moving, mask), float("nan")
 
     a_mat, b = _linear_part(tmaps, fixed.shape, spacing)
     translation, rotation, angle, scale, aff = _describe_linear(a_mat, b, fixed.shape, spacing)

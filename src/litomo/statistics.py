@@ -262,6 +262,7 @@ def particle_table(
     rich_min: float = 0.9,
     boundary_ids: Any = None,
     depth_from: str = "low",
+    weights: Any = None,
 ) -> pd.DataFrame:
     """Per-particle Li statistics (SPEC 2.4), one row per particle label.
 
@@ -280,6 +281,11 @@ def particle_table(
         :func:`litomo.segment.particles.boundary_touching`).
     depth_from : {"low", "high"}
         Face that depth is measured from: the z = 0 face (``"low"``) or the last z face.
+    weights : array_like of float, optional
+        Per-voxel weights of ``mean_li`` and ``std_li``, e.g. the AM volume fraction of each
+        binned voxel, so that a partly filled surface voxel (whose x_Li is noisier by the
+        inverse of that fraction) counts by the AM it holds: the particle's Ni-weighted mean.
+        Negative weights count as 0. Default: every mapped voxel counts once.
 
     Returns
     -------
@@ -333,8 +339,16 @@ def particle_table(
     finite = np.isfinite(x).ravel()
     xf = np.where(finite, x.ravel(), 0.0).astype(np.float64)
     n_li = per_label(finite.astype(np.float64))
-    s1 = per_label(xf)
-    s2 = per_label(xf * xf)
+    if weights is None:
+        wf = finite.astype(np.float64)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != x.shape:
+            raise DataError(f"weights shape {w.shape} differs from the Li map's {x.shape}")
+        wf = np.where(finite, np.clip(np.nan_to_num(w.ravel()), 0.0, None), 0.0)
+    s0 = per_label(wf)
+    s1 = per_label(xf * wf)
+    s2 = per_label(xf * xf * wf)
     rich = (classify_li(x, poor_max=poor_max, rich_min=rich_min) == 2).ravel()
     n_rich = per_label(rich.astype(np.float64))
     surf = surface_voxels(lab).ravel()
@@ -350,8 +364,8 @@ def particle_table(
 
     volume = vox[ids] * vv
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / n_li
-        std = np.sqrt(np.maximum(s2 / n_li - mean * mean, 0.0))
+        mean = s1 / s0
+        std = np.sqrt(np.maximum(s2 / s0 - mean * mean, 0.0))
         depth = cent[0] if depth_from == "low" else x.shape[0] * vs[0] - cent[0]
         table = pd.DataFrame(
             {
