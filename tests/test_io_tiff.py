@@ -80,6 +80,38 @@ def test_lazy_equals_eager_and_is_chunked(tmp_path):
     np.testing.assert_array_equal(lazy.array[5].compute(), a[5])
 
 
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_lazy_contiguous_fast_path_byte_order(tmp_path, byteorder, dtype):
+    """Uncompressed contiguous pages are read straight into memory: values, dtype and byte
+    order must match tifffile's own decoding, for both byte orders; compressed files take
+    tifffile's path."""
+    a = (np.random.default_rng(4).random((23, 11, 13)) * 60000).astype(dtype)
+    p = tmp_path / "v.tif"
+    tifffile.imwrite(p, a, byteorder=byteorder)
+    with tifffile.TiffFile(p) as tif:
+        assert tif.series[0].dataoffset is not None  # the fast path applies
+    lazy = read_tiff(p, lazy=True, chunks=(5, -1, -1), voxel_size_um=1.0)
+    got = lazy.array.compute()
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative
+    np.testing.assert_array_equal(got, a)
+    z = tmp_path / "z.tif"
+    tifffile.imwrite(z, a, compression="zlib")
+    np.testing.assert_array_equal(read_tiff(z, lazy=True, chunks=(5, -1, -1), voxel_size_um=1.0).numpy(), a)
+
+
+def test_lazy_read_of_file_truncated_after_opening(tmp_path):
+    """A file cut short after its header was read (e.g. still being copied) fails clearly."""
+    a = np.zeros((10, 32, 32), np.uint16)
+    p = tmp_path / "v.tif"
+    tifffile.imwrite(p, a)
+    lazy = read_tiff(p, lazy=True, chunks=(5, -1, -1), voxel_size_um=1.0)
+    with open(p, "r+b") as fh:
+        fh.truncate(p.stat().st_size - 5000)
+    with pytest.raises(InputFileError, match="truncated"):
+        lazy.array.compute(scheduler="synchronous")
+
+
 def test_dask_volume_streamed_and_compressed(tmp_path):
     import dask.array as da
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from litomo.errors import DataError
+from litomo.errors import DataError, LitomoError
 from litomo.preprocess import (
+    bin_array,
+    bin_multi,
     denoise_nlm,
     denoise_pipeline,
     median_filter,
@@ -91,3 +93,15 @@ def test_bad_input():
         otsu_interclass_variance(np.ones((4, 4, 4)))
     with pytest.raises(DataError, match="3D"):
         median_filter(np.ones((8, 8)))
+
+
+def test_bin_multi_equals_bin_array_for_each_factor():
+    rng = np.random.default_rng(8)
+    vols = [rng.integers(0, 4000, (58, 30, 31), dtype=np.uint16) for _ in range(2)]  # uneven edges
+    arrays = [da.from_array(v, chunks=(12, 30, 31)) for v in vols]  # 12 = lcm(3, 4)
+    out = bin_multi(arrays, [3, (4, 2, 5)])
+    for v, got in zip(vols, out, strict=True):
+        np.testing.assert_allclose(got[0], bin_array(v, 3), rtol=1e-6)
+        np.testing.assert_allclose(got[1], bin_array(v, (4, 2, 5)), rtol=1e-6)
+    with pytest.raises(LitomoError, match="multiples of 4"):
+        bin_multi([da.from_array(vols[0], chunks=(6, 30, 31))], [4])

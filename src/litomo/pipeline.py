@@ -340,9 +340,7 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
 
     Returns the binned arrays, the lazy full-resolution arrays and warnings.
     """
-    import dask
-
-    from litomo.preprocess import bin_array
+    from litomo.preprocess import bin_multi
 
     factor = manifest.processing.bin
     reg_factor = bin_factors(register_bin) if register_bin else None
@@ -350,25 +348,25 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
     # read of the file feeds both binnings
     lazies = open_state_volumes(state, manifest, slab_depth=lambda shape, itemsize: _bin_slab_depth(
         shape, itemsize, bin_factors(factor), opts.chunk_mb, reg_factor))
-    binned, binned_reg = {}, {}
-    warn_msgs: list[str] = []
-    for i, (role, vol) in enumerate(lazies.items(), start=1):
+    arrays = []
+    for vol in lazies.values():
         arr = vol.array
         depth = _bin_slab_depth(arr.shape, arr.dtype.itemsize, bin_factors(factor), opts.chunk_mb, reg_factor)
         if arr.chunks[0][0] != depth:  # formats that ignore the requested chunks
             arr = arr.rechunk((depth, -1, -1))
-        todo = [bin_array(arr, factor)]
+        arrays.append(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        done = bin_multi(arrays, [factor] + ([reg_factor] if reg_factor is not None else []))
+    binned, binned_reg = {}, {}
+    warn_msgs: list[str] = []
+    for role, out in zip(lazies, done, strict=True):
+        binned[role] = out[0]
         if reg_factor is not None:
-            todo.append(bin_array(arr, reg_factor))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            done = dask.compute(*todo)
-        binned[role] = np.asarray(done[0], dtype=np.float32)
-        if reg_factor is not None:
-            binned_reg[role] = np.asarray(done[1], dtype=np.float32)
+            binned_reg[role] = out[1]
         warn_msgs += _check_volume_values(f"state {state.name} {role}", binned[role])
-        if progress:
-            progress(i, len(lazies), f"{state.name}: bin")
+    if progress:
+        progress(len(lazies), len(lazies), f"{state.name}: bin")
     return {"binned": binned, "binned_reg": binned_reg, "lazy": {r: v.array for r, v in lazies.items()},
             "warnings": warn_msgs, "raw_shape": next(iter(lazies.values())).shape,
             "raw_voxel_size_um": next(iter(lazies.values())).voxel_size_um}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from litomo.errors import DataError
+from litomo.errors import DataError, LitomoError
 from litomo.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,53 @@ def bin_array(array: Any, factor: int | tuple[int, int, int] = 7) -> Any:
     array = array.rechunk(chunks)
     out_chunks = tuple(tuple(c // k for c in ch) for ch, k in zip(array.chunks, f, strict=True))
     return array.map_blocks(_bin_block, f, dtype=np.float32, chunks=out_chunks)
+
+
+def _bin_slab_multi(block: np.ndarray, factors: tuple[tuple[int, int, int], ...]) -> tuple[np.ndarray, ...]:
+    out = []
+    for f in factors:
+        crop = tuple((n // k) * k for n, k in zip(block.shape, f, strict=True))
+        out.append(_bin_block(block[: crop[0], : crop[1], : crop[2]], f))
+    return tuple(out)
+
+
+def bin_multi(arrays: Sequence[Any], factors: Sequence[int | tuple[int, int, int]]) -> list[list[np.ndarray]]:
+    """Bin z-slab-chunked dask arrays by several factors in one pass over the data.
+
+    One task per slab reads it and bins it by every factor, so each voxel is read once and no
+    intermediate slab is kept by the scheduler (what separate :func:`bin_array` graphs would
+    do); all arrays go into one computation, so no core idles at the end of each volume.
+    The slabs must start at multiples of every z factor (e.g. their least common multiple);
+    edges that do not fill a bin are cropped with a logged warning, as in :func:`bin_array`.
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        ``out[i][j]``: array ``i`` binned by factor ``j`` (float32).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> a = da.ones((12, 6, 6), chunks=(6, 6, 6), dtype=np.uint16)
+    >>> [b.shape for b in bin_multi([a], [2, 3])[0]]
+    [(6, 3, 3), (4, 2, 2)]
+    """
+    import dask
+
+    fs = tuple(bin_factors(f) for f in factors)
+    tasks = []
+    for array in arrays:
+        starts = np.cumsum((0, *array.chunks[0][:-1]))
+        for f in fs:
+            if np.any(starts % f[0]):
+                raise LitomoError(f"bin_multi: z chunks {array.chunks[0]} do not start at multiples of {f[0]}")
+            crop_to_multiple(array, f)  # the warning about cropped edges (a lazy slice, discarded)
+        if any(len(c) != 1 for c in array.chunks[1:]):
+            array = array.rechunk((array.chunks[0], -1, -1))
+        tasks.append([dask.delayed(_bin_slab_multi)(blk, fs) for blk in array.to_delayed().ravel()])
+    done = dask.compute(*tasks)
+    return [[np.concatenate([p[j] for p in parts if p[j].shape[0]], axis=0) for j in range(len(fs))]
+            for parts in done]
 
 
 def bin_volume(volume: Volume, factor: int | tuple[int, int, int] = 7) -> Volume:
