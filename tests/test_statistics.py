@@ -215,3 +215,32 @@ def test_core_shell_profile_exact_for_known_radial_law():
     assert allp["distance_um"].iloc[0] == pytest.approx(0.5 * vs)
     wide = core_shell_profile(x, lab, voxel_size_um=vs, bin_width_um=1.0)
     assert wide["n_voxels"].sum() == (lab > 0).sum()
+
+
+def test_stage_stats_total_li_counts_slivers_at_their_neighbours_li():
+    """Unmapped AM slivers (partial surface voxels below the mapping threshold) carry the x_Li
+    of the nearest mapped voxel into the total Li and the particle's mean, not the mean x_Li."""
+    from types import SimpleNamespace
+
+    from litomo.pipeline import stage_stats
+
+    shape = (6, 6, 10)
+    x = np.full(shape, np.nan, np.float32)
+    particles = np.zeros(shape, np.int32)
+    x[1:5, 1:5, 1:4] = 1.0  # particle core: Li-rich
+    x[1:5, 1:5, 4] = 0.4  # its Li-poor surface layer
+    particles[1:5, 1:5, 1:5] = 1
+    frac = np.where(np.isfinite(x), 1.0, 0.0).astype(np.float32)
+    frac[1:5, 1:5, 5] = 0.3  # unmapped sliver beyond the Li-poor layer
+    mapped = {"li": x, "particles": particles, "am_fraction": frac, "clipped_fraction": 0.0,
+              "jump_threshold": 1.0, "boundary_ids": np.array([], int)}
+    state = SimpleNamespace(name="s", label="", expected_li=None)
+    manifest = SimpleNamespace(processing=SimpleNamespace(li_poor_max=0.6, li_rich_min=0.9))
+    out = stage_stats(state, mapped, manifest, (1.0, 1.0, 1.0), np.linspace(0, 1.2, 13))
+    n_core, n_layer, n_sliver = 48, 16, 16
+    total = n_core * 1.0 + n_layer * 0.4 + 0.3 * n_sliver * 0.4
+    row = out["states"].iloc[0]
+    assert row["am_volume_um3"] == pytest.approx(n_core + n_layer + 0.3 * n_sliver)
+    assert row["total_li_um3"] == pytest.approx(total, rel=1e-6)
+    mean = total / (n_core + n_layer + 0.3 * n_sliver)
+    assert out["particles"]["mean_li"].iloc[0] == pytest.approx(mean, rel=1e-6)
