@@ -68,7 +68,7 @@ class RunOptions:
     scheduler: str | None = None  # None: local dask.distributed cluster; "synchronous"; or an address
     memory_limit: str | None = None
     n_workers: int | None = None
-    chunk_mb: float = 64.0
+    chunk_mb: float = 128.0  # slab size of reads and binning (measured: fewer dask tasks, +10 %)
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -38,15 +38,54 @@ def crop_to_multiple(array: Any, factor: int | tuple[int, int, int]) -> Any:
     return array
 
 
-def _bin_block(block: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    """Block mean of an array whose shape divides by ``f`` (float32 out).
+try:  # numba is a dependency; the numpy path below is the fallback and the float path
+    from numba import njit
 
-    Sums one axis at a time, outermost first: adding whole z-planes and then rows streams
-    through memory, and only the last, 49x smaller reduction runs over the strided innermost
-    axis. About 12x faster than a reshape-mean over three axes (2 GB/s vs 0.16 GB/s of uint16
-    on one core here), which matters because binning runs over every input voxel.
+    @njit(nogil=True, cache=True)
+    def _bin_uint_kernel(a, fz, fy, fx):  # pragma: no cover - numba
+        nz, ny, nx = a.shape[0] // fz, a.shape[1] // fy, a.shape[2] // fx
+        width = nx * fx
+        out = np.empty((nz, ny, nx), np.float32)
+        acc = np.empty((ny * fy, width), np.uint32)
+        inv = np.float32(1.0 / (fz * fy * fx))
+        for kz in range(nz):
+            for j in range(ny * fy):  # contiguous rows: the compiler vectorises these adds
+                row = a[kz * fz, j]
+                for i in range(width):
+                    acc[j, i] = row[i]
+            for q in range(1, fz):
+                for j in range(ny * fy):
+                    row = a[kz * fz + q, j]
+                    for i in range(width):
+                        acc[j, i] += row[i]
+            for jy in range(ny):
+                for i in range(nx):
+                    t = np.uint32(0)
+                    for r in range(fy):
+                        for c in range(fx):
+                            t += acc[jy * fy + r, i * fx + c]
+                    out[kz, jy, i] = np.float32(t) * inv
+        return out
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    HAVE_NUMBA = False
+
+
+def _bin_block(block: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    """Block mean (float32) of the whole bins of ``block``; edges that do not fill a bin are ignored.
+
+    8- and 16-bit unsigned data (what detectors write) go through a numba kernel that adds
+    whole rows of ``f[0]`` planes in exact uint32 arithmetic and then reduces the 49x smaller
+    sums: 5.0 GB/s of uint16 per core here vs 3.1 GB/s for the numpy path, which matters
+    because binning runs over every input voxel and sets the streaming speed. Other dtypes sum
+    one axis at a time in float32, outermost first (12x faster than a reshape-mean).
     """
     nz, ny, nx = (n // k for n, k in zip(block.shape, f, strict=True))
+    if (HAVE_NUMBA and block.dtype in (np.uint8, np.uint16) and f[0] * f[1] * f[2] <= 65537
+            and block.flags.c_contiguous and nz * ny * nx > 0):
+        return _bin_uint_kernel(block, *f)
+    block = block[: nz * f[0], : ny * f[1], : nx * f[2]]
     s = block.reshape(nz, f[0], ny * f[1], nx * f[2]).sum(axis=1, dtype=np.float32)
     s = s.reshape(nz, ny, f[1], nx * f[2]).sum(axis=2)
     s = s.reshape(nz, ny, nx, f[2]).sum(axis=3)
@@ -70,8 +109,8 @@ def bin_array(array: Any, factor: int | tuple[int, int, int] = 7) -> Any:
     f = bin_factors(factor)
     if f == (1, 1, 1):
         return array.astype(np.float32) if array.dtype != np.float32 else array
-    array = crop_to_multiple(array, f)
     if isinstance(array, np.ndarray):
+        crop_to_multiple(array, f)  # the warning; slabs below stay views of the (contiguous) input
         nz = array.shape[0] // f[0]
         out = np.empty((nz, array.shape[1] // f[1], array.shape[2] // f[2]), dtype=np.float32)
         # slabs of whole bins keep the float32 temporaries small for big volumes
@@ -79,6 +118,7 @@ def bin_array(array: Any, factor: int | tuple[int, int, int] = 7) -> Any:
         for i in range(0, nz, step):
             out[i : i + step] = _bin_block(array[i * f[0] : (i + step) * f[0]], f)
         return out
+    array = crop_to_multiple(array, f)
     chunks = tuple(
         max(k, (c // k) * k) for c, k in zip((ch[0] for ch in array.chunks), f, strict=True)
     )
@@ -88,11 +128,7 @@ def bin_array(array: Any, factor: int | tuple[int, int, int] = 7) -> Any:
 
 
 def _bin_slab_multi(block: np.ndarray, factors: tuple[tuple[int, int, int], ...]) -> tuple[np.ndarray, ...]:
-    out = []
-    for f in factors:
-        crop = tuple((n // k) * k for n, k in zip(block.shape, f, strict=True))
-        out.append(_bin_block(block[: crop[0], : crop[1], : crop[2]], f))
-    return tuple(out)
+    return tuple(_bin_block(block, f) for f in factors)
 
 
 def bin_multi(arrays: Sequence[Any], factors: Sequence[int | tuple[int, int, int]]) -> list[list[np.ndarray]]:

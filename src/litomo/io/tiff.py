@@ -251,20 +251,20 @@ def _read_pages(path: str, z0: int, z1: int, shape_yx: tuple[int, int]) -> np.nd
 
 def _read_contiguous(path: str, offset: int, dtype: np.dtype, z0: int, z1: int,
                      shape_yx: tuple[int, int]) -> np.ndarray:
-    """Pages ``z0:z1`` of an uncompressed, contiguously stored series: one unbuffered read
-    straight into the output (tifffile's page-by-page decode costs ~25 % more here).
-    ``dtype`` carries the file's byte order; the result is native."""
-    out = np.empty((z1 - z0, *shape_yx), dtype=dtype)
-    with open(path, "rb", buffering=0) as fh:
-        fh.seek(offset + z0 * out[0].nbytes)
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        got = 0
-        while got < out.nbytes:
-            n = fh.readinto(view[got:])
-            if not n:
-                raise InputFileError(f"{path}: truncated TIFF (pages {z0}-{z1 - 1} end early)")
-            got += n
-    return out if dtype.isnative else out.astype(dtype.newbyteorder("="))
+    """Pages ``z0:z1`` of an uncompressed, contiguously stored series, memory-mapped.
+
+    The consumer (e.g. the binning kernel) then reads the page cache directly: measured 4.7-9 GB/s
+    read + bin on 2 cores vs 3.5-3.8 GB/s when the slab is first copied out with ``readinto``,
+    and 2 GB/s through tifffile's page-by-page decode. ``dtype`` carries the file's byte order;
+    big-endian data are converted to a native copy.
+    """
+    plane = shape_yx[0] * shape_yx[1] * dtype.itemsize
+    # a mapping beyond the end of the file would crash with SIGBUS on access: check first
+    if os.path.getsize(path) < offset + z1 * plane:
+        raise InputFileError(f"{path}: truncated TIFF (pages {z0}-{z1 - 1} end early)")
+    mm = np.memmap(path, dtype=dtype, mode="r", offset=offset + z0 * plane, shape=(z1 - z0, *shape_yx))
+    arr = np.asarray(mm)  # a plain ndarray view of the mapping (numba does not take subclasses)
+    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 
 
 def _read_files(paths: Sequence[str], shape_yx: tuple[int, int], dtype: np.dtype) -> np.ndarray:
