@@ -64,40 +64,32 @@ def _offsum(x, wz, wy, wx, k, j, i, km, kp, jm, jp, nx):  # pragma: no cover - n
 
 
 @njit(parallel=True, cache=True)
-def _apply(x, wz, wy, wx, diag, out):  # pragma: no cover - numba
+def _stencil(b, x, wz, wy, wx, diag, cb, ca, out):  # pragma: no cover - numba
+    """``out = cb * b + ca * (A x)`` on the unknowns, 0 elsewhere."""
+    nz, ny, nx = x.shape
+    for k in prange(nz):
+        km = k - 1 if k > 0 else nz - 1
+        kp = k + 1 if k < nz - 1 else 0
+        for j in range(ny):
+            jm = j - 1 if j > 0 else ny - 1
+            jp = j + 1 if j < ny - 1 else 0
+            for i in range(nx):
+                d = diag[k, j, i]
+                if d > 0:
+                    ax = d * x[k, j, i] - _offsum(x, wz, wy, wx, k, j, i, km, kp, jm, jp, nx)
+                    out[k, j, i] = cb * b[k, j, i] + ca * ax
+                else:
+                    out[k, j, i] = 0.0
+
+
+def _apply(x, wz, wy, wx, diag, out) -> None:
     """``out = A x``."""
-    nz, ny, nx = x.shape
-    for k in prange(nz):
-        km = k - 1 if k > 0 else nz - 1
-        kp = k + 1 if k < nz - 1 else 0
-        for j in range(ny):
-            jm = j - 1 if j > 0 else ny - 1
-            jp = j + 1 if j < ny - 1 else 0
-            for i in range(nx):
-                d = diag[k, j, i]
-                if d > 0:
-                    out[k, j, i] = d * x[k, j, i] - _offsum(x, wz, wy, wx, k, j, i, km, kp, jm, jp, nx)
-                else:
-                    out[k, j, i] = 0.0
+    _stencil(x, x, wz, wy, wx, diag, 0.0, 1.0, out)
 
 
-@njit(parallel=True, cache=True)
-def _residual(b, x, wz, wy, wx, diag, out):  # pragma: no cover - numba
+def _residual(b, x, wz, wy, wx, diag, out) -> None:
     """``out = b - A x``."""
-    nz, ny, nx = x.shape
-    for k in prange(nz):
-        km = k - 1 if k > 0 else nz - 1
-        kp = k + 1 if k < nz - 1 else 0
-        for j in range(ny):
-            jm = j - 1 if j > 0 else ny - 1
-            jp = j + 1 if j < ny - 1 else 0
-            for i in range(nx):
-                d = diag[k, j, i]
-                if d > 0:
-                    out[k, j, i] = (b[k, j, i] - d * x[k, j, i]
-                                    + _offsum(x, wz, wy, wx, k, j, i, km, kp, jm, jp, nx))
-                else:
-                    out[k, j, i] = 0.0
+    _stencil(b, x, wz, wy, wx, diag, 1.0, -1.0, out)
 
 
 @njit(inline="always")
