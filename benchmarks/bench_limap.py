@@ -7,7 +7,9 @@ against the known truth with :func:`litomo.scoring.score_run`:
 - ``full``: registration (rigid + B-spline, estimated on ``register_bin`` data, applied at full
   resolution) and the E^-p background correction (p = 2.8);
 - ``no_background_correction``: SPEC 2.1's plain ratio (p = 0);
-- ``no_registration``: what registration buys.
+- ``no_registration``: what registration buys;
+- ``denoise_median`` / ``denoise_nlm``: ``full`` with the binned volumes denoised (3^3 median or
+  non-local means) before the map (not run by default: ``--variants full,denoise_nlm``).
 
 Targets: x_Li RMSE within AM <= 0.03 after binning; class fractions within 2 percentage points;
 per-particle mean x_Li within 0.03 (particles > 2 binned voxels in radius); total Li within 2 %.
@@ -62,6 +64,8 @@ def main() -> None:
         "full": {"background_exponent": 2.8, "register": True},
         "no_background_correction": {"background_exponent": 0.0, "register": True},
         "no_registration": {"background_exponent": 2.8, "register": False},
+        "denoise_median": {"background_exponent": 2.8, "register": True, "denoise": "median"},
+        "denoise_nlm": {"background_exponent": 2.8, "register": True, "denoise": "nlm"},
     }
     results = {"size": args.size, "states": args.states, "seed": args.seed,
                "phantom_generation_s": gen_s, "variants": {}}

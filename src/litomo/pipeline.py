@@ -558,6 +558,11 @@ def stage_map(state: Any, reg: dict[str, np.ndarray], manifest: Any, cal: Calibr
 
     p = manifest.processing
     pre, edge, post = reg["pre_edge"], reg["edge"], reg["post_edge"]
+    if p.denoise != "none":  # on the registered binned volumes, each energy on its own
+        from litomo.preprocess import denoise_pipeline
+
+        pre, edge, post = (np.asarray(denoise_pipeline(a, (p.denoise,)), dtype=np.float32)
+                           for a in (pre, edge, post))
     if p.jump_threshold == "auto":
         thr = te.jump_threshold(pre, post)
     else:
