@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,12 @@ class RegistrationParams:
         Value of ``moved`` where the transform maps outside the moving image.
     threads : int or None
         elastix threads (None = elastix default).
+    jacobian_measurements : int or None
+        Cap on the samples elastix's optimiser uses to estimate the B-spline stage's step size
+        (``NumberOfJacobianMeasurements``). elastix's default, max(1000, number of B-spline
+        parameters), grows with the grid: on a 256^3 grid with ~66 000 of them the estimate took 25 of the
+        stage's 40 s; 8192 measurements took 7 s and moved the final transform by 0.002 um rms
+        (0.02 raw voxel of the 1024^3 phantom). None = elastix's default.
     """
 
     mode: str = "rigid+bspline"
@@ -100,6 +107,7 @@ class RegistrationParams:
     final_order: int = 1
     fill_value: float = 0.0
     threads: int | None = None
+    jacobian_measurements: int | None = 8192
 
     def validated(self) -> RegistrationParams:
         """A copy with the metric name canonicalised; raises :class:`LitomoError` on bad values."""
@@ -117,6 +125,8 @@ class RegistrationParams:
             raise LitomoError("registration needs iterations >= 1, resolutions >= 1 and spatial_samples >= 64")
         if not self.bspline_grid_spacing_vox > 0:
             raise LitomoError(f"bspline_grid_spacing_vox must be positive, got {self.bspline_grid_spacing_vox}")
+        if self.jacobian_measurements is not None and int(self.jacobian_measurements) < 100:
+            raise LitomoError(f"jacobian_measurements must be >= 100 (or None), got {self.jacobian_measurements}")
         if self.final_order not in (0, 1, 3):
             raise LitomoError(f"final_order must be 0, 1 or 3, got {self.final_order}")
         return RegistrationParams(**{**asdict(self), "metric": metric})
@@ -297,7 +307,7 @@ def _resample_entries(order: int) -> dict[str, list[str]]:
     return out
 
 
-def _stage_maps(p: RegistrationParams, spacing: tuple[float, ...]) -> ParameterMaps:
+def _stage_maps(p: RegistrationParams, spacing: tuple[float, ...], shape: tuple[int, ...]) -> ParameterMaps:
     itk = _itk()
     po = itk.ParameterObject.New()
     stages: list[str] = []
@@ -322,6 +332,11 @@ def _stage_maps(p: RegistrationParams, spacing: tuple[float, ...]) -> ParameterM
         if stage == "bspline":
             spacing_um = float(p.bspline_grid_spacing_vox) * float(np.mean(spacing))
             m = dict(po.GetDefaultParameterMap("bspline", int(p.resolutions), spacing_um))
+            if p.jacobian_measurements:
+                # elastix's default is max(1000, number of parameters): cap it
+                n_params = len(shape) * math.prod(math.ceil(n * s / spacing_um) + 3
+                                                  for n, s in zip(shape, spacing, strict=True))
+                m["NumberOfJacobianMeasurements"] = [str(max(1000, min(n_params, int(p.jacobian_measurements))))]
             if p.bending_weight > 0:
                 m["Metric"] = [p.metric, "TransformBendingEnergyPenalty"]
                 m["Metric0Weight"] = ["1.0"]
@@ -518,7 +533,7 @@ def register_pair(
             raise DataError("fixed_mask selects fewer than 64 voxels; too few to register on")
 
     itk = _itk()
-    maps = _stage_maps(p, spacing)
+    maps = _stage_maps(p, spacing, fixed.shape)
     kwargs: dict[str, Any] = {
         "parameter_object": _parameter_object(maps),
         "log_to_console": False,
