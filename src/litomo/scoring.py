@@ -26,15 +26,7 @@ import numpy as np
 import pandas as pd
 
 from litomo.errors import InputFileError
-
-
-def _class_fractions(x: np.ndarray, poor_max: float, rich_min: float) -> dict[str, float]:
-    from litomo.xanes.threeenergy import classify_li
-
-    cls = classify_li(x, poor_max=poor_max, rich_min=rich_min)
-    counts = np.bincount(cls[cls >= 0].astype(np.intp), minlength=3)
-    n = max(int(counts.sum()), 1)
-    return {"poor": float(counts[0] / n), "moderate": float(counts[1] / n), "rich": float(counts[2] / n)}
+from litomo.xanes.threeenergy import class_fractions
 
 
 def score_state(li_run: np.ndarray, truth_li: np.ndarray, truth_labels: np.ndarray,
@@ -52,8 +44,8 @@ def score_state(li_run: np.ndarray, truth_li: np.ndarray, truth_labels: np.ndarr
     lr = li_run[: shape[0], : shape[1], : shape[2]]
     both = np.isfinite(tb) & np.isfinite(lr)
     err = lr[both] - tb[both]
-    run_cls = _class_fractions(lr[both], poor_max, rich_min)
-    truth_cls = _class_fractions(tb[both], poor_max, rich_min)
+    run_cls = class_fractions(lr[both], poor_max=poor_max, rich_min=rich_min)
+    truth_cls = class_fractions(tb[both], poor_max=poor_max, rich_min=rich_min)
     vox_um3 = raw_voxel_size_um**3
     # the run's grid covers only whole bins: compare with the truth over the same region
     crop = tuple(slice(0, (n // f) * f) for n, f in zip(truth_li.shape, factor, strict=True))

@@ -22,7 +22,7 @@ from scipy import ndimage as ndi
 
 from litomo.errors import DataError
 from litomo.volume import as_voxel_size
-from litomo.xanes.threeenergy import classify_li
+from litomo.xanes.threeenergy import class_fractions, classify_li
 
 log = logging.getLogger(__name__)
 
@@ -145,19 +145,18 @@ def state_summary(
     """
     x = _check_x(x_li)
     vv = float(np.prod(as_voxel_size(voxel_size_um)))
-    cls = classify_li(x, poor_max=poor_max, rich_min=rich_min)
-    counts = np.bincount((cls.ravel() + 1).astype(np.intp), minlength=4)  # -1 masked -> 0
-    n = int(counts[1:].sum())
+    v = x[np.isfinite(x)].astype(np.float64)
+    n = int(v.size)
     if n == 0:
         raise DataError("the Li map has no active-material voxels (all NaN); nothing to summarise")
-    v = x[np.isfinite(x)].astype(np.float64)
+    fr = class_fractions(v, poor_max=poor_max, rich_min=rich_min)
     mean = float(v.mean())
     out: dict[str, Any] = {
         "mean_li": mean,
         "std_li": float(v.std()),
-        "frac_li_rich": float(counts[3] / n),
-        "frac_li_moderate": float(counts[2] / n),
-        "frac_li_poor": float(counts[1] / n),
+        "frac_li_rich": fr["rich"],
+        "frac_li_moderate": fr["moderate"],
+        "frac_li_poor": fr["poor"],
         "total_li_um3": float(v.sum() * vv),
         "n_voxels": n,
         "am_volume_um3": float(n * vv),

@@ -64,6 +64,7 @@ from litomo.io.atomic import write_text_atomic
 from litomo.phantom.electrode import DEFAULT_VOXEL_SIZE_UM, Electrode, make_electrode
 from litomo.phantom.lithium import LithiumModel, li_schedule
 from litomo.progress import ProgressCallback
+from litomo.xanes.threeenergy import class_fractions
 
 log = logging.getLogger(__name__)
 
@@ -614,15 +615,6 @@ def truth_on_binned_grid(li: np.ndarray, am_mask: np.ndarray, factor: int | Sequ
 
 # --------------------------------------------------------------------------- writing
 
-def _li_classes(li: np.ndarray, poor_max: float = 0.6, rich_min: float = 0.9) -> dict[str, float]:
-    v = li[np.isfinite(li)]
-    if v.size == 0:
-        return {"li_poor": math.nan, "li_moderate": math.nan, "li_rich": math.nan}
-    return {"li_poor": float(np.mean(v <= poor_max)),
-            "li_moderate": float(np.mean((v > poor_max) & (v < rich_min))),
-            "li_rich": float(np.mean(v >= rich_min))}
-
-
 def _edge_ratios(ph: OperandoPhantom) -> dict[str, float]:
     """R of pure AM (with its background slope) and of the normalised references, at both ends."""
     e = ph.energies_ev
@@ -705,7 +697,8 @@ _resample_rows_jit = _numba.njit(nogil=True, cache=True)(_resample_rows_py) if _
 
 def _in_memory_state_stats(li: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     counts = np.bincount(labels.reshape(-1), minlength=3)[:3] / labels.size
-    return {"mean_li": float(np.nanmean(li)), "std_li": float(np.nanstd(li)), "class_fractions": _li_classes(li),
+    fractions = {f"li_{k}": v for k, v in class_fractions(li).items()}
+    return {"mean_li": float(np.nanmean(li)), "std_li": float(np.nanstd(li)), "class_fractions": fractions,
             "phase_fractions": {"pore": float(counts[0]), "am": float(counts[1]), "cbd": float(counts[2])}}
 
 

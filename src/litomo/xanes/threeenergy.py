@@ -13,7 +13,9 @@ spectra evaluated at the same energies. All element-wise functions accept numpy 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -364,6 +366,22 @@ def classify_li(x, *, poor_max: float = 0.6, rich_min: float = 0.9):
     cls = np.where(x <= poor_max, 0, np.where(x >= rich_min, 2, 1))
     cls = np.where(np.isfinite(x), cls, -1)
     return cls.astype(np.int8)
+
+
+def class_fractions(x: Any, *, poor_max: float = 0.6, rich_min: float = 0.9) -> dict[str, float]:
+    """Fractions of the finite voxels of ``x`` in each Li class (NaN for all if none is finite).
+
+    Examples
+    --------
+    >>> class_fractions(np.array([0.5, 0.7, 0.95, 1.0, np.nan]))
+    {'poor': 0.25, 'moderate': 0.25, 'rich': 0.5}
+    """
+    cls = classify_li(np.asarray(x), poor_max=poor_max, rich_min=rich_min)
+    counts = np.bincount(cls[cls >= 0].astype(np.intp).ravel(), minlength=3)
+    n = int(counts.sum())
+    if n == 0:
+        return {"poor": math.nan, "moderate": math.nan, "rich": math.nan}
+    return {"poor": float(counts[0] / n), "moderate": float(counts[1] / n), "rich": float(counts[2] / n)}
 
 
 def check_edge_sensitivity(
