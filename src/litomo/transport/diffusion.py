@@ -191,12 +191,14 @@ def _neighbour_pairs(index: np.ndarray, d: int, periodic_wrap: bool) -> tuple[np
 
 
 def _grid_system(
-    perc: np.ndarray, axis: int, g: tuple[float, float, float], periodic: bool
+    perc: np.ndarray, axis: int, g: tuple[float, float, float], periodic: bool, *, outlet: bool = True
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """Face conductances ``(wz, wy, wx)``, Dirichlet conductance and RHS of the 7-point system.
 
     ``w_d[c]`` couples cell ``c`` to its + neighbour along ``d`` (the last one wraps when that
     side is periodic, and is 0 otherwise), so the grid itself is the matrix (see ``_mg``).
+    ``c = 1`` at the inlet face (index 0 along ``axis``) and, with ``outlet``, ``c = 0`` at
+    the last face; without it that face is closed (no flux).
     """
     faces = []
     for d in range(3):
@@ -218,7 +220,8 @@ def _grid_system(
     last = [slice(None)] * 3
     last[axis] = -1
     dirichlet[tuple(first)] += gb * perc[tuple(first)]
-    dirichlet[tuple(last)] += gb * perc[tuple(last)]
+    if outlet:
+        dirichlet[tuple(last)] += gb * perc[tuple(last)]
     b[tuple(first)] = gb * perc[tuple(first)]  # c = 1 at the inlet face, c = 0 at the outlet
     return (faces[0], faces[1], faces[2]), dirichlet, b
 

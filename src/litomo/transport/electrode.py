@@ -43,8 +43,10 @@ from scipy import ndimage
 
 from litomo.errors import DataError
 from litomo.progress import ProgressCallback
+from litomo.transport import _mg
 from litomo.transport.diffusion import (
     _conductances,
+    _grid_system,
     _neighbour_pairs,
     amg_hierarchy,
     amg_preconditioner,
@@ -137,7 +139,8 @@ def _as_masks(
 def _system(
     cond: np.ndarray, reac: np.ndarray, ax: int, voxel: tuple[float, float, float]
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, int, int]:
-    """Laplacian with the separator Dirichlet face, capacitance per unknown, inlet indices."""
+    """Laplacian with the separator Dirichlet face, capacitance per unknown, inlet indices,
+    unknown and conducting-voxel counts, and the grid mask of the unknowns (raster order)."""
     labels, nlab = ndimage.label(cond, structure=ndimage.generate_binary_structure(3, 1))
     front = np.unique(np.take(labels, 0, axis=ax))
     front = front[front > 0]
@@ -177,7 +180,7 @@ def _system(
         (np.concatenate([*vals, diag]), (np.concatenate([*rows, idx]), np.concatenate([*cols, idx]))),
         shape=(n, n),
     )
-    return A, cap, inlet, n, int(np.count_nonzero(cond))
+    return A, cap, inlet, n, int(np.count_nonzero(cond)), conn
 
 
 def _homogeneous_resistance(n_vox: int, r_vox: float) -> float:
@@ -251,7 +254,7 @@ def electrode_tortuosity(
     box_vol = box_area * n_ax * voxel[ax]
     if progress is not None:
         progress(0, 3, "electrode tortuosity")
-    A, cap, inlet, n, n_cond = _system(cond, reac, ax, voxel)
+    A, cap, inlet, n, n_cond, conn = _system(cond, reac, ax, voxel)
     C = float(cap.sum())
 
     def _fail(reason: str) -> ElectrodeTortuosityResult:
@@ -268,11 +271,16 @@ def electrode_tortuosity(
         return _fail("no capacitive interface between the conducting and reactive phases")
     if progress is not None:
         progress(1, 3, "electrode tortuosity")
-    ml = amg_hierarchy(A)
-    M = amg_preconditioner(ml, A.shape)
-    residuals: list[int] = []
-    psi, _ = spla.cg(A, cap, rtol=rtol, atol=0.0, maxiter=2000, M=M, callback=lambda _x: residuals.append(1))
-    rel = float(np.linalg.norm(cap - A @ psi) / np.linalg.norm(cap))
+    # the real (w -> 0) problem on the voxel grid by multigrid-CG, like the diffusion solve
+    (wz, wy, wx), dirichlet, _ = _grid_system(conn, ax, _conductances(voxel), False, outlet=False)
+    levels = _mg.build_hierarchy(wz, wy, wx, dirichlet)
+    del wz, wy, wx, dirichlet
+    cap_grid = np.zeros(conn.shape)
+    cap_grid[conn] = cap
+    x, iterations, rel = _mg.pcg(levels, cap_grid, np.zeros(conn.shape), rtol, 2000)
+    del levels, cap_grid
+    psi = x[conn]
+    del x
     converged = rel <= rtol * 10
     r_sim = float(cap @ psi) / C**2
     r_vox = voxel[ax] / (eps * box_area)  # one voxel of the homogeneous line
@@ -284,7 +292,7 @@ def electrode_tortuosity(
     omegas = z_sim = z_hom = None
     if frequencies is not None:
         omegas = np.asarray(frequencies, float)
-        z_sim = electrode_impedance_from_system(A, cap, inlet, 2.0 * _conductances(voxel)[ax], omegas, ml)
+        z_sim = electrode_impedance_from_system(A, cap, inlet, 2.0 * _conductances(voxel)[ax], omegas)
         z_hom = _homogeneous_impedance(n_ax, r_vox, C / n_ax, omegas)
     reason = "" if converged else f"residual {rel:.2e} above rtol {rtol:g}"
     if progress is not None:
@@ -292,7 +300,7 @@ def electrode_tortuosity(
     return ElectrodeTortuosityResult(
         tau_e=float(tau_e), eps=eps, specific_area_per_um=C / box_vol, resistance=r_sim,
         resistance_homogeneous=r_hom, connected_fraction=n / n_cond, converged=bool(converged),
-        iterations=len(residuals), residual=rel, elapsed_s=time.perf_counter() - t0,
+        iterations=int(iterations), residual=rel, elapsed_s=time.perf_counter() - t0,
         reason=reason, axis=ax_name, frequencies=omegas, impedance=z_sim, impedance_homogeneous=z_hom,
     )
 
