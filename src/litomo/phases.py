@@ -6,6 +6,9 @@ phase. Everything downstream works on the canonical codes in :data:`PHASE_CODES`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
 from litomo.errors import DataError, LitomoError
@@ -13,6 +16,32 @@ from litomo.errors import DataError, LitomoError
 PHASES: tuple[str, ...] = ("pore", "am", "cbd")
 PHASE_CODES: dict[str, int] = {"pore": 0, "am": 1, "cbd": 2}
 DEFAULT_MAPPING: dict[str, int] = dict(PHASE_CODES)
+T = TypeVar("T")
+
+
+def parse_phase_items(text: str, convert: Callable[[str], T], *, option: str, example: str) -> dict[str, T]:
+    """Parse ``"phase=value,phase=value"`` (phase names case-insensitive) for a CLI option.
+
+    Errors name ``option`` and show ``example``.
+
+    Examples
+    --------
+    >>> parse_phase_items("AM=0.6, cbd=0.1", float, option="--expected", example="am=0.6")
+    {'am': 0.6, 'cbd': 0.1}
+    """
+    out: dict[str, T] = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise LitomoError(f"{option}: expected PHASE=VALUE items like '{example}', got {item!r}")
+        name, value = (s.strip().lower() for s in item.split("=", 1))
+        if name not in PHASE_CODES:
+            raise LitomoError(f"{option}: unknown phase {name!r}; known phases are {', '.join(PHASES)}")
+        try:
+            out[name] = convert(value)
+        except ValueError:
+            kind = "an integer" if convert is int else "a number"
+            raise LitomoError(f"{option}: value for {name!r} must be {kind}, got {value!r}") from None
+    return out
 
 
 def parse_label_mapping(text: str | None) -> dict[str, int]:
@@ -29,17 +58,7 @@ def parse_label_mapping(text: str | None) -> dict[str, int]:
     """
     if text is None or not text.strip():
         return dict(DEFAULT_MAPPING)
-    mapping: dict[str, int] = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise LitomoError(f"--labels: expected NAME=VALUE items like 'pore=0,am=85,cbd=170', got {item!r}")
-        name, value = (s.strip().lower() for s in item.split("=", 1))
-        if name not in PHASE_CODES:
-            raise LitomoError(f"--labels: unknown phase {name!r}; known phases are {', '.join(PHASES)}")
-        try:
-            mapping[name] = int(value)
-        except ValueError:
-            raise LitomoError(f"--labels: value for {name!r} must be an integer, got {value!r}") from None
+    mapping = parse_phase_items(text, int, option="--labels", example="pore=0,am=85,cbd=170")
     if len(set(mapping.values())) != len(mapping):
         raise LitomoError(f"--labels: two phases share one value in {text!r}")
     return mapping

@@ -346,12 +346,14 @@ def stage_bin(state: Any, manifest: Any, work: Path, opts: RunOptions,
     reg_factor = bin_factors(register_bin) if register_bin else None
     # z-slab chunks of whole bins (for both factors), so binning never moves data and one
     # read of the file feeds both binnings
-    lazies = open_state_volumes(state, manifest, slab_depth=lambda shape, itemsize: _bin_slab_depth(
-        shape, itemsize, bin_factors(factor), opts.chunk_mb, reg_factor))
+    def slab_depth(shape: tuple[int, ...], itemsize: int) -> int:
+        return _bin_slab_depth(shape, itemsize, bin_factors(factor), opts.chunk_mb, reg_factor)
+
+    lazies = open_state_volumes(state, manifest, slab_depth=slab_depth)
     arrays = []
     for vol in lazies.values():
         arr = vol.array
-        depth = _bin_slab_depth(arr.shape, arr.dtype.itemsize, bin_factors(factor), opts.chunk_mb, reg_factor)
+        depth = slab_depth(arr.shape, arr.dtype.itemsize)
         if arr.chunks[0][0] != depth:  # formats that ignore the requested chunks
             arr = arr.rechunk((depth, -1, -1))
         arrays.append(arr)
@@ -660,9 +662,13 @@ def stage_stats(state: Any, mapped: dict[str, Any], manifest: Any,
     if len(parts):
         # mean_li per particle: AM-weighted over its mapped voxels and its unmapped surface
         # slivers (at their nearest mapped neighbour's x_Li), like the total Li above
-        ext = st.particle_table(np.where(sliver, x_fill, x).astype(np.float32), labels_ext,
-                                voxel_size_um=voxel_size_um, weights=frac, boundary_ids=[])
-        parts["mean_li"] = ext.set_index("particle")["mean_li"].reindex(parts["particle"]).to_numpy()
+        w = np.where(mapped_ok | sliver, np.clip(frac, 0.0, None), 0.0).ravel()
+        lab = labels_ext.ravel().astype(np.intp)
+        s0 = np.bincount(lab, weights=w)
+        s1 = np.bincount(lab, weights=w * np.nan_to_num(x_fill.ravel()))
+        ids = parts["particle"].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts["mean_li"] = s1[ids] / s0[ids]
     cs = st.core_shell_profile(x, mapped["particles"], voxel_size_um=voxel_size_um)
     if "particle" in cs.columns:
         cs = cs[cs["particle"].astype(str) == "all"].drop(columns="particle")

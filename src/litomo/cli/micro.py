@@ -30,20 +30,9 @@ def _parse_voxel(text: str) -> float | tuple[float, float, float]:
 def _parse_expected(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
-    from litomo.phases import PHASE_CODES
+    from litomo.phases import parse_phase_items
 
-    out: dict[str, float] = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise LitomoError(f"--expected: expected PHASE=FRACTION items like am=0.6,cbd=0.1, got {item!r}")
-        k, v = (s.strip().lower() for s in item.split("=", 1))
-        if k not in PHASE_CODES:
-            raise LitomoError(f"--expected: unknown phase {k!r}; known: {', '.join(PHASE_CODES)}")
-        try:
-            out[k] = float(v)
-        except ValueError:
-            raise LitomoError(f"--expected: value for {k!r} must be a number, got {v!r}") from None
-    return out
+    return parse_phase_items(text, float, option="--expected", example="am=0.6,cbd=0.1")
 
 
 def _read(path: Path, voxel_size_um: Any) -> np.ndarray:

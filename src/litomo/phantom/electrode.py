@@ -316,6 +316,18 @@ def paint_particles(parts: ParticleSet, z0: int, z1: int, progress: ProgressCall
     return ids, best, angular, voids
 
 
+def _checked_args(shape: Any, am_fraction: float, cbd_fraction: float) -> tuple[int, int, int]:
+    """The (z, y, x) shape, after refusing sizes and fractions the generator cannot honour."""
+    shape = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 8:
+        raise DataError(f"electrode shape must be three sizes >= 8 voxels, got {shape}")
+    if not 0.3 <= am_fraction <= 0.75:
+        raise DataError(f"am_fraction must be within 0.3-0.75 (packing limit), got {am_fraction}")
+    if not 0 <= cbd_fraction < 1 - am_fraction:
+        raise DataError(f"cbd_fraction must be in [0, 1 - am_fraction), got {cbd_fraction}")
+    return shape  # type: ignore[return-value]
+
+
 def make_electrode(
     shape: tuple[int, int, int] | int,
     *,
@@ -363,13 +375,7 @@ def make_electrode(
     >>> sorted(e.fractions())
     ['am', 'cbd', 'pore']
     """
-    shape = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(s) for s in shape)  # type: ignore[assignment]
-    if len(shape) != 3 or min(shape) < 8:
-        raise DataError(f"electrode shape must be three sizes >= 8 voxels, got {shape}")
-    if not 0.3 <= am_fraction <= 0.75:
-        raise DataError(f"am_fraction must be within 0.3-0.75 (packing limit), got {am_fraction}")
-    if not 0 <= cbd_fraction < 1 - am_fraction:
-        raise DataError(f"cbd_fraction must be in [0, 1 - am_fraction), got {cbd_fraction}")
+    shape = _checked_args(shape, am_fraction, cbd_fraction)
     rng = np.random.default_rng(seed)
     vs = float(voxel_size_um)
     parts = _particle_params(shape, vs, d50_um, sigma_log, am_fraction, asphericity, defect_probability, rng)
@@ -505,14 +511,8 @@ class ElectrodeStream:
                  d50_um: float = 4.7, sigma_log: float = 0.15, am_fraction: float = 0.66,
                  cbd_fraction: float = 0.09, asphericity: float = 0.08, defect_probability: float = 0.3,
                  seed: int = 0, chunk_rows: int = 32, pilot_rows: int = 48):
-        shape = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(s) for s in shape)  # type: ignore[assignment]
-        if len(shape) != 3 or min(shape) < 8:
-            raise DataError(f"electrode shape must be three sizes >= 8 voxels, got {shape}")
-        if not 0.3 <= am_fraction <= 0.75:
-            raise DataError(f"am_fraction must be within 0.3-0.75 (packing limit), got {am_fraction}")
-        if not 0 <= cbd_fraction < 1 - am_fraction:
-            raise DataError(f"cbd_fraction must be in [0, 1 - am_fraction), got {cbd_fraction}")
-        self.shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        shape = _checked_args(shape, am_fraction, cbd_fraction)
+        self.shape: tuple[int, int, int] = shape
         self.voxel_size_um = float(voxel_size_um)
         self.seed = int(seed)
         rng = np.random.default_rng(seed)

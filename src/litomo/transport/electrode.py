@@ -137,10 +137,14 @@ def _as_masks(
 
 
 def _system(
-    cond: np.ndarray, reac: np.ndarray, ax: int, voxel: tuple[float, float, float]
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, int, int]:
+    cond: np.ndarray, reac: np.ndarray, ax: int, voxel: tuple[float, float, float], *, with_matrix: bool = True
+) -> tuple[sp.csr_matrix | None, np.ndarray, np.ndarray, int, int, np.ndarray]:
     """Laplacian with the separator Dirichlet face, capacitance per unknown, inlet indices,
-    unknown and conducting-voxel counts, and the grid mask of the unknowns (raster order)."""
+    unknown and conducting-voxel counts, and the grid mask of the unknowns (raster order).
+
+    The sparse Laplacian is only needed for impedance spectra (the resistance is solved on the
+    grid): ``with_matrix=False`` returns None for it and skips its assembly.
+    """
     labels, nlab = ndimage.label(cond, structure=ndimage.generate_binary_structure(3, 1))
     front = np.unique(np.take(labels, 0, axis=ax))
     front = front[front > 0]
@@ -157,11 +161,12 @@ def _system(
     cap = np.zeros(n)
     rows, cols, vals = [], [], []
     for d in range(3):
-        i, j = _neighbour_pairs(index, d, periodic_wrap=False)
-        diag += (np.bincount(i, minlength=n) + np.bincount(j, minlength=n)) * g[d]
-        rows += [i, j]
-        cols += [j, i]
-        vals.append(np.full(2 * i.size, -g[d]))
+        if with_matrix:
+            i, j = _neighbour_pairs(index, d, periodic_wrap=False)
+            diag += (np.bincount(i, minlength=n) + np.bincount(j, minlength=n)) * g[d]
+            rows += [i, j]
+            cols += [j, i]
+            vals.append(np.full(2 * i.size, -g[d]))
         # capacitive faces: conducting (connected) voxel next to a reactive voxel
         nd = cond.shape[d]
         lo = [slice(None)] * 3
@@ -174,12 +179,14 @@ def _system(
         cap += np.bincount(b_idx[(b_idx >= 0) & a_re], minlength=n) * areas[d]
     inlet = np.take(index, 0, axis=ax).ravel()
     inlet = inlet[inlet >= 0]
-    diag[inlet] += 2.0 * g[ax]
-    idx = np.arange(n, dtype=np.int32)
-    A = sp.csr_matrix(
-        (np.concatenate([*vals, diag]), (np.concatenate([*rows, idx]), np.concatenate([*cols, idx]))),
-        shape=(n, n),
-    )
+    A = None
+    if with_matrix:
+        diag[inlet] += 2.0 * g[ax]
+        idx = np.arange(n, dtype=np.int32)
+        A = sp.csr_matrix(
+            (np.concatenate([*vals, diag]), (np.concatenate([*rows, idx]), np.concatenate([*cols, idx]))),
+            shape=(n, n),
+        )
     return A, cap, inlet, n, int(np.count_nonzero(cond)), conn
 
 
@@ -254,7 +261,7 @@ def electrode_tortuosity(
     box_vol = box_area * n_ax * voxel[ax]
     if progress is not None:
         progress(0, 3, "electrode tortuosity")
-    A, cap, inlet, n, n_cond, conn = _system(cond, reac, ax, voxel)
+    A, cap, inlet, n, n_cond, conn = _system(cond, reac, ax, voxel, with_matrix=frequencies is not None)
     C = float(cap.sum())
 
     def _fail(reason: str) -> ElectrodeTortuosityResult:
