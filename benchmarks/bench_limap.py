@@ -5,7 +5,10 @@ energy, motion between states), runs ``litomo run`` under several settings and s
 against the known truth with :func:`litomo.scoring.score_run`:
 
 - ``full``: registration (rigid + B-spline, estimated on ``register_bin`` data, applied at full
-  resolution) and the E^-p background correction (p = 2.8);
+  resolution), the E^-p background correction (p = 2.8), the ratio from particle-interior bin
+  means with a per-particle surface layer (``map_binning = "am_interior"``) and particles
+  separated on the registration grid;
+- ``plain_binning``: ``full`` with the plain 7^3 block means (``map_binning = "mean"``);
 - ``no_background_correction``: SPEC 2.1's plain ratio (p = 0);
 - ``no_registration``: what registration buys;
 - ``denoise_median`` / ``denoise_nlm``: ``full`` with the binned volumes denoised (3^3 median or
@@ -46,7 +49,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--states", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", default="full,no_background_correction,no_registration")
+    ap.add_argument("--variants", default="full,plain_binning,no_background_correction,no_registration")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     from litomo.phantom.operando import write_operando_phantom
@@ -62,6 +65,7 @@ def main() -> None:
     base = data / "experiment.toml"
     variants = {
         "full": {"background_exponent": 2.8, "register": True},
+        "plain_binning": {"background_exponent": 2.8, "register": True, "map_binning": "mean"},
         "no_background_correction": {"background_exponent": 0.0, "register": True},
         "no_registration": {"background_exponent": 2.8, "register": False},
         "denoise_median": {"background_exponent": 2.8, "register": True, "denoise": "median"},

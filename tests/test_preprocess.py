@@ -105,3 +105,46 @@ def test_bin_multi_equals_bin_array_for_each_factor():
         np.testing.assert_allclose(got[1], bin_array(v, (4, 2, 5)), rtol=1e-6)
     with pytest.raises(LitomoError, match="multiples of 4"):
         bin_multi([da.from_array(vols[0], chunks=(6, 30, 31))], [4])
+
+
+def test_interior_mask_drops_the_surface_shell_of_a_ball():
+    from scipy import ndimage
+
+    from litomo.preprocess import interior_mask
+
+    z, y, x = np.ogrid[:31, :31, :31]
+    r = np.sqrt((z - 15) ** 2 + (y - 15) ** 2 + (x - 15) ** 2)
+    ball = (r <= 10).astype(np.float32)
+    inner = interior_mask(ball, 0.5, 1)
+    # exactly the voxels whose six face neighbours are all in the ball
+    shell = ball.astype(bool) & ~inner
+    assert inner.sum() < ball.sum() and (inner <= ball.astype(bool)).all()
+    assert np.array_equal(inner, ndimage.binary_erosion(ball > 0.5))
+    assert r[shell].min() > 8.9  # only the surface layer goes
+    # the array's own faces are not surfaces: a full block stays full
+    assert interior_mask(np.ones((5, 6, 7)), 0.5, 2).all()
+    assert np.array_equal(interior_mask(ball, 0.5, 0), ball > 0.5)
+    with pytest.raises(DataError):
+        interior_mask(ball[0], 0.5)
+    with pytest.raises(DataError):
+        interior_mask(ball, 0.5, -1)
+
+
+def test_bin_masked_means_and_counts():
+    from litomo.preprocess import bin_masked
+
+    rng = np.random.default_rng(0)
+    a = rng.random((8, 6, 9)).astype(np.float32)
+    m = rng.random(a.shape) < 0.4
+    m[:4, :3, :3] = False
+    mean, count = bin_masked(a, m, (4, 3, 3))
+    assert mean.shape == count.shape == (2, 2, 3)
+    for idx in np.ndindex(mean.shape):
+        sl = tuple(slice(i * f, (i + 1) * f) for i, f in zip(idx, (4, 3, 3), strict=True))
+        assert count[idx] == m[sl].sum()
+        if m[sl].any():
+            assert mean[idx] == pytest.approx(a[sl][m[sl]].mean(), rel=1e-5)
+        else:
+            assert np.isnan(mean[idx])
+    with pytest.raises(DataError):
+        bin_masked(a, m[:4], 2)

@@ -117,3 +117,45 @@ def test_bad_input_raises_litomo_error():
     with pytest.raises(LitomoError):
         warp_bin_field(np.zeros((4, 4, 4)), np.zeros((2, 2, 2, 2)), (1, 1, 1), (1, 1, 1),
                        (0, 2), (4, 4), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_field_kernel_valid_and_interior_means_match_bin_masked_of_the_warped_slab(dtype):
+    from litomo._warp import _field_setup, _field_z_rows
+    from litomo.preprocess import bin_masked
+    from litomo.register import warp_slab
+
+    rng = np.random.default_rng(8)
+    moving = (rng.random((40, 35, 42)) * 4000).astype(dtype)
+    field = _field(rng, (6, 5, 6))
+    vs, fvs, factor = (0.1, 0.1, 0.1), (0.7, 0.7, 0.7), (7, 7, 7)
+    z_range = (7, 21)
+    valid = rng.random((14, 35, 42)) < 0.8
+    interior = rng.random((14, 35, 42)) < 0.3
+    interior[:7, :7, :7] = False  # a bin without any selected voxel gives NaN
+    valid[7:, 7:14, 7:14] = False
+    warped = warp_slab(moving, field, fvs, vs, z_range, (35, 42), order=1)
+    ref_plain, _ = bin_masked(warped, valid, factor)
+    ref_inner, _ = bin_masked(warped, valid & interior, factor)
+    tol = {"rtol": 1e-5, "atol": 1e-5 * 4000}
+    plain, inner = warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor,
+                                  valid=valid, interior=interior)
+    assert np.isnan(inner[0, 0, 0]) and np.isnan(plain[1, 1, 1])
+    np.testing.assert_allclose(plain, ref_plain, **tol)
+    np.testing.assert_allclose(inner, ref_inner, **tol)
+    # interior alone: plain means over every voxel
+    plain_all, inner_all = warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor,
+                                          interior=interior)
+    np.testing.assert_allclose(plain_all, bin_array(warped, factor), **tol)
+    np.testing.assert_allclose(inner_all, bin_masked(warped, interior, factor)[0], **tol)
+    # valid alone: just the plain means
+    np.testing.assert_allclose(warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor,
+                                              valid=valid), ref_plain, **tol)
+    s = _field_setup(field, fvs, vs, z_range, (35, 42))
+    lo, hi = _field_z_rows(s, moving.shape[0])
+    bits = (valid.astype(np.uint8) | ((valid & interior).astype(np.uint8) << 1))
+    p_np, i_np = _warp_bin_field_numpy(np.asarray(moving[lo:hi], np.float32), lo, s, factor, bits)
+    np.testing.assert_allclose(p_np, ref_plain, **tol)
+    np.testing.assert_allclose(i_np, ref_inner, **tol)
+    with pytest.raises(LitomoError, match="does not cover"):
+        warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor, interior=interior[:7])

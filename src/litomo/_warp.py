@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "set_threads", "warp_bin_field", "warp_bin_slab", "warp_slab_linear"]
+__all__ = ["HAVE_NUMBA", "observed_mask", "set_threads", "warp_bin_field", "warp_bin_slab", "warp_slab_linear"]
 
 
 # ---------------------------------------------------------------------------
@@ -108,13 +108,15 @@ if HAVE_NUMBA:
     @njit(fastmath=False, cache=True)
     def _field_bin_row(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                        iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx,
-                       fz, fy, fx, bz, by, acc, g):  # pragma: no cover - jitted
+                       fz, fy, fx, bz, by, acc, g, mask, use_mask, acc_m):  # pragma: no cover - jitted
         # one output bin row; a plain function rather than the prange body, which numba
-        # optimises much worse (measured 3x slower per voxel)
+        # optimises much worse (measured 3x slower per voxel). With use_mask, acc sums only the
+        # voxels whose mask has bit 1 and acc_m those with bit 2 (mask rows = the slab's rows).
         nfx = field.shape[3]
         # reciprocals: three divides per voxel were a large share of the time (<=1 ulp change)
         rz, ry, rx = 1.0 / vs[0], 1.0 / vs[1], 1.0 / vs[2]
         acc[:] = 0.0
+        acc_m[:] = 0.0
         for dz in range(fz):
             z = bz * fz + dz
             a0, a1, w0 = iz0[z], iz1[z], wz[z]
@@ -132,6 +134,7 @@ if HAVE_NUMBA:
                 cy = centres_y[y]
                 for bx in range(acc.shape[0]):  # bins outermost: no integer division per voxel
                     s = 0.0
+                    sm = 0.0
                     for x in range(bx * fx, bx * fx + fx):
                         j0, j1, w2 = ix0[x], ix1[x], wx[x]
                         uz = g[0, j0] + w2 * (g[0, j1] - g[0, j0])
@@ -140,13 +143,22 @@ if HAVE_NUMBA:
                         sz = ((cz + uz) * rz - 0.5) - z_offset
                         sy = (cy + uy) * ry - 0.5
                         sx = (centres_x[x] + ux) * rx - 0.5
-                        s += _sample(block, sz, sy, sx)
+                        v = _sample(block, sz, sy, sx)
+                        if use_mask:
+                            mk = mask[z, y, x]
+                            if mk & 1:
+                                s += v
+                            if mk & 2:
+                                sm += v
+                        else:
+                            s += v
                     acc[bx] += s
+                    acc_m[bx] += sm
 
     @njit(parallel=True, fastmath=False, cache=True)
     def _warp_bin_field_rows(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                              iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx,
-                             fz, fy, fx, out):  # pragma: no cover - jitted
+                             fz, fy, fx, out, mask, use_mask, out_m):  # pragma: no cover - jitted
         nbz, nby, nbx = out.shape
         inv = 1.0 / (fz * fy * fx)
         # one task per output bin row (bz, by): it owns out[bz, by, :], so no races
@@ -154,11 +166,17 @@ if HAVE_NUMBA:
             bz = t // nby
             by = t - bz * nby
             acc = np.empty(nbx, np.float64)
+            acc_m = np.empty(nbx, np.float64)
             g = np.empty((3, field.shape[3]), np.float32)
             _field_bin_row(block, z_offset, field, centres_z, centres_y, centres_x, vs,
-                           iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, fz, fy, fx, bz, by, acc, g)
+                           iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, fz, fy, fx, bz, by, acc, g,
+                           mask, use_mask, acc_m)
             for bx in range(nbx):
-                out[bz, by, bx] = acc[bx] * inv
+                if use_mask:  # sums: the caller divides by the selected counts
+                    out[bz, by, bx] = acc[bx]
+                    out_m[bz, by, bx] = acc_m[bx]
+                else:
+                    out[bz, by, bx] = acc[bx] * inv
 
 
 # ---------------------------------------------------------------------------
@@ -323,7 +341,8 @@ def _field_z_rows(s: dict[str, Any], n_moving: int) -> tuple[int, int]:
 
 def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
                    voxel_size_um: Any, z_range: tuple[int, int], out_shape_yx: tuple[int, int],
-                   factor: int | tuple[int, int, int] = 7) -> np.ndarray:
+                   factor: int | tuple[int, int, int] = 7, *,
+                   valid: np.ndarray | None = None, interior: np.ndarray | None = None) -> Any:
     """Warp output slices ``z_range`` through a coarse displacement field and bin them.
 
     Same transform and conventions as :func:`litomo.register.warp_slab` with ``order=1``
@@ -346,11 +365,17 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
         In-plane full-resolution output size.
     factor : int or (fz, fy, fx)
         Bin size (voxels).
+    valid, interior : bool arrays, optional
+        Selections of output voxels (shape: the slab's whole bins at full resolution, in the
+        output frame). ``valid``: the bin means are taken over these voxels only (NaN in bins
+        without any). ``interior``: the means over ``interior & valid`` are returned too, from
+        the same pass, as :func:`litomo.preprocess.bin_masked` of the warped slab would give.
 
     Returns
     -------
-    numpy.ndarray
-        float32 ``((z1 - z0) // fz, ny // fy, nx // fx)``.
+    numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+        float32 ``((z1 - z0) // fz, ny // fy, nx // fx)``: the bin means, and with
+        ``interior`` the interior means.
 
     Examples
     --------
@@ -373,21 +398,50 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
     cz, cy, cx = s["centres"]
     shape = (cz.size // f[0], cy.size // f[1], cx.size // f[2])
     out = np.empty(shape, np.float32)
+    full = tuple(n * k for n, k in zip(shape, f, strict=True))
+    bits = None
+    if valid is not None or interior is not None:
+        bits = np.ones(full, np.uint8)
+        for name, sel, bit in (("valid", valid, 1), ("interior", interior, 2)):
+            if sel is None:
+                continue
+            sel = np.asarray(sel, dtype=bool)[: full[0], : full[1], : full[2]]
+            if sel.shape != full:
+                raise LitomoError(f"{name} mask of shape {sel.shape} does not cover the slab's bins {full}")
+            if bit == 1:
+                bits[~sel] = 0
+            else:
+                bits |= (sel & (bits == 1)).view(np.uint8) << 1
     if 0 in shape:
-        return out
+        return out if interior is None else (out, out.copy())
     if not HAVE_NUMBA:
-        return _warp_bin_field_numpy(block, lo, s, f)
-    _warp_bin_field_rows(block, float(lo), s["field"], cz, cy, cx, s["vs"],
-                         iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, f[0], f[1], f[2], out)
-    return out
+        means = _warp_bin_field_numpy(block, lo, s, f, bits)
+    else:
+        sums = np.zeros(shape if bits is not None else (1, 1, 1), np.float32)
+        _warp_bin_field_rows(block, float(lo), s["field"], cz, cy, cx, s["vs"],
+                             iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, f[0], f[1], f[2], out,
+                             bits if bits is not None else np.zeros((1, 1, 1), np.uint8),
+                             bits is not None, sums)
+        means = out if bits is None else (_masked_mean(out, bits & 1, f), _masked_mean(sums, bits >> 1, f))
+    if bits is None:
+        return means
+    return means if interior is not None else means[0]
+
+
+def _masked_mean(sums: np.ndarray, mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    count = np.rint(_bin_mean(mask.astype(np.uint8, copy=False), f) * np.float32(np.prod(f)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, sums / count, np.nan).astype(np.float32)
 
 
 def _warp_bin_field_numpy(block: np.ndarray, lo: int, s: dict[str, Any],
-                          f: tuple[int, int, int]) -> np.ndarray:
+                          f: tuple[int, int, int], bits: np.ndarray | None = None) -> Any:
     """The numpy/scipy path of :func:`warp_bin_field` (same numbers, a few Mvox/s)."""
+    from litomo.preprocess import bin_masked
+
     field, vs = s["field"], s["vs"]
     nz = len(s["centres"][0]) // f[0] * f[0]
-    out = []
+    out, out_m = [], []
     for k in range(0, nz, f[0]):  # one bin layer at a time keeps the coordinate arrays small
         src = []
         for axis in range(3):
@@ -403,8 +457,68 @@ def _warp_bin_field_numpy(block: np.ndarray, lo: int, s: dict[str, Any],
             shape = [1, 1, 1]
             shape[axis] = -1
             src.append((c.reshape(shape) + u) / vs[axis] - 0.5)
-        out.append(_bin_mean(warp_slab_linear(block, lo, *src), f))
-    return np.concatenate(out, axis=0)
+        warped = warp_slab_linear(block, lo, *src)
+        if bits is None:
+            out.append(_bin_mean(warped, f))
+            continue
+        ny, nx = (n // k * k for n, k in zip(warped.shape[1:], f[1:], strict=True))
+        b = bits[k : k + f[0]]
+        out.append(bin_masked(warped[:, :ny, :nx], (b & 1).astype(bool), f)[0])
+        out_m.append(bin_masked(warped[:, :ny, :nx], (b & 2).astype(bool), f)[0])
+    if bits is None:
+        return np.concatenate(out, axis=0)
+    return np.concatenate(out, axis=0), np.concatenate(out_m, axis=0)
+
+
+def observed_mask(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
+                  z_range: tuple[int, int], out_shape_yx: tuple[int, int],
+                  moving_shape: tuple[int, int, int]) -> np.ndarray:
+    """Output voxels of a slab whose transformed position lies inside the moving volume.
+
+    Near the faces of the field of view a translation makes part of the output map to points
+    the moving volume never saw; resampling with edge clamping (as every warp here does)
+    fills them with copies of the edge plane, which are not a measurement of that place. This
+    marks them (False) so they can be left out. Only layers within the largest displacement
+    of a face are evaluated (the interior is inside by construction), with the same field
+    upsampling as :func:`warp_bin_field`.
+
+    Returns
+    -------
+    bool array ``(z1 - z0, ny, nx)``.
+
+    Examples
+    --------
+    >>> field = np.zeros((3, 2, 2, 2), np.float32); field[2] = 0.25  # +2.5 voxels along x
+    >>> m = observed_mask(field, (0.7,) * 3, (0.1,) * 3, (0, 2), (3, 14), (14, 14, 14))
+    >>> m[0, 0].astype(int).tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+    """
+    from litomo.register import _upsample_linear
+
+    s = _field_setup(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
+    field, vs, centres = s["field"], s["vs"], s["centres"]
+    fvs = np.asarray(field_voxel_size_um, float)
+    out = np.ones(tuple(c.size for c in centres), bool)
+    for axis in range(3):
+        n_in = int(moving_shape[axis])
+        reach = int(math.ceil(float(np.abs(field[axis]).max()) / vs[axis])) + 1
+        # output indices (along this axis) whose voxel centre is within `reach` of either face
+        # of the moving volume
+        idx = np.arange(centres[axis].size)
+        pos_in = centres[axis] / vs[axis] - 0.5
+        near = idx[(pos_in < reach) | (pos_in > n_in - 1 - reach)]
+        if near.size == 0:
+            continue
+        cent = [c if a != axis else c[near] for a, c in enumerate(centres)]
+        u = _upsample_linear(field[axis], tuple(c / fvs[a] - 0.5 for a, c in enumerate(cent)))
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        src = (cent[axis].reshape(shape) + u) / vs[axis] - 0.5
+        inside = (src >= -0.5) & (src <= n_in - 0.5)
+        sub = [slice(None)] * 3
+        sub[axis] = near
+        out[tuple(sub)] &= inside
+    return out
 
 
 def set_threads(n: int) -> None:

@@ -75,7 +75,7 @@ _XANES_KEYS = (
 _PROCESSING_KEYS = (
     "bin", "register", "bspline", "denoise", "jump_threshold", "sign_convention",
     "li_poor_max", "li_rich_min", "clip_li", "histogram_bins", "background_exponent",
-    "register_bin", "bspline_spacing_um",
+    "register_bin", "bspline_spacing_um", "map_binning", "surface_erosion_vox",
 )
 _STATE_KEYS = (
     "name", "pre_edge", "edge", "post_edge", "energies_ev", "volumes",
@@ -141,6 +141,12 @@ class ProcessingSpec:
     register_bin: int | str = "auto"
     #: B-spline control-point spacing of the non-rigid registration stage (um)
     bspline_spacing_um: float = 4.5
+    #: what the edge ratio of a bin is computed from: "am_interior" = the mean over the
+    #: full-resolution voxels inside the particles (see litomo.pipeline.stage_map), "mean" =
+    #: the plain block mean of every voxel (SPEC 2.1 read literally)
+    map_binning: str = "am_interior"
+    #: voxels of each particle's surface left out of the "am_interior" means
+    surface_erosion_vox: int = 1
 
 
 @dataclass(frozen=True)
@@ -446,6 +452,13 @@ def _parse_processing(ctx: _Ctx, t: dict) -> ProcessingSpec:
     if "background_exponent" in t:
         kw["background_exponent"] = ctx.number(t["background_exponent"], "processing.background_exponent",
                                                lo=0.0, hi=5.0)
+    if "map_binning" in t:
+        kw["map_binning"] = ctx.string(t["map_binning"], "processing.map_binning", ("am_interior", "mean"))
+    if "surface_erosion_vox" in t:
+        v = t["surface_erosion_vox"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10:
+            raise ctx.err(f"expected an integer from 0 to 10, got {v!r}", "processing.surface_erosion_vox")
+        kw["surface_erosion_vox"] = v
     return ProcessingSpec(**kw)
 
 
@@ -655,6 +668,8 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     kv("background_exponent", float(pr.background_exponent))
     kv("register_bin", pr.register_bin if isinstance(pr.register_bin, str) else int(pr.register_bin))
     kv("bspline_spacing_um", float(pr.bspline_spacing_um))
+    kv("map_binning", pr.map_binning)
+    kv("surface_erosion_vox", int(pr.surface_erosion_vox))
     for st in manifest.states:
         lines += ["", "[[states]]"]
         kv("name", st.name)

@@ -186,6 +186,75 @@ def bin_volume(volume: Volume, factor: int | tuple[int, int, int] = 7) -> Volume
     return volume.with_array(binned, voxel_size_um=vs, step="bin", factor=list(f))
 
 
+def interior_mask(block: Any, threshold: float, erosion_vox: int = 1) -> np.ndarray:
+    """Voxels above ``threshold`` whose face neighbours, ``erosion_vox`` steps deep, are too.
+
+    The mask of a material's *interior*: its surface layer (``erosion_vox`` voxels, city-block
+    distance) is left out. The array's own faces count as inside (a slab cut from a larger
+    volume, or the field of view, is not a material surface), so a caller working slab by slab
+    passes ``erosion_vox`` extra rows on each side and drops them afterwards.
+
+    Examples
+    --------
+    >>> a = np.zeros((1, 1, 7), np.float32); a[..., 1:6] = 1.0
+    >>> interior_mask(a, 0.5, 1).astype(int).tolist()
+    [[[0, 0, 1, 1, 1, 0, 0]]]
+    """
+    a = np.asarray(block)
+    if a.ndim != 3:
+        raise DataError(f"interior_mask needs a 3D array, got shape {a.shape}")
+    if int(erosion_vox) < 0:
+        raise DataError(f"erosion_vox must be >= 0, got {erosion_vox}")
+    mask = a > threshold
+    # six shifted ANDs per step: ~10x faster than ndimage.binary_erosion on big slabs, and
+    # the untouched edge planes are exactly its border_value=1
+    for _ in range(int(erosion_vox)):
+        prev = mask.copy()
+        for axis in range(3):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(1, None), slice(None, -1)
+            mask[tuple(lo)] &= prev[tuple(hi)]
+            mask[tuple(hi)] &= prev[tuple(lo)]
+    return mask
+
+
+def bin_masked(array: Any, mask: Any, factor: int | tuple[int, int, int] = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the masked voxels of each bin, and how many there are.
+
+    Parameters
+    ----------
+    array, mask : (z, y, x) numpy arrays of one shape
+        Values and a boolean selection (edges that do not fill a bin are cropped, as in
+        :func:`bin_array`).
+    factor : int or (fz, fy, fx)
+
+    Returns
+    -------
+    mean : float32 array
+        NaN where a bin holds no masked voxel.
+    count : float32 array
+        Number of masked voxels per bin.
+
+    Examples
+    --------
+    >>> a = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    >>> mean, count = bin_masked(a, a >= 4, 2)
+    >>> mean.tolist(), count.tolist()
+    ([[[5.5]]], [[[4.0]]])
+    """
+    f = bin_factors(factor)
+    a, m = np.asarray(array), np.asarray(mask, dtype=bool)
+    if a.shape != m.shape:
+        raise DataError(f"array {a.shape} and mask {m.shape} differ in shape")
+    n = float(np.prod(f))
+    count = bin_array(m.view(np.uint8), f) * np.float32(n)
+    total = bin_array(np.where(m, a, 0).astype(np.float32), f) * np.float32(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan).astype(np.float32)
+    return mean, np.rint(count).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------
 # Denoising (chunk-wise with halos; appended by the segmentation engineer)
 # ---------------------------------------------------------------------------
