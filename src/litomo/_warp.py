@@ -342,7 +342,8 @@ def _field_z_rows(s: dict[str, Any], n_moving: int) -> tuple[int, int]:
 def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
                    voxel_size_um: Any, z_range: tuple[int, int], out_shape_yx: tuple[int, int],
                    factor: int | tuple[int, int, int] = 7, *,
-                   valid: np.ndarray | None = None, interior: np.ndarray | None = None) -> Any:
+                   valid: np.ndarray | None = None, interior: np.ndarray | None = None,
+                   bits: np.ndarray | None = None) -> Any:
     """Warp output slices ``z_range`` through a coarse displacement field and bin them.
 
     Same transform and conventions as :func:`litomo.register.warp_slab` with ``order=1``
@@ -370,6 +371,9 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
         output frame). ``valid``: the bin means are taken over these voxels only (NaN in bins
         without any). ``interior``: the means over ``interior & valid`` are returned too, from
         the same pass, as :func:`litomo.preprocess.bin_masked` of the warped slab would give.
+    bits : uint8 array, optional
+        Both selections at once, from :func:`selection_bits` (to build them once for several
+        volumes warped onto the same slab); the interior means are then returned too.
 
     Returns
     -------
@@ -399,21 +403,15 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
     shape = (cz.size // f[0], cy.size // f[1], cx.size // f[2])
     out = np.empty(shape, np.float32)
     full = tuple(n * k for n, k in zip(shape, f, strict=True))
-    bits = None
-    if valid is not None or interior is not None:
-        bits = np.ones(full, np.uint8)
-        for name, sel, bit in (("valid", valid, 1), ("interior", interior, 2)):
-            if sel is None:
-                continue
-            sel = np.asarray(sel, dtype=bool)[: full[0], : full[1], : full[2]]
-            if sel.shape != full:
-                raise LitomoError(f"{name} mask of shape {sel.shape} does not cover the slab's bins {full}")
-            if bit == 1:
-                bits[~sel] = 0
-            else:
-                bits |= (sel & (bits == 1)).view(np.uint8) << 1
+    if bits is None and (valid is not None or interior is not None):
+        bits = selection_bits(full, valid, interior)
+        both = interior is not None
+    else:
+        both = bits is not None
+    if bits is not None and bits.shape != full:
+        raise LitomoError(f"selection of shape {bits.shape} does not cover the slab's bins {full}")
     if 0 in shape:
-        return out if interior is None else (out, out.copy())
+        return (out, out.copy()) if both else out
     if not HAVE_NUMBA:
         means = _warp_bin_field_numpy(block, lo, s, f, bits)
     else:
@@ -425,7 +423,35 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
         means = out if bits is None else (_masked_mean(out, bits & 1, f), _masked_mean(sums, bits >> 1, f))
     if bits is None:
         return means
-    return means if interior is not None else means[0]
+    return means if both else means[0]
+
+
+def selection_bits(shape: tuple[int, int, int], valid: np.ndarray | None = None,
+                   interior: np.ndarray | None = None) -> np.ndarray:
+    """Pack two voxel selections into one uint8 array: bit 1 = valid, bit 2 = interior & valid.
+
+    Examples
+    --------
+    >>> selection_bits((1, 1, 3), np.array([[[1, 1, 0]]], bool), np.array([[[0, 1, 1]]], bool)).tolist()
+    [[[1, 3, 0]]]
+    """
+    out = []
+    for name, sel in (("valid", valid), ("interior", interior)):
+        if sel is None:
+            out.append(None)
+            continue
+        sel = np.asarray(sel, dtype=bool)[: shape[0], : shape[1], : shape[2]]
+        if sel.shape != tuple(shape):
+            raise LitomoError(f"{name} mask of shape {sel.shape} does not cover the slab's bins {tuple(shape)}")
+        out.append(sel)
+    v, i = out
+    if v is None:
+        bits = np.ones(shape, np.uint8)
+    else:
+        bits = np.ascontiguousarray(v).view(np.uint8).copy()
+    if i is not None:
+        bits |= (i if v is None else i & v).view(np.uint8) << 1
+    return bits
 
 
 def _masked_mean(sums: np.ndarray, mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
@@ -510,7 +536,11 @@ def observed_mask(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um:
         if near.size == 0:
             continue
         cent = [c if a != axis else c[near] for a, c in enumerate(centres)]
-        u = _upsample_linear(field[axis], tuple(c / fvs[a] - 0.5 for a, c in enumerate(cent)))
+        pos = [c / fvs[a] - 0.5 for a, c in enumerate(cent)]
+        # the few near-face positions first: the intermediate arrays stay a thin layer
+        order = [axis] + [a for a in range(3) if a != axis]
+        u = np.moveaxis(_upsample_linear(np.moveaxis(field[axis], order, (0, 1, 2)),
+                                         tuple(pos[a] for a in order)), (0, 1, 2), order)
         shape = [1, 1, 1]
         shape[axis] = -1
         src = (cent[axis].reshape(shape) + u) / vs[axis] - 0.5

@@ -440,7 +440,7 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from litomo._warp import observed_mask, warp_bin_field
+    from litomo._warp import observed_mask, selection_bits, warp_bin_field
     from litomo.preprocess import bin_array, bin_masked, interior_mask
     from litomo.register import displacement_field, warp_slab
 
@@ -477,6 +477,7 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
             mask = interior_mask(rows(fixed, a, b), thr, ero)[z0 - a : z0 - a + z1 - z0][crop]
             if valid is not None:
                 mask &= valid
+        bits = None
         for role in results:
             if role not in fields:
                 if valid is None and mask is None:
@@ -494,10 +495,14 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
                 if mask is not None:
                     inner[role][k:k1] = bin_masked(slab, mask, factor)[0]
                 continue
+            if bits is None and (valid is not None or mask is not None):
+                bits = selection_bits((z1 - z0, *out_yx), valid, mask)  # once for all volumes
             got = warp_bin_field(lazy[role], fields[role], binned_vs, raw_vs, (z0, z1), out_yx,
-                                 factor, valid=valid, interior=mask)
-            if mask is None:
+                                 factor, bits=bits)
+            if bits is None:
                 plain[role][k:k1] = got
+            elif mask is None:
+                plain[role][k:k1] = got[0]
             else:
                 plain[role][k:k1], inner[role][k:k1] = got
 
@@ -589,8 +594,10 @@ def stage_register(state: Any, b: dict[str, Any], manifest: Any, do_register: bo
     interior = (threshold, int(p.surface_erosion_vox)) if p.map_binning == "am_interior" else None
     if post_reg is not None:  # particles are separated on this finer grid (stage_map)
         out["separation"] = {"post": post_reg, "factor": rf, "voxel_size_um": reg_vs, "threshold": threshold}
+    t0 = time.perf_counter()
     plain, inner = warp_and_bin(b["lazy"], results, b["binned"], map_vs, raw_vs, bin_factors(p.bin),
                                 interior=interior)
+    log.info("state %s: full-resolution warp + bin %.1f s", state.name, time.perf_counter() - t0)
     out["post_edge"] = plain["post_edge"]
     for role in ("pre_edge", "edge"):
         moving, res = b["binned"][role], results[role]
@@ -704,11 +711,13 @@ def stage_map(state: Any, reg: dict[str, np.ndarray], manifest: Any, cal: Calibr
     x = li_of(pre, edge, post)
     am = np.asarray(te.am_mask_from_jump(pre, post, threshold=thr)) & np.isfinite(x)
     am_fraction, j_full = am_fraction_from_jump(post - pre, am)
+    t0 = time.perf_counter()
     sep = reg.get("separation")
     if sep is not None:
         particles = particles_from_finer_grid(sep, am, bin_factors(p.bin))
     else:
         particles = separate_particles(am, voxel_size_um=voxel_size_um)
+    log.info("particles: %d in %.1f s", int(particles.max()), time.perf_counter() - t0)
     x = np.where(am, x, np.nan)
     if inner is not None:
         x = te.interior_surface_li(li_of(*inner_means), x, inner["count"], am_fraction, particles,
@@ -740,9 +749,13 @@ def particles_from_finer_grid(sep: dict[str, Any], am: np.ndarray, factor: tuple
 
     from litomo.segment.particles import coarsen_labels, separate_particles
 
-    # enclosed voids (internal pores, cracks that do not reach the surface) would give the
-    # distance map one maximum per fragment: a cracked particle is still one particle
-    solid = ndimage.binary_fill_holes(np.asarray(sep["post"]) > sep["threshold"])
+    # internal pores and cracks would give the distance map one maximum per fragment, but a
+    # cracked particle is still one particle: close one-voxel gaps (a crack open at the field of
+    # view's face is no enclosed hole) and fill enclosed voids. Phantom (state III, 2^3 grid):
+    # true particles split below 80 % completeness 22 -> 8 (holes filled) -> 0 (closed too),
+    # run particles below 80 % purity 12 -> 1.
+    mask = np.asarray(sep["post"]) > sep["threshold"]
+    solid = ndimage.binary_fill_holes(ndimage.binary_closing(mask, ndimage.generate_binary_structure(3, 1)) | mask)
     fine = separate_particles(solid, voxel_size_um=sep["voxel_size_um"])
     lab = coarsen_labels(fine, sep["factor"], factor, am.shape)
     lab[~am] = 0

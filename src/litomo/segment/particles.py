@@ -117,10 +117,15 @@ def separate_particles(
         has[comp[markers > 0]] = True
         missing = np.flatnonzero(~has[1:]) + 1
         if missing.size:
-            centres = ndimage.maximum_position(dist, comp, missing)
+            # the deepest voxel of each such component; on the voxels of those components only
+            # (ndimage.maximum_position sorts the whole volume: seconds at 256^3)
+            sel = np.flatnonzero(has[comp.ravel()] == 0)
+            sel = sel[comp.ravel()[sel] > 0]
+            cs, ds = comp.ravel()[sel], dist.ravel()[sel]
+            order = np.lexsort((-ds, cs))
+            first = order[np.r_[True, cs[order][1:] != cs[order][:-1]]]
             start = markers.max() + 1
-            for i, c in enumerate(centres):
-                markers[c] = start + i
+            markers.ravel()[sel[first]] = start + np.arange(first.size)
     labels = watershed(-dist, markers, mask=mask, compactness=compactness)
     labels, _, _ = relabel_sequential(labels)
     log.info("separated %d particles", int(labels.max()))
