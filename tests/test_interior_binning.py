@@ -137,3 +137,25 @@ def test_particles_from_the_finer_grid_split_touching_particles_and_keep_cracked
     assert lab[5, 5, 3] != lab[5, 5, 7] and lab[5, 5, 3] > 0 and lab[5, 5, 7] > 0
     # the crack (enclosed) does not split its particle
     assert len(np.unique(lab[:, :, 10:])) == 2
+
+
+def test_interior_surface_li_shrinks_noisy_surface_values_of_a_uniform_particle():
+    """A uniform particle (x = 0.9): the interior values of surface bins (few interior voxels)
+    are noisy; the empirical-Bayes weight pulls the surface layer to the particle mean."""
+    from litomo.xanes.threeenergy import interior_surface_li
+
+    rng = np.random.default_rng(3)
+    shape = (12, 12, 12)
+    particles = np.ones(shape, np.int64)
+    count = np.full(shape, 343.0)
+    count[:, :, :3] = 20.0  # surface-heavy bins
+    f = np.ones(shape)
+    sigma1 = 0.45  # noise of one voxel's x_Li
+    x_int = 0.9 + rng.normal(0, 1, shape) * sigma1 / np.sqrt(count)
+    x_mass = 0.9 + rng.normal(0, 0.03, shape)
+    out = interior_surface_li(x_int, x_mass, count, f, particles, 343)
+    surf = count < 343
+    err_in = np.sqrt(np.mean((x_int[surf] - 0.9) ** 2))
+    err_out = np.sqrt(np.mean((out[surf] - 0.9) ** 2))
+    assert err_out < 0.5 * err_in
+    assert np.sum(out) == pytest.approx(np.sum(x_mass), rel=1e-6)  # the particle's Li is kept

@@ -377,13 +377,26 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
       which a small misregistration only moves around inside the particle; bin by bin, it
       is what a misregistered surface corrupts.
 
-    So each particle gets a two-compartment description: the bins' interior values, and one
-    surface-layer value ``x_surf`` that makes the particle's Li equal its mass estimate::
+    So each bin is split into an interior compartment (its interior value) and a surface
+    layer whose value is the bin's interior value plus one offset per particle, the offset
+    making the particle's Li equal its mass estimate::
 
-        x = (1 - s) * x_interior + s * x_surf,     s = 1 - interior_count / (am_fraction * bin_voxels)
+        x = (1 - s) * x_interior + s * (v + offset_particle),
+        s = 1 - interior_count / (am_fraction * bin_voxels)
 
-    with ``s`` the share of a bin's active material that lies in the surface layer (1 where
-    there is no interior value). Bins outside any particle keep ``x_mass``.
+    with ``s`` the share of the bin's active material in the surface layer. ``v`` is the bin's
+    interior value shrunk towards the particle's mean interior value by its reliability,
+    ``count / (count + n0)`` (empirical Bayes: the interior value's noise variance falls as
+    1 / count; ``n0`` = noise variance of a full bin over the spread of interior values within
+    particles, both estimated from the map: the noise from differences between neighbouring
+    full-interior bins of one particle). Where particles are uniform (a pristine state) the
+    surface layer follows the particle mean; where they are not, it follows the local
+    interior, so the surface layer keeps the spatial detail the interior shows. Bins without
+    interior voxels (``s = 1``) use the particle mean; bins outside any particle keep
+    ``x_mass``. Measured on the phantom (``benchmarks/bench_limap.py``, see docs): one flat
+    surface value per particle narrowed the distribution (class fractions off by up to 2.1 pp),
+    the raw interior value in its place was noisier (RMSE up to 0.030); this gives 0.028-0.029
+    and 1.0-1.6 pp.
 
     Parameters
     ----------
@@ -425,14 +438,32 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
     lab = np.where(mapped, np.asarray(particles), 0).ravel().astype(np.int64)
     n = int(lab.max()) + 1 if lab.size else 1
     fw = f.ravel()
+    # bins without an interior value take the particle's mean interior value
+    w_in = np.where(have.ravel(), fw, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_in = np.bincount(lab, weights=w_in * np.nan_to_num(xi.ravel()), minlength=n) / \
+            np.bincount(lab, weights=w_in, minlength=n)
+    mean_b = mean_in[lab].reshape(xm.shape)
+    base = np.where(have, xi, mean_b)
+    # the surface share's own value: the bin's interior value shrunk towards the particle's
+    # mean interior value by its reliability (empirical Bayes: noise variance ~ 1/count
+    # against the spread of interior values within particles, both estimated here)
+    full = have & (np.asarray(interior_count) >= 0.9 * bin_voxels) & (lab.reshape(xm.shape) > 0)
+    same = full[..., 1:] & full[..., :-1] & (lab.reshape(xm.shape)[..., 1:] == lab.reshape(xm.shape)[..., :-1])
+    w_rel = np.ones(xm.shape)
+    if same.sum() >= 10 and full.sum() >= 10:
+        d = (xi[..., 1:] - xi[..., :-1])[same]
+        noise_var = float(np.var(d)) / 2.0
+        spread = max(float(np.var((xi - mean_b)[full])) - noise_var, 1e-6)
+        n0 = bin_voxels * noise_var / spread
+        w_rel = np.asarray(interior_count, np.float64) / (np.asarray(interior_count, np.float64) + n0)
+    surf_val = np.where(have, w_rel * np.nan_to_num(xi) + (1 - w_rel) * mean_b, mean_b)
     mass = np.bincount(lab, weights=fw * np.nan_to_num(xm.ravel()), minlength=n)
-    inner = np.bincount(lab, weights=fw * (1 - s.ravel()) * np.nan_to_num(xi.ravel()), minlength=n)
+    inner = np.bincount(lab, weights=fw * np.nan_to_num(((1 - s) * base + s * surf_val).ravel()), minlength=n)
     shell = np.bincount(lab, weights=fw * s.ravel(), minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        x_surf = np.where(shell > 1e-9, (mass - inner) / shell, np.nan)
-    xs = x_surf[lab].reshape(xm.shape)
-    # a particle with no surface share (all interior) needs no surface value
-    out = np.where(s > 0, (1 - s) * np.nan_to_num(xi) + s * xs, xi)
+        offset = np.where(shell > 1e-9, (mass - inner) / shell, 0.0)
+    out = (1 - s) * base + s * (surf_val + offset[lab].reshape(xm.shape))
     out = np.where((np.asarray(particles) > 0) & np.isfinite(out), out, xm)
     return np.where(mapped, out, np.nan).astype(np.float32)
 
