@@ -403,11 +403,9 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
     shape = (cz.size // f[0], cy.size // f[1], cx.size // f[2])
     out = np.empty(shape, np.float32)
     full = tuple(n * k for n, k in zip(shape, f, strict=True))
+    both = bits is not None or interior is not None  # return the interior means too
     if bits is None and (valid is not None or interior is not None):
         bits = selection_bits(full, valid, interior)
-        both = interior is not None
-    else:
-        both = bits is not None
     if bits is not None and bits.shape != full:
         raise LitomoError(f"selection of shape {bits.shape} does not cover the slab's bins {full}")
     if 0 in shape:
@@ -421,9 +419,7 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
                              bits if bits is not None else np.zeros((1, 1, 1), np.uint8),
                              bits is not None, sums)
         means = out if bits is None else (_masked_mean(out, bits & 1, f), _masked_mean(sums, bits >> 1, f))
-    if bits is None:
-        return means
-    return means if both else means[0]
+    return means if bits is None or both else means[0]
 
 
 def selection_bits(shape: tuple[int, int, int], valid: np.ndarray | None = None,

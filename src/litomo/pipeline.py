@@ -470,11 +470,13 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
             valid = seen if valid is None else valid & seen
         if valid is not None and valid.all():
             valid = None
-        mask = None
+        mask, fixed_rows = None, None
         if interior is not None:
             thr, ero = interior
             a, b = max(0, z0 - ero), min(n_raw, z1 + ero)
-            mask = interior_mask(rows(fixed, a, b), thr, ero)[z0 - a : z0 - a + z1 - z0][crop]
+            halo = rows(fixed, a, b)
+            fixed_rows = halo[z0 - a : z0 - a + z1 - z0]  # read once: the mask and the fixed bins
+            mask = interior_mask(halo, thr, ero)[z0 - a : z0 - a + z1 - z0][crop]
             if valid is not None:
                 mask &= valid
         bits = None
@@ -482,7 +484,7 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
             if role not in fields:
                 if valid is None and mask is None:
                     continue
-                block = rows(role, z0, z1)[crop]
+                block = (fixed_rows if role == fixed and fixed_rows is not None else rows(role, z0, z1))[crop]
                 if valid is not None:
                     plain[role][k:k1] = bin_masked(block, valid, factor)[0]
                 if mask is not None:

@@ -429,13 +429,15 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
     """
     xi = np.asarray(x_interior, np.float64)
     xm = np.asarray(x_mass, np.float64)
+    cnt = np.asarray(interior_count, np.float64)
     mapped = np.isfinite(xm)
     f = np.where(mapped, np.clip(np.asarray(am_fraction, np.float64), 0.0, None), 0.0)
-    have = mapped & np.isfinite(xi) & (np.asarray(interior_count) > 0)
+    have = mapped & np.isfinite(xi) & (cnt > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.where(have, 1.0 - np.asarray(interior_count, np.float64) / (f * float(bin_voxels)), 1.0)
+        s = np.where(have, 1.0 - cnt / (f * float(bin_voxels)), 1.0)
     s = np.clip(np.nan_to_num(s, nan=1.0), 0.0, 1.0)
-    lab = np.where(mapped, np.asarray(particles), 0).ravel().astype(np.int64)
+    lab3 = np.where(mapped, np.asarray(particles), 0).astype(np.int64)
+    lab = lab3.ravel()
     n = int(lab.max()) + 1 if lab.size else 1
     fw = f.ravel()
     # bins without an interior value take the particle's mean interior value
@@ -443,27 +445,27 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_in = np.bincount(lab, weights=w_in * np.nan_to_num(xi.ravel()), minlength=n) / \
             np.bincount(lab, weights=w_in, minlength=n)
-    mean_b = mean_in[lab].reshape(xm.shape)
+    mean_b = mean_in[lab3]
     base = np.where(have, xi, mean_b)
     # the surface share's own value: the bin's interior value shrunk towards the particle's
     # mean interior value by its reliability (empirical Bayes: noise variance ~ 1/count
     # against the spread of interior values within particles, both estimated here)
-    full = have & (np.asarray(interior_count) >= 0.9 * bin_voxels) & (lab.reshape(xm.shape) > 0)
-    same = full[..., 1:] & full[..., :-1] & (lab.reshape(xm.shape)[..., 1:] == lab.reshape(xm.shape)[..., :-1])
+    full = have & (cnt >= 0.9 * bin_voxels) & (lab3 > 0)
+    same = full[..., 1:] & full[..., :-1] & (lab3[..., 1:] == lab3[..., :-1])
     w_rel = np.ones(xm.shape)
     if same.sum() >= 10 and full.sum() >= 10:
         d = (xi[..., 1:] - xi[..., :-1])[same]
         noise_var = float(np.var(d)) / 2.0
         spread = max(float(np.var((xi - mean_b)[full])) - noise_var, 1e-6)
-        n0 = bin_voxels * noise_var / spread
-        w_rel = np.asarray(interior_count, np.float64) / (np.asarray(interior_count, np.float64) + n0)
+        w_rel = cnt / (cnt + bin_voxels * noise_var / spread)
     surf_val = np.where(have, w_rel * np.nan_to_num(xi) + (1 - w_rel) * mean_b, mean_b)
+    est = (1 - s) * base + s * surf_val  # before the per-particle offset
     mass = np.bincount(lab, weights=fw * np.nan_to_num(xm.ravel()), minlength=n)
-    inner = np.bincount(lab, weights=fw * np.nan_to_num(((1 - s) * base + s * surf_val).ravel()), minlength=n)
+    inner = np.bincount(lab, weights=fw * np.nan_to_num(est.ravel()), minlength=n)
     shell = np.bincount(lab, weights=fw * s.ravel(), minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         offset = np.where(shell > 1e-9, (mass - inner) / shell, 0.0)
-    out = (1 - s) * base + s * (surf_val + offset[lab].reshape(xm.shape))
+    out = est + s * offset[lab3]
     out = np.where((np.asarray(particles) > 0) & np.isfinite(out), out, xm)
     return np.where(mapped, out, np.nan).astype(np.float32)
 
