@@ -115,10 +115,10 @@ def main() -> None:
     (plab, source), L["separate_particles"] = timed(particle_labels, lab, _name="separate_particles")
     res["particles_source"] = source
     res["n_particles"] = int(plab.max())
-    table, L["particle_table"] = timed(particles.particle_table, plab, lab, 1.0, _name="particle_table")
-    _, L["particle_table_no_mesh"] = timed(particles.particle_table, plab, lab, 1.0, mesh=False, _name="particle_table_no_mesh")
+    table, L["particle_table"] = timed(particles.shape_table, plab, lab, 1.0, _name="particle_table")
+    _, L["particle_table_no_mesh"] = timed(particles.shape_table, plab, lab, 1.0, mesh=False, _name="particle_table_no_mesh")
     # like with like for regionprops: size/centroid/volume (+ voxel-face areas), no phases, no mesh
-    _, L["particle_table_core"] = timed(particles.particle_table, plab, None, 1.0, mesh=False, _name="particle_table_core")
+    _, L["particle_table_core"] = timed(particles.shape_table, plab, None, 1.0, mesh=False, _name="particle_table_core")
     from skimage.measure import regionprops_table
 
     _, P["skimage_regionprops_table"] = timed(

@@ -44,21 +44,25 @@ def read_bandwidth(paths: list[Path], block_mb: int = 16) -> tuple[float, float]
 def streaming_stages(manifest_path: Path) -> dict[str, float]:
     """Time lazy read + 7^3 bin of the three energies + the Li map (edge ratio, calibration)."""
     from litomo.manifest import load_manifest
-    from litomo.pipeline import RunOptions, calibration_for, dask_client, stage_bin
+    from litomo.workflows.execution import dask_client
+    from litomo.workflows.limap import RunOptions
+    from litomo.workflows.limap.read import BinStage
+    from litomo.workflows.limap.run import prepare_context
     from litomo.xanes import threeenergy as te
 
     m = load_manifest(manifest_path)
     st = m.states[0]
-    cal = calibration_for(m)
+    ctx = prepare_context(m, RunOptions(), None, [])
+    cal = ctx.calibration
     nbytes = sum(Path(p).stat().st_size for p in st.volumes)
     with dask_client(None):
         t0 = time.perf_counter()
-        b = stage_bin(st, m, manifest_path.parent, RunOptions(), None)
+        b = BinStage().run(ctx, st)
         t_bin = time.perf_counter() - t0
     t1 = time.perf_counter()
-    pre, edge, post = (b["binned"][r] for r in ("pre_edge", "edge", "post_edge"))
+    pre, edge, post = (b.map_grid[r] for r in ("pre_edge", "edge", "post_edge"))
     r = te.background_corrected_ratio(pre, edge, post, energies_ev=cal.energies_ev,
-                                      background_exponent=m.processing.background_exponent,
+                                      background_exponent=0.0, background_factors=cal.background.factors[1:],
                                       reference_levels=cal.levels,
                                       jump_threshold=te.jump_threshold(pre, post))
     te.calibrate_li(r, cal.r_pristine, cal.r_charged)
@@ -86,7 +90,11 @@ def full_run(manifest_path: Path, out_dir: Path) -> dict[str, float]:
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"litomo run failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return {"wall_s": wall, "peak_rss_gib": peak / 2**30}
+    # per-stage wall/CPU time as the run recorded them (run.json "stages")
+    stages = json.loads((out_dir / "run.json").read_text())["stages"]
+    return {"wall_s": wall, "peak_rss_gib": peak / 2**30,
+            "stages": {f"{r['state']}/{r['stage']}".lstrip("/"): {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}
+                       for r in stages}}
 
 
 def main() -> None:
@@ -95,7 +103,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where to generate data (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     args = ap.parse_args()
-    from litomo.phantom.operando import write_operando_phantom
+    from litomo.phantom.writer import write_operando_phantom
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="litomo-bench-scale-"))
     results = {"machine": {"cpus": os.cpu_count(),

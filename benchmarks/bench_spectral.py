@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     from litomo.xanes.normalize import edge_energy_half, normalize_spectra
     from litomo.xanes.spectra import read_spectrum
 
-    data = files("litomo") / "data"
+    data = files("litomo.xanes") / "data"
     ref_a = read_spectrum(data / "ni_kedge_LiNiO2.csv")
     ref_b = read_spectrum(data / "ni_kedge_NiO.csv")
     energy = np.linspace(8250.0, 8640.0, 61)

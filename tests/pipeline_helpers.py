@@ -12,7 +12,7 @@ from pathlib import Path
 
 def make_phantom(tmp_path_factory) -> Path:
     """The 64^3, 2-state phantom, written once per session (shared by the pipeline test files)."""
-    from litomo.phantom.operando import write_operando_phantom
+    from litomo.phantom.writer import write_operando_phantom
 
     base = tmp_path_factory.getbasetemp()
     d = base / "operando-phantom-64x2"

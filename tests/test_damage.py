@@ -15,7 +15,7 @@ from litomo.damage import (
     sphere_pack,
 )
 from litomo.errors import DataError, LitomoError
-from litomo.phantom.damage import make_damage_phantom
+from litomo.phantom.cracks import make_damage_phantom
 
 LEVELS = ("intact", "subvoxel", "planar", "double", "branching")
 
@@ -53,15 +53,15 @@ def test_gap_between_particles():
 
 
 def test_phantom_damage_ordered_and_classified_with_grey(phantom):
-    t = damage_table(phantom.labels, phantom.voxel_size_um, grey=phantom.grey).sort_values("label")
+    t = damage_table(phantom.labels, phantom.voxel_size_um, grey=phantom.grey).sort_values("particle")
     d = t["damage_index"].to_numpy()
     assert np.all(np.diff(d) > 0), d  # intact < subvoxel < planar < double < branching
     assert t["damage_class"].tolist() == phantom.expected_class
 
 
 def test_subvoxel_crack_needs_greyscale(phantom):
-    labels_only = damage_table(phantom.labels, phantom.voxel_size_um).sort_values("label")
-    grey = damage_table(phantom.labels, phantom.voxel_size_um, grey=phantom.grey).sort_values("label")
+    labels_only = damage_table(phantom.labels, phantom.voxel_size_um).sort_values("particle")
+    grey = damage_table(phantom.labels, phantom.voxel_size_um, grey=phantom.grey).sort_values("particle")
     sub = LEVELS.index("subvoxel")
     # the 0.4-voxel crack is lost by thresholding ...
     assert labels_only["crack_fraction"].iloc[sub] < 0.005
@@ -100,7 +100,7 @@ def test_bad_input():
 
 def test_depth_network_and_sphere_pack():
     t = pd.DataFrame({
-        "label": [1, 2, 3, 4, 5],
+        "particle": [1, 2, 3, 4, 5],
         "centroid_z_um": [1.0, 4.0, 12.0, 15.0, 25.0],
         "centroid_y_um": [0.0] * 5,
         "centroid_x_um": [0.0, 3.0, 0.0, 7.0, 0.0],
@@ -113,15 +113,14 @@ def test_depth_network_and_sphere_pack():
     assert dp["n_severe"].tolist() == [1, 1, 1]
     net = severe_network(t, k=1)
     # severe particles 2, 3, 5: nearest neighbours 2-3 (d = sqrt(64 + 9)) and 5-3 (13)
-    assert set(zip(net["label_a"], net["label_b"], strict=True)) == {(2, 3), (3, 5)}
-    assert net.loc[net["label_a"] == 2, "distance_um"].item() == pytest.approx(np.sqrt(73))
+    assert set(zip(net["particle_a"], net["particle_b"], strict=True)) == {(2, 3), (3, 5)}
+    assert net.loc[net["particle_a"] == 2, "distance_um"].item() == pytest.approx(np.sqrt(73))
     sp = sphere_pack(t, ((0, 20), (-1, 1), (-1, 5)))
-    assert sp["label"].tolist() == [1, 2, 3]
+    assert sp["particle"].tolist() == [1, 2, 3]
     assert np.allclose(sp["radius_um"], [1, 2, 1])
 
 
 def test_cli_damage_on_grey_phantom(tmp_path, phantom):
-    pytest.importorskip("litomo.segment.particles")
     import tifffile
 
     from litomo.cli import main

@@ -7,28 +7,31 @@ import json
 import numpy as np
 import pytest
 
-from litomo.tomo.deadangle import angles_for_range, deadangle_study, li_map, particle_orientation
-
-pytest.importorskip("litomo.xanes.threeenergy")
+from litomo.phantom.operando import operando_state
+from litomo.tomo.deadangle import (
+    DeadAngleSettings,
+    angles_for_range,
+    deadangle_study,
+    li_map,
+    particle_orientation,
+)
 
 
 @pytest.fixture(scope="module")
 def state():
-    pytest.importorskip("litomo.phantom.operando")
-    from litomo.tomo.deadangle import operando_state
-
     return operando_state(28, seed=2)
 
 
 def test_li_maths_exact_without_reconstruction(state):
-    x = li_map(*state["mu"], state["r_pristine"], state["r_charged"], jump_threshold=0.02)
-    am = np.isfinite(state["li"])
-    assert np.nanmax(np.abs(x[am] - state["li"][am])) < 0.01
+    x = li_map(*state.mu, state.r_pristine, state.r_charged, jump_threshold=0.02)
+    am = np.isfinite(state.li)
+    assert np.nanmax(np.abs(x[am] - state.li[am])) < 0.01
 
 
 def test_missing_wedge_increases_li_error(state):
-    res = deadangle_study(state["mu"], state["li"], state["particles"], voxel_size_um=state["voxel_size_um"],
-                          r_pristine=state["r_pristine"], r_charged=state["r_charged"], ranges_deg=(180, 120))
+    res = deadangle_study(state.mu, state.li, state.particles, voxel_size_um=state.voxel_size_um,
+                          r_pristine=state.r_pristine, r_charged=state.r_charged,
+                          settings=DeadAngleSettings(ranges_deg=(180, 120)))
     s = res.summary.set_index("range_deg")
     assert s.loc[180, "rmse_li"] < 0.02
     assert s.loc[120, "rmse_li"] > 2 * s.loc[180, "rmse_li"]
@@ -53,7 +56,6 @@ def test_orientation_and_angles():
 
 
 def test_cli_deadangle_json(capsys):
-    pytest.importorskip("litomo.phantom.operando")
     from litomo.cli import main
 
     with pytest.raises(SystemExit) as exc:

@@ -23,7 +23,7 @@ def test_interior_means_do_not_see_a_subvoxel_misregistration():
     """pre/edge shifted 0.44 voxel against post: the plain 7^3 bins get R wrong at particle
     surfaces, the interior means (two voxels in from the surface, beyond the one-voxel
     partial-volume ramp plus the shift) get the true R of the material everywhere."""
-    from litomo.pipeline import warp_and_bin
+    from litomo.workflows.limap.warp import warp_and_bin
 
     shape, centres, radius = (42, 42, 42), [(13.2, 14.1, 12.7), (28.4, 27.3, 29.1)], 9.0
     occ = _balls(shape, centres, radius)
@@ -51,7 +51,7 @@ def test_interior_means_do_not_see_a_subvoxel_misregistration():
 
 
 def test_interior_surface_li_keeps_each_particles_li():
-    from litomo.xanes.threeenergy import interior_surface_li
+    from litomo.xanes.interior import interior_surface_li
 
     rng = np.random.default_rng(1)
     shape = (6, 7, 8)
@@ -77,8 +77,7 @@ def test_interior_surface_li_keeps_each_particles_li():
 
 
 def test_observed_mask_matches_every_voxels_source_position():
-    from litomo._warp import observed_mask
-    from litomo.register import _upsample_linear
+    from litomo.resample import observed_mask, upsample_linear
 
     rng = np.random.default_rng(2)
     field = (rng.standard_normal((3, 5, 6, 5)) * 0.03).astype(np.float32)
@@ -91,7 +90,7 @@ def test_observed_mask_matches_every_voxels_source_position():
         centres = [(np.arange(*z_range) + 0.5) * vs[0], (np.arange(42) + 0.5) * vs[1], (np.arange(35) + 0.5) * vs[2]]
         ok = np.ones(got.shape, bool)
         for a in range(3):
-            u = _upsample_linear(field[a], tuple(c / fvs[i] - 0.5 for i, c in enumerate(centres)))
+            u = upsample_linear(field[a], tuple(c / fvs[i] - 0.5 for i, c in enumerate(centres)))
             shape = [1, 1, 1]
             shape[a] = -1
             src = (centres[a].reshape(shape) + u) / vs[a] - 0.5
@@ -103,7 +102,7 @@ def test_observed_mask_matches_every_voxels_source_position():
 
 
 def test_coarsen_labels_majority_with_a_non_integer_ratio():
-    from litomo.segment.particles import coarsen_labels
+    from litomo.particles import coarsen_labels
 
     # raw grid 28 voxels; fine grid bins by 2 (14 voxels), coarse grid by 7 (4 bins)
     raw = np.zeros((28, 28, 28), np.int32)
@@ -118,7 +117,7 @@ def test_coarsen_labels_majority_with_a_non_integer_ratio():
 
 
 def test_particles_from_the_finer_grid_split_touching_particles_and_keep_cracked_ones():
-    from litomo.pipeline import particles_from_finer_grid
+    from litomo.workflows.limap.particles import particles_from_finer_grid
 
     shape = (70, 70, 98)
     # two particles of ~2.3 map bins radius touching through a neck, and one with an internal crack
@@ -129,8 +128,7 @@ def test_particles_from_the_finer_grid_split_touching_particles_and_keep_cracked
     cracked[crack] = 0.0
     post = np.maximum(occ, cracked)
     am = bin_array(post, 7) > 0.25
-    sep = {"post": bin_array(post, 2), "factor": (2, 2, 2), "voxel_size_um": (0.25,) * 3, "threshold": 0.5}
-    lab = particles_from_finer_grid(sep, am, (7, 7, 7))
+    lab = particles_from_finer_grid(bin_array(post, 2), 0.5, (2, 2, 2), (0.25,) * 3, am, (7, 7, 7))
     assert lab.max() == 3
     assert np.array_equal(lab > 0, am)  # every AM voxel of the map belongs to a particle
     # the touching pair is told apart: the map voxels at the two centres differ
@@ -142,7 +140,7 @@ def test_particles_from_the_finer_grid_split_touching_particles_and_keep_cracked
 def test_interior_surface_li_shrinks_noisy_surface_values_of_a_uniform_particle():
     """A uniform particle (x = 0.9): the interior values of surface bins (few interior voxels)
     are noisy; the empirical-Bayes weight pulls the surface layer to the particle mean."""
-    from litomo.xanes.threeenergy import interior_surface_li
+    from litomo.xanes.interior import interior_surface_li
 
     rng = np.random.default_rng(3)
     shape = (12, 12, 12)
@@ -163,8 +161,8 @@ def test_interior_surface_li_shrinks_noisy_surface_values_of_a_uniform_particle(
 
 def test_resample_li_map_does_not_spread_nan():
     """A shifted Li map keeps the values of a small particle; plain linear resampling loses them."""
-    from litomo.pipeline import resample_li_map
     from litomo.register import RegistrationParams, apply_transform, register_pair
+    from litomo.workflows.limap.tracking import resample_li_map
 
     rng = np.random.default_rng(4)
     fixed = _balls((40, 40, 40), [(20.0, 20.0, 20.0), (10.0, 28.0, 12.0)], 6.0) + rng.normal(0, 0.02, (40, 40, 40))

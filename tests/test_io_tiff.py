@@ -62,12 +62,13 @@ def test_ome_physical_sizes_and_override(tmp_path):
     assert read_tiff(p, voxel_size_um=0.5).voxel_size_um == (0.5, 0.5, 0.5)
 
 
-def test_no_metadata_defaults_to_1um_with_warning(tmp_path, caplog):
+def test_no_metadata_is_marked_unknown(tmp_path):
     p = tmp_path / "plain.tif"
     tifffile.imwrite(p, np.zeros((2, 3, 4), np.uint8))
-    with caplog.at_level("WARNING"):
-        assert read_tiff(p).voxel_size_um == (1.0, 1.0, 1.0)
-    assert "no voxel size" in caplog.text
+    v = read_tiff(p)
+    # 1 um stands in, and the volume says it is not a measured size (commands then refuse it)
+    assert v.voxel_size_um == (1.0, 1.0, 1.0) and v.metadata["voxel_size_known"] is False
+    assert read_tiff(p, voxel_size_um=0.5).metadata["voxel_size_known"] is True
 
 
 def test_lazy_equals_eager_and_is_chunked(tmp_path):

@@ -267,7 +267,7 @@ def test_parse_energy_units() -> None:
 def test_registration_and_background_keys(tree: Path) -> None:
     m = load_manifest(_write(tree, EXAMPLE))
     assert m.processing.register_bin == "auto"
-    assert m.processing.background_exponent == 0.0
+    assert m.processing.background_exponent is None
     text = EXAMPLE.replace("bin = 7", "bin = 7\nregister_bin = 2\nbspline_spacing_um = 3.5\nbackground_exponent = 2.8")
     m = load_manifest(_write(tree, text))
     assert (m.processing.register_bin, m.processing.bspline_spacing_um, m.processing.background_exponent) == (2, 3.5, 2.8)

@@ -7,10 +7,10 @@ import pytest
 
 from litomo.errors import DataError
 from litomo.metrics.fractions import am_fraction_bracket, volume_fractions, z_profile_fractions
-from litomo.metrics.particles import particle_table, size_statistics, weighted_quantile
+from litomo.metrics.particles import shape_table, size_statistics, weighted_quantile
 from litomo.metrics.percolation import percolation
-from litomo.metrics.report import microstructure_report, seed_table
 from litomo.metrics.rev import rev_curve, two_point_correlation
+from litomo.metrics.summary import microstructure_report, seed_table
 from litomo.metrics.surface import face_area_matrix, mesh_area, surface_areas
 from litomo.metrics.tpb import tpb_per_particle, tpb_stats
 
@@ -98,13 +98,13 @@ def test_sphere_area_marching_cubes():
 
 
 def test_sphericity_sphere_and_cube():
-    t = particle_table(ball(34, 13, 16.4).astype(np.int32), voxel_size_um=0.1)
+    t = shape_table(ball(34, 13, 16.4).astype(np.int32), voxel_size_um=0.1)
     assert t["sphericity"].iloc[0] == pytest.approx(1.0, abs=0.03)
     assert t["eq_diameter_um"].iloc[0] == pytest.approx(2.6, rel=0.01)
     # a large cube: edge rounding biases psi by O(1/L)
     cube = np.zeros((132, 132, 132), np.int32)
     cube[2:130, 2:130, 2:130] = 1
-    t = particle_table(cube)
+    t = shape_table(cube)
     assert PSI_CUBE == pytest.approx(0.806, abs=5e-4)
     assert t["sphericity"].iloc[0] == pytest.approx(PSI_CUBE, abs=0.01)
 
@@ -126,7 +126,7 @@ def test_particle_coverage_and_tpb():
     lab[3:9, 3:9, 3:9] = 1
     p = (lab == 1).astype(np.int32)
     v = (0.5, 0.7, 0.3)
-    t = particle_table(p, lab, v).iloc[0]
+    t = shape_table(p, lab, v).iloc[0]
     assert t["coverage_cbd"] == pytest.approx(0.5)
     assert t["coverage_pore"] == pytest.approx(0.5)
     assert t["coverage_am"] == 0
@@ -145,7 +145,7 @@ def test_two_touching_particles_share_faces():
     p[2:4, 2:4, 1:5] = 1
     p[2:4, 2:4, 5:9] = 2
     lab = (p > 0).astype(np.uint8)
-    t = particle_table(p, lab)
+    t = shape_table(p, lab)
     assert t["area_am_face_um2"].tolist() == [4.0, 4.0]
     assert t["coverage_am"].iloc[0] == pytest.approx(4 / (4 + 4 + 4 * 8))  # ends 2x4, sides 4x8
 
@@ -162,7 +162,7 @@ def test_d50_monodisperse_pack():
                 k += 1
                 p[cz - r:cz + r + 1, cy - r:cy + r + 1, cx - r:cx + r + 1][kernel] = k
     p[0:3, 0:3, 0:3] = k + 1  # a cut particle on the boundary
-    t = particle_table(p, voxel_size_um=0.2)
+    t = shape_table(p, voxel_size_um=0.2)
     s = size_statistics(t)
     assert s["n_particles"] == k + 1 and s["n_boundary_particles"] == 1
     for key in ("d10_number_um", "d50_number_um", "d90_number_um", "d50_volume_um"):
@@ -210,14 +210,16 @@ def test_report_keys_and_absent_phase():
     lab = np.zeros((16, 16, 16), np.uint8)
     lab[:, :, 8:] = 1
     p = np.zeros(lab.shape, np.int32)
-    rep = microstructure_report(lab, 0.5, particles=p, transport=False, expected={"am": 0.5})
-    for key in ("volume_fraction", "through_fraction", "dead_end_fraction", "isolated_fraction",
-                "surface_area_face_um-1", "surface_area_mc_um-1", "interfacial_area_face_um-1",
-                "interfacial_area_mc_um-1", "tpb_density_um-2", "d50_um", "sphericity_mean",
-                "n_particles", "n_boundary_particles"):
+    rep, table = microstructure_report(lab, 0.5, particles=p, transport=False, expected={"am": 0.5})
+    for key in ("volume_fraction", "through_fraction", "dead_end_cluster_fraction", "isolated_fraction",
+                "surface_area_face_um-1", "surface_area_mc_smoothed_um-1", "surface_area_mc_unsmoothed_um-1",
+                "interfacial_area_face_um-1", "interfacial_area_mc_smoothed_um-1",
+                "interfacial_area_mc_unsmoothed_um-1", "tpb_density_um-2", "d50_um", "sphericity_mean",
+                "sphericity_median", "n_particles", "n_boundary_particles"):
         assert key in rep
+    assert "dead_end_fraction" not in rep  # one name, one meaning (issue #21 item 3)
     assert rep["through_fraction"]["am"]["z"] == 1.0
-    assert rep["dead_end_fraction"]["am"]["x"] == 1.0
+    assert rep["dead_end_cluster_fraction"]["am"]["x"] == 1.0
     assert np.isnan(rep["through_fraction"]["cbd"]["z"])
     assert any("cbd" in n for n in rep["notes"])
     assert rep["tpb_density_um-2"] == 0

@@ -8,7 +8,8 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 from skimage.morphology import h_maxima
 
-from litomo.metrics.particles import _centroids_um, particle_table
+from litomo.metrics.particles import shape_table
+from litomo.particles import centroids_um, particle_table
 from litomo.segment.particles import _h_maxima_fast, separate_particles
 
 
@@ -58,12 +59,14 @@ def test_centroids_equal_regionprops():
     rng = np.random.default_rng(4)
     lab = ndi.label(ndi.gaussian_filter(rng.random((30, 34, 38)), 1.5) > 0.52)[0].astype(np.int32)
     v = (0.3, 0.5, 0.7)
-    counts = np.bincount(lab.ravel())
-    cen = _centroids_um(lab, counts, v)[1:]
+    cen = centroids_um(lab, v)
     rp = regionprops_table(lab, properties=("label", "centroid"))
     assert lab.max() > 10
     for ax in range(3):
         np.testing.assert_allclose(cen[:, ax], (rp[f"centroid-{ax}"] + 0.5) * v[ax], rtol=1e-12)
-    t = particle_table(lab, voxel_size_um=v, mesh=False)
+    t = shape_table(lab, voxel_size_um=v, mesh=False)
     np.testing.assert_allclose(t["centroid_y_um"], cen[:, 1], rtol=1e-12)
     assert t["area_mc_um2"].isna().all()
+    base = particle_table(lab, v)
+    assert base["particle"].tolist() == rp["label"].tolist()
+    np.testing.assert_array_equal(base["n_voxels"], np.bincount(lab.ravel())[1:])

@@ -11,16 +11,16 @@ import tifffile
 
 from litomo.errors import DataError, LitomoError
 from litomo.manifest import load_manifest
-from litomo.phantom.electrode import equivalent_diameters_um, make_electrode
+from litomo.particles import equivalent_diameters_um
+from litomo.phantom.electrode import make_electrode
 from litomo.phantom.lithium import remaining_fraction
-from litomo.phantom.operando import (
+from litomo.phantom.operando import make_operando_phantom, truth_on_binned_grid
+from litomo.phantom.spectra import (
     UINT16_COUNTS_PER_INV_UM,
     UINT16_OFFSET_PER_UM,
     am_attenuation,
-    make_operando_phantom,
     normalized_mu,
     reference_spectrum,
-    truth_on_binned_grid,
 )
 from litomo.preprocess import bin_array
 
@@ -279,7 +279,7 @@ def test_cli_writes_everything_and_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_energy_list_dataset_and_uint16(tmp_path: Path) -> None:
-    from litomo.phantom.operando import write_operando_phantom
+    from litomo.phantom.writer import write_operando_phantom
 
     truth = write_operando_phantom(tmp_path, size=24, n_states=1, seed=1, dtype="uint16",
                                    energies_ev=(8330.0, 8340.0, 8345.0, 8350.0, 8430.0))
@@ -318,36 +318,26 @@ def test_electrode_stream_is_seamless_and_matches_in_memory() -> None:
 def test_compiled_resampling_matches_map_coordinates() -> None:
     from scipy import ndimage
 
-    from litomo.phantom import operando as op
+    from litomo.phantom.motion import chain_affine, slab_points
+    from litomo.resample.kernels import affine_rows
 
-    if op._resample_rows_jit is None:
-        pytest.skip("numba not installed: the streamed writer uses map_coordinates itself")
     ph = make_operando_phantom(24, 1, seed=6)
-    chain = ph._chain(0, "pre_edge")
+    chain = ph.chain(0, "pre_edge")
     assert chain[0].control is not None
     rng = np.random.default_rng(0)
     ext = 24 + 2 * ph.margin
     block = rng.random((ext, ext, ext)).astype(np.float32)
-    mat, vec, lin = op._chain_affine(24, chain)
-    chain[0].displacement(0, 1, ph.shape)
+    mat, vec, lin = chain_affine(24, chain)
     out = np.empty((10, 24, 24), np.float32)
-    op._resample_rows_jit(block, 3, 5, 15, 24, ph.margin, mat, vec, lin, chain[0]._field_cache[1], 1, out)
-    pts = op._slab_points(24, ph.margin, 5, 15, chain)
+    affine_rows(block, 3, 5, 15, 24, ph.margin, mat, vec, lin, chain[0].deformation_samples(ph.shape), 1, out)
+    pts = slab_points(24, ph.margin, 5, 15, chain)
     pts[0] -= 3
     np.testing.assert_allclose(out, ndimage.map_coordinates(block, pts, order=1, mode="nearest"), atol=1e-5)
 
 
-def test_streamed_writer_is_seamless_and_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from litomo.phantom import operando as op
-    from litomo.phantom.operando import (
-        _write_volumes_streamed,
-        make_streamed_phantom,
-        write_operando_phantom,
-    )
-
-    # the compiled resampler is checked against map_coordinates above; compiling it for every
-    # output dtype here would dominate the test time
-    monkeypatch.setattr(op, "_resample_rows_jit", None)
+def test_streamed_writer_is_seamless_and_consistent(tmp_path: Path) -> None:
+    from litomo.phantom.operando import make_streamed_phantom
+    from litomo.phantom.writer import _write_volumes_streamed, write_operando_phantom
 
     truth = write_operando_phantom(tmp_path / "s", size=32, n_states=2, seed=7, streamed=True)
     mem = make_operando_phantom(32, 2, seed=7)
@@ -373,6 +363,6 @@ def test_streamed_writer_is_seamless_and_consistent(tmp_path: Path, monkeypatch:
     assert m.states[1].expected_li == pytest.approx(np.nanmean(li), abs=1e-5)
     # slab size changes nothing: no seams at slab edges, every file bit-identical to the one-slab run
     _write_volumes_streamed(make_streamed_phantom(32, 2, seed=7), tmp_path / "r", "float32", None,
-                            slab_rows=8, sub_rows=3)
+                            slab_rows=8)
     a, b = _contents(tmp_path / "r"), _contents(tmp_path / "s")
     assert len(a) == 12 and all(a[k] == b[k] for k in a)

@@ -1,4 +1,5 @@
-"""Output-directory rules, ``--resume`` and interrupted runs of the Li-mapping pipeline.
+"""Output-directory rules, ``--resume`` (per-stage resume keys) and interrupted runs of the
+Li-mapping pipeline.
 
 Runs use the 64^3, 2-state phantom without registration (registration is covered in
 test_pipeline.py) and skip the HTML report, so each run costs about a second.
@@ -17,6 +18,8 @@ import pytest
 
 from pipeline_helpers import cli, make_phantom, variant
 
+STAGES = ("read", "register", "warp", "map", "particles", "li", "statistics")
+STORED = STAGES[1:]  # "read" is recomputed when needed, never stored
 COMPARED = ("states", "particles", "z_profile", "core_shell", "histograms", "evolution", "matching")
 
 
@@ -45,7 +48,7 @@ def no_report(monkeypatch):
 @pytest.fixture(scope="module")
 def reference_run(manifest, tmp_path_factory) -> dict[str, pd.DataFrame]:
     """An uninterrupted run: the tables every resumed run must reproduce."""
-    from litomo.pipeline import RunOptions, run_experiment
+    from litomo.workflows.limap import RunOptions, run_experiment
 
     out = tmp_path_factory.mktemp("reference") / "out"
     with pytest.MonkeyPatch.context() as mp:
@@ -63,7 +66,7 @@ def _run(manifest: Path, out: Path, *flags: str) -> tuple[int, str, str]:
 def test_existing_out_dir_rules(manifest, tmp_path, reference_run):
     out = tmp_path / "out"
     assert _run(manifest, out)[0] == 0
-    record = out / "work" / "stages" / "state-I.json"
+    record = out / "work" / "I" / "statistics.json"
     before = record.stat().st_mtime_ns
 
     code, _, err = _run(manifest, out)
@@ -90,55 +93,73 @@ def test_existing_out_dir_rules(manifest, tmp_path, reference_run):
     assert (other / "notes.txt").read_text() == "keep me"
 
 
+def _records(out: Path) -> dict[str, str]:
+    return {f"{r.parent.name}/{r.stem}": json.loads(r.read_text())["key"]
+            for r in sorted((out / "work").glob("*/*.json"))}
+
+
 def test_resume_skips_finished_stages(manifest, tmp_path, monkeypatch, reference_run):
-    import litomo.pipeline as pipeline
+    from litomo.workflows.limap import STATE_STAGES, RunOptions, run_experiment
 
     out = tmp_path / "out"
-    pipeline.run_experiment(manifest, out, pipeline.RunOptions(scheduler="synchronous"))
-    records = sorted((out / "work" / "stages").glob("*.json"))
-    assert [r.stem for r in records] == ["state-I", "state-II"]
+    run_experiment(manifest, out, RunOptions(scheduler="synchronous"))
+    records = sorted((out / "work").glob("*/*.json"))
+    assert sorted(f"{r.parent.name}/{r.stem}" for r in records) == sorted(
+        f"{s}/{n}" for s in ("I", "II") for n in STORED)
     mtimes = [r.stat().st_mtime_ns for r in records]
 
     def fail(*a, **k):
         raise AssertionError("a finished stage was redone on --resume")
 
-    monkeypatch.setattr(pipeline, "stage_bin", fail)
-    res = pipeline.run_experiment(manifest, out, pipeline.RunOptions(scheduler="synchronous", resume=True))
+    for stage in STATE_STAGES:
+        monkeypatch.setattr(type(stage), "run", fail)
+    res = run_experiment(manifest, out, RunOptions(scheduler="synchronous", resume=True))
     assert [r.stat().st_mtime_ns for r in records] == mtimes
-    for r in records:
-        assert res.timings_s[r.stem] == json.loads(r.read_text())["elapsed_s"]
+    assert not any(t.ran for t in res.stages if t.state)  # every state's stages were reused
     _assert_same_tables(_tables(out), reference_run)
     assert (out / "run.json").is_file()
+    assert [r["ran"] for r in json.loads((out / "run.json").read_text())["stages"] if r["state"]] == \
+        [False] * 2 * len(STORED)
 
 
-def test_changed_parameter_makes_stages_stale(manifest, tmp_path):
-    from litomo.pipeline import RunOptions, load_array, run_experiment
+def test_changed_parameter_reruns_only_the_stages_that_read_it(manifest, tmp_path):
+    """--resume with a new statistics threshold reruns statistics only; a new interior
+    erosion reruns the warp and everything after it, but not the registration."""
+    from litomo.workflows.limap import RunOptions, run_experiment
+    from litomo.workflows.limap.cache import load_array
 
     out = tmp_path / "out"
     run_experiment(manifest, out, RunOptions(scheduler="synchronous"))
-    keys = {r.stem: json.loads(r.read_text())["key"] for r in (out / "work" / "stages").glob("*.json")}
+    keys = _records(out)
     changed = variant(manifest, tmp_path / "rich08.toml", li_rich_min=0.8)
-    run_experiment(changed, out, RunOptions(scheduler="synchronous", resume=True))
-    new = {r.stem: json.loads(r.read_text())["key"] for r in (out / "work" / "stages").glob("*.json")}
-    assert new.keys() == keys.keys() and all(new[k] != keys[k] for k in keys)
+    res = run_experiment(changed, out, RunOptions(scheduler="synchronous", resume=True))
+    assert {n: res.ran(n) for n in STAGES} == {n: (["I", "II"] if n == "statistics" else []) for n in STAGES}
+    new = _records(out)
+    assert {k for k in keys if new[k] != keys[k]} == {"I/statistics", "II/statistics"}
     states = pd.read_csv(out / "tables" / "states.csv").set_index("state")
     assert json.loads((out / "run.json").read_text())["parameters"]["li_rich_min"] == 0.8
     for name in ("I", "II"):
-        li = load_array(out / "work" / name / "li.zarr")
+        li = load_array(out / "work" / name / "li" / "li.zarr")
         v = li[np.isfinite(li)]
         assert states.loc[name, "frac_li_rich"] == pytest.approx((v >= 0.8).mean())
+
+    eroded = variant(manifest, tmp_path / "ero2.toml", li_rich_min=0.8, surface_erosion_vox=2)
+    res = run_experiment(eroded, out, RunOptions(scheduler="synchronous", resume=True))
+    rerun = {n for n in STAGES if res.ran(n) == ["I", "II"]}
+    assert rerun == {"read", "warp", "map", "particles", "li", "statistics"}
+    assert res.ran("register") == []
 
 
 _KILLER = r"""
 import os, signal, sys
-import litomo.pipeline as p
+import litomo.workflows.limap.cache as p
 from litomo.io.atomic import atomic_path
 import litomo.report.html as html
 html.build_report = lambda *a, **k: None
 calls = []
 orig = p.save_array
 def save_array(path, array):
-    if path.parent.name == sys.argv[1]:
+    if sys.argv[1] in path.parts:
         calls.append(path)
     if len(calls) == 2:
         # killed in the middle of writing the state's second array
@@ -154,7 +175,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_interrupted_run_resumes_to_identical_tables(manifest, tmp_path, reference_run):
-    from litomo.pipeline import load_array
+    from litomo.workflows.limap.cache import load_array
 
     out = tmp_path / "out"
     # SIGKILL while state II writes its second array: state I is finished, II half-written
@@ -164,10 +185,12 @@ def test_interrupted_run_resumes_to_identical_tables(manifest, tmp_path, referen
     assert proc.returncode == -9, proc.stderr[-2000:]
     killed = Path(proc.stderr.split("KILLED-AT ")[1].split("\n")[0])
 
-    stages = out / "work" / "stages"
-    assert (stages / "state-I.json").is_file() and not (stages / "state-II.json").exists()
+    work = out / "work"
+    # state I finished; state II's registration was stored, its warp was cut short
+    assert all((work / "I" / f"{n}.json").is_file() for n in STORED)
+    assert (work / "II" / "register.json").is_file() and not (work / "II" / "warp.json").exists()
     # every record points only at complete, readable outputs
-    for rec in stages.glob("*.json"):
+    for rec in work.glob("*/*.json"):
         for p in json.loads(rec.read_text())["outputs"]:
             f = out / "work" / p
             assert f.exists(), f
@@ -176,7 +199,7 @@ def test_interrupted_run_resumes_to_identical_tables(manifest, tmp_path, referen
     # no finished-looking result: no tables, no run.json; the half-written array is only a
     # hidden partial, never under its final name
     assert not (out / "tables").exists() and not (out / "run.json").exists()
-    assert killed.parent == out / "work" / "II" and not killed.exists()
+    assert killed.parent == out / "work" / "II" / "warp" / "plain" and not killed.exists()
     assert list(killed.parent.glob(f".{killed.name}.partial-*"))
 
     code, _, err = _run(manifest, out, "--resume")

@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from litomo.errors import DataError, LitomoError
-from litomo.preprocess import (
-    bin_array,
-    bin_multi,
+from litomo.denoise import (
     denoise_nlm,
     denoise_pipeline,
     median_filter,
     otsu_interclass_variance,
     unsharp_mask,
 )
+from litomo.errors import DataError, LitomoError
+from litomo.preprocess import bin_array, bin_multi
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,7 @@ def test_build_report_limap(run_dir):
     assert html.count('class="bad"') >= 1  # the non-improving pair is flagged in the QA table
     assert "clipped" in html and 'class="warning"' in html  # run warnings are highlighted
     assert "a" * 64 in html  # input checksums
-    from litomo.report.html import fmt
+    from litomo.report.blocks import fmt
 
     assert all(f">{fmt(v)}<" in html for v in st["mean_li"])  # per-state table
 
@@ -325,10 +325,10 @@ def make_micro_dir(out: Path) -> dict:
     report = {"shape": [40, 40, 40], "voxel_size_um": [0.1, 0.1, 0.1],
               "volume_fraction": {"pore": 0.31, "am": 0.58, "cbd": 0.11},
               "through_fraction": {"pore": {"z": 0.97}, "am": {"z": 0.99}, "cbd": {"z": 0.0}},
-              "dead_end_fraction": {"pore": {"z": 0.02}, "am": {"z": 0.01}, "cbd": {"z": 0.6}},
+              "dead_end_cluster_fraction": {"pore": {"z": 0.02}, "am": {"z": 0.01}, "cbd": {"z": 0.6}},
               "isolated_fraction": {"pore": {"z": 0.01}, "am": {"z": 0.0}, "cbd": {"z": 0.4}},
               "surface_area_face_um-1": {"pore": 2.1, "am": 1.8, "cbd": 1.2},
-              "surface_area_mc_um-1": {"pore": 1.6, "am": 1.4, "cbd": 0.9},
+              "surface_area_mc_smoothed_um-1": {"pore": 1.6, "am": 1.4, "cbd": 0.9},
               "interfacial_area_face_um-1": {"am/cbd": 0.4, "am/pore": 1.4, "cbd/pore": 0.8},
               "tpb_density_um-2": 0.35, "d50_um": 1.9, "sphericity_mean": 0.81,
               "n_particles": 40, "n_boundary_particles": 12,

@@ -44,9 +44,18 @@ def test_train_then_apply_model(files, capsys):
     assert code == 0
     labels = tifffile.imread(d / "a" / "labels.tif")
     assert labels.shape == truth.shape and set(np.unique(labels).tolist()) <= {0, 1, 2}
-    assert (labels == truth).mean() > 0.8  # canonical codes: pore 0, AM 1, CBD 2
+    assert (labels == truth).mean() > 0.8  # measured 0.859; a constant map scores <= 0.46 (codes 0 pore, 1 AM, 2 CBD)
     rep = json.loads((d / "a" / "segmentation.json").read_text())
-    assert set(rep["oob_accuracy_per_class"]) == {"pore", "am", "cbd"}
+    assert set(rep["validation_accuracy_per_class"]) == {"pore", "am", "cbd"}
+    # the streamed OME-Zarr holds the same labels and one probability map per phase
+    from litomo.io import read_volume
+
+    zpath = d / "a" / "segmentation.ome.zarr"
+    np.testing.assert_array_equal(read_volume(zpath, dataset="labels").numpy(), labels)
+    probs = {n: read_volume(zpath, dataset=f"probability_{n}").numpy().astype(int) for n in ("pore", "am", "cbd")}
+    total = sum(probs.values())
+    assert total.min() >= 253 and total.max() <= 257  # uint8 probabilities, each rounded
+    assert (probs["am"][labels == 1] >= 85).all()  # the winning class holds at least a third
     assert sum(rep["volume_fractions"].values()) == pytest.approx(1.0)
     s = rep["am_fraction_sensitivity"]
     assert s["eroded"] < s["fraction"] < s["dilated"]
@@ -75,7 +84,7 @@ def test_multi_otsu_with_denoising(files, capsys):
     oiv = rep["otsu_interclass_variance"]
     assert oiv["after"] > oiv["before"]  # the median filter removes noise
     labels = tifffile.imread(d / "m" / "labels.tif")
-    assert (labels == truth).mean() > 0.6
+    assert (labels == truth).mean() > 0.71  # measured 0.855 (2x its error); a constant map scores <= 0.46
     assert not (d / "m" / "model.joblib").exists()
 
 

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 from litomo.errors import DataError
-from litomo.segment.particles import (
-    boundary_touching,
-    d50_um,
-    separate_particles,
-    tune_separation,
-)
+from litomo.particles import boundary_touching, d50_um
+from litomo.segment.particles import separate_particles, tune_separation
 
 
 def _spheres(shape, centres, radius):

@@ -10,8 +10,8 @@ from litomo.statistics import (
     DEFAULT_LI_BINS,
     core_shell_profile,
     li_histogram,
+    li_particle_table,
     particle_surface_distance_um,
-    particle_table,
     state_summary,
     surface_voxels,
     z_profile,
@@ -95,7 +95,7 @@ def test_particle_table_ball_volume_and_half_rich():
     lab = ball.astype(np.int32) * 3  # label 3, not 1: ids need not be contiguous
     x = np.where(ball, 1.0, np.nan)
     x[: n // 2][ball[: n // 2]] = 0.5  # lower half (z < centre) Li-poor: exactly half (symmetric ball)
-    t = particle_table(x, lab, voxel_size_um=0.1)
+    t = li_particle_table(x, lab, voxel_size_um=0.1)
     assert t["particle"].tolist() == [3]
     row = t.iloc[0]
     vol_true = 4 / 3 * np.pi * (r * 0.1) ** 3
@@ -126,7 +126,7 @@ def test_particle_table_surface_activity_and_many_particles():
     surf = surface_voxels(lab)
     shell_rich = np.isin(lab, ids[::2])
     x = np.where(lab > 0, np.where(surf & shell_rich, 0.95, 0.4), np.nan)
-    t = particle_table(x, lab, voxel_size_um=(0.5, 1.0, 1.0), depth_from="high").set_index("particle")
+    t = li_particle_table(x, lab, voxel_size_um=(0.5, 1.0, 1.0), depth_from="high").set_index("particle")
     assert len(t) == k**3
     # cubes start at index 0 on each axis: those touch the low faces
     first_layer = {ids[i] for i, (a, b, c) in enumerate(np.ndindex(k, k, k)) if 0 in (a, b, c)}
@@ -146,9 +146,9 @@ def test_particle_table_surface_activity_and_many_particles():
 
 def test_particle_table_mismatched_labels_raise():
     with pytest.raises(DataError, match="do not match"):
-        particle_table(np.zeros((3, 3, 3)), np.zeros((3, 3, 4), int), voxel_size_um=1.0)
+        li_particle_table(np.zeros((3, 3, 3)), np.zeros((3, 3, 4), int), voxel_size_um=1.0)
     with pytest.raises(DataError, match="integers"):
-        particle_table(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), voxel_size_um=1.0)
+        li_particle_table(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), voxel_size_um=1.0)
 
 
 def test_particle_table_weighted_mean_is_am_weighted():
@@ -162,14 +162,14 @@ def test_particle_table_weighted_mean_is_am_weighted():
     w = np.where(core, 1.0, 0.5)
     w[0, 0, 0] = np.nan  # outside the particle: ignored
     n_core, n_surf = 8, 64 - 8
-    t = particle_table(x, lab, voxel_size_um=1.0, weights=w)
+    t = li_particle_table(x, lab, voxel_size_um=1.0, weights=w)
     mean = (n_core * 0.5 + 0.5 * n_surf) / (n_core + 0.5 * n_surf)
     assert t["mean_li"].iloc[0] == pytest.approx(mean)
     var = (n_core * 0.25 + 0.5 * n_surf) / (n_core + 0.5 * n_surf) - mean**2
     assert t["std_li"].iloc[0] == pytest.approx(np.sqrt(var))
-    assert particle_table(x, lab, voxel_size_um=1.0)["mean_li"].iloc[0] == pytest.approx((4 + 56) / 64)
+    assert li_particle_table(x, lab, voxel_size_um=1.0)["mean_li"].iloc[0] == pytest.approx((4 + 56) / 64)
     with pytest.raises(DataError, match="weights shape"):
-        particle_table(x, lab, voxel_size_um=1.0, weights=w[:-1])
+        li_particle_table(x, lab, voxel_size_um=1.0, weights=w[:-1])
 
 
 def test_surface_distance_of_box_and_touching_particles():
@@ -222,7 +222,11 @@ def test_stage_stats_total_li_counts_slivers_at_their_neighbours_li():
     of the nearest mapped voxel into the total Li and the particle's mean, not the mean x_Li."""
     from types import SimpleNamespace
 
-    from litomo.pipeline import stage_stats
+    from litomo.manifest import ProcessingSpec
+    from litomo.workflows.limap.li import LiMap
+    from litomo.workflows.limap.mapping import Mapped
+    from litomo.workflows.limap.particles import Particles
+    from litomo.workflows.limap.stats import state_statistics
 
     shape = (6, 6, 10)
     x = np.full(shape, np.nan, np.float32)
@@ -232,11 +236,12 @@ def test_stage_stats_total_li_counts_slivers_at_their_neighbours_li():
     particles[1:5, 1:5, 1:5] = 1
     frac = np.where(np.isfinite(x), 1.0, 0.0).astype(np.float32)
     frac[1:5, 1:5, 5] = 0.3  # unmapped sliver beyond the Li-poor layer
-    mapped = {"li": x, "particles": particles, "am_fraction": frac, "clipped_fraction": 0.0,
-              "jump_threshold": 1.0, "boundary_ids": np.array([], int)}
+    mapped = Mapped(li_plain=x, li_interior=None, interior_count=None, am=np.isfinite(x), am_fraction=frac,
+                    jump_threshold=1.0)
     state = SimpleNamespace(name="s", label="", expected_li=None)
-    manifest = SimpleNamespace(processing=SimpleNamespace(li_poor_max=0.6, li_rich_min=0.9))
-    out = stage_stats(state, mapped, manifest, (1.0, 1.0, 1.0), np.linspace(0, 1.2, 13))
+    out = state_statistics(state, LiMap(x, 0.0, []), mapped, Particles(particles, np.array([], int)),
+                           ProcessingSpec(li_poor_max=0.6, li_rich_min=0.9), (1.0, 1.0, 1.0),
+                           np.linspace(0, 1.2, 13))
     n_core, n_layer, n_sliver = 48, 16, 16
     total = n_core * 1.0 + n_layer * 0.4 + 0.3 * n_sliver * 0.4
     row = out["states"].iloc[0]

@@ -96,7 +96,7 @@ def test_skimage_fallback_agrees():
     img = _phantom(48)
     th = np.linspace(0, 180, 60, endpoint=False)
     rec = reconstruct_fbp(Projector2D(48, th, "skimage").forward(img), th, backend="skimage")
-    assert _nrmse(rec, img) < 0.25
+    assert _nrmse(rec, img) < 0.2  # measured 0.103; a constant image scores 0.62
 
 
 def test_bad_input_errors():
@@ -128,18 +128,10 @@ def test_center_search_on_shifted_phantom():
 
 
 def _tooth(shared_data):
-    path = shared_data / "recon" / "tomopy" / "tooth.h5"
-    try:
-        from litomo.io import read_dxchange
+    from litomo.io import read_dxchange
 
-        pd_ = read_dxchange(path)
-        return pd_.data, pd_.flats, pd_.darks, np.asarray(pd_.theta_deg)
-    except ImportError:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return (f["/exchange/data"][:], f["/exchange/data_white"][:], f["/exchange/data_dark"][:],
-                    f["/exchange/theta"][:])
+    pd_ = read_dxchange(shared_data / "recon" / "tomopy" / "tooth.h5")
+    return pd_.data, pd_.flats, pd_.darks, np.asarray(pd_.theta_deg)
 
 
 def test_tooth_center_of_rotation(shared_data):

@@ -1,12 +1,19 @@
-"""The numba warp kernels against scipy / litomo.register.warp_slab (small volumes)."""
+"""The numba warp kernels against scipy / litomo.resample.warp_slab (small volumes)."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from litomo._warp import _warp_bin_field_numpy, warp_bin_field, warp_bin_slab, warp_slab_linear
 from litomo.errors import LitomoError
-from litomo.preprocess import bin_array
+from litomo.preprocess import bin_array, bin_masked
+from litomo.resample import (
+    field_grid,
+    selection_bits,
+    warp_bin_field,
+    warp_bin_slab,
+    warp_slab,
+    warp_slab_linear,
+)
 
 
 def _random_coords(rng, shape, block_shape, z_offset):
@@ -67,9 +74,7 @@ def _field(rng, shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
-def test_field_kernel_matches_register_warp_slab_then_bin(dtype):
-    from litomo.register import warp_slab
-
+def test_field_kernel_matches_warp_slab_then_bin(dtype):
     rng = np.random.default_rng(5)
     moving = (rng.random((40, 35, 42)) * 4000).astype(dtype)
     field = _field(rng, (6, 5, 6))
@@ -82,9 +87,7 @@ def test_field_kernel_matches_register_warp_slab_then_bin(dtype):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(moving.max()))
 
 
-def test_field_kernel_anisotropic_and_numpy_fallback_agree():
-    from litomo.register import warp_slab
-
+def test_field_kernel_anisotropic_and_moving_rows_suffice():
     rng = np.random.default_rng(6)
     moving = rng.random((30, 24, 27)).astype(np.float32)
     field = _field(rng, (4, 5, 4))
@@ -93,11 +96,12 @@ def test_field_kernel_anisotropic_and_numpy_fallback_agree():
     ref = bin_array(warp_slab(moving, field, fvs, vs, (6, 18), (24, 27), order=1), factor)
     got = warp_bin_field(moving, field, fvs, vs, (6, 18), (24, 27), factor)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
-    from litomo._warp import _field_setup, _field_z_rows
-
-    s = _field_setup(field, fvs, vs, (6, 18), (24, 27))
-    lo, hi = _field_z_rows(s, moving.shape[0])
-    np.testing.assert_allclose(_warp_bin_field_numpy(moving[lo:hi], lo, s, factor), ref,
+    # the rows moving_rows names are all the slab reads: NaN everywhere else changes nothing
+    lo, hi = field_grid(field, fvs, vs, (6, 18), (24, 27)).moving_rows(moving.shape[0])
+    assert 0 < hi - lo < moving.shape[0]
+    poisoned = np.full_like(moving, np.nan)
+    poisoned[lo:hi] = moving[lo:hi]
+    np.testing.assert_allclose(warp_bin_field(poisoned, field, fvs, vs, (6, 18), (24, 27), factor), ref,
                                rtol=1e-5, atol=1e-6)
 
 
@@ -121,10 +125,6 @@ def test_bad_input_raises_litomo_error():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
 def test_field_kernel_valid_and_interior_means_match_bin_masked_of_the_warped_slab(dtype):
-    from litomo._warp import _field_setup, _field_z_rows
-    from litomo.preprocess import bin_masked
-    from litomo.register import warp_slab
-
     rng = np.random.default_rng(8)
     moving = (rng.random((40, 35, 42)) * 4000).astype(dtype)
     field = _field(rng, (6, 5, 6))
@@ -151,11 +151,9 @@ def test_field_kernel_valid_and_interior_means_match_bin_masked_of_the_warped_sl
     # valid alone: just the plain means
     np.testing.assert_allclose(warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor,
                                               valid=valid), ref_plain, **tol)
-    s = _field_setup(field, fvs, vs, z_range, (35, 42))
-    lo, hi = _field_z_rows(s, moving.shape[0])
-    bits = (valid.astype(np.uint8) | ((valid & interior).astype(np.uint8) << 1))
-    p_np, i_np = _warp_bin_field_numpy(np.asarray(moving[lo:hi], np.float32), lo, s, factor, bits)
-    np.testing.assert_allclose(p_np, ref_plain, **tol)
-    np.testing.assert_allclose(i_np, ref_inner, **tol)
+    bits = selection_bits((14, 35, 42), valid, interior)
+    p_b, i_b = warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor, bits=bits)
+    np.testing.assert_allclose(p_b, ref_plain, **tol)
+    np.testing.assert_allclose(i_b, ref_inner, **tol)
     with pytest.raises(LitomoError, match="does not cover"):
         warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor, interior=interior[:7])

@@ -55,8 +55,7 @@ def test_spectrum_athena_group(shared_data, capsys):
 
 
 def test_advise_energies(tmp_path, capsys):
-    pytest.importorskip("litomo.manifest")
-    data = files("litomo") / "data"
+    data = files("litomo.xanes") / "data"
     for n in ("ni_kedge_NiO.csv", "ni_kedge_LiNiO2.csv"):
         shutil.copy(data / n, tmp_path / n)
     for n in ("pre.tif", "edge.tif", "post.tif"):

@@ -43,7 +43,8 @@ def test_athena_project_default_is_the_merge_and_groups_selectable(shared_data):
     ref = read_spectrum(prj, column="Ref NiO.000")
     assert first.energy_ev.size == ref.energy_ev.size == 522
     assert not np.allclose(first.mu, ref.mu)
-    assert len(merged.metadata["groups"]) == 24  # 11 scans + 11 refs + merge + its ref
+    # 11 scans + 11 refs + merge + its ref, two labels used twice (NiO.000, Ref NiO.000): listed once
+    assert len(merged.metadata["groups"]) == 22
     with pytest.raises(DataError, match="no group 'NiO.005'"):
         read_spectrum(prj, column="NiO.005")  # README: .005 is missing
 
@@ -60,7 +61,7 @@ def test_csv_column_selection(shared_data):
 
 def test_kev_requires_explicit_unit(shared_data):
     f = shared_data / "xanes/pyxas/ref_NiO.txt"
-    with pytest.raises(DataError, match="energies look like keV; pass energy_unit='keV'"):
+    with pytest.raises(DataError, match=r"energies look like keV \(largest 9, .*pass --energy-unit keV"):
         read_spectrum(f)
     s = read_spectrum(f, energy_unit="keV")
     assert s.energy_ev[0] == pytest.approx(8200.0) and s.energy_ev[-1] == pytest.approx(9000.0)
@@ -75,7 +76,7 @@ def test_header_kev_unit_is_honoured(tmp_path):
 def test_bundled_references_match_pyxas_originals(shared_data):
     from importlib.resources import files
 
-    ours = read_spectrum(files("litomo") / "data" / "ni_kedge_LiNiO2.csv")
+    ours = read_spectrum(files("litomo.xanes") / "data" / "ni_kedge_LiNiO2.csv")
     orig = read_spectrum(shared_data / "xanes/pyxas/ref_LiNiO2.txt", energy_unit="keV")
     np.testing.assert_allclose(ours.energy_ev, orig.energy_ev)
     np.testing.assert_allclose(ours.mu, orig.mu)
@@ -111,3 +112,22 @@ def test_at_interpolates_and_refuses_extrapolation():
     np.testing.assert_allclose(s.at([8300.0, 8400.0]), [0.0, 1.0])
     with pytest.raises(DataError, match=r"'ref' covers 8300.00-8400.00 eV.*8450.00"):
         s.at([8320.0, 8450.0])
+
+
+def test_kev_message_shows_the_real_largest_energy(tmp_path):
+    """Issue #21 item 8: the message printed "9" for a spectrum ending at 9.1 keV."""
+    f = tmp_path / "kev.csv"
+    e = np.linspace(8.2, 9.1234, 40)
+    np.savetxt(f, np.c_[e, np.linspace(0, 1, 40)], delimiter=",", header="energy,mu", comments="")
+    with pytest.raises(DataError, match=r"largest 9\.1234,") as exc:
+        read_spectrum(f)
+    assert "--energy-unit keV" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_athena_group_list_has_no_repeats(shared_data):
+    """Issue #21 item 8: NiO.prj's group list named 'NiO.000' and 'Ref NiO.000' twice."""
+    with pytest.raises(DataError, match="no group 'nope'") as exc:
+        read_spectrum(shared_data / "xanes/xraylarch/NiO.prj", column="nope")
+    listed = str(exc.value).split("groups are ", 1)[1]
+    names = [n.strip(" '[]") for n in listed.split(",")]
+    assert "NiO.000" in names and len(names) == len(set(names)) == 22

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from litomo.errors import DataError
-from litomo.xanes.advisor import advise_edge_energy, edge_sensitivity
+from litomo.xanes.advisor import advise_edge_energy, check_edge_sensitivity, edge_sensitivity
 from litomo.xanes.spectra import Spectrum, read_spectrum
 from litomo.xanes.threeenergy import (
     am_mask_from_jump,
     calibrate_li,
-    check_edge_sensitivity,
     classify_li,
     edge_ratio,
     jump_threshold,
@@ -27,7 +26,7 @@ ENERGIES = (8300.0, 8345.0, 8400.0)
 def refs():
     from importlib.resources import files
 
-    d = files("litomo") / "data"
+    d = files("litomo.xanes") / "data"
     return read_spectrum(d / "ni_kedge_NiO.csv"), read_spectrum(d / "ni_kedge_LiNiO2.csv")
 
 

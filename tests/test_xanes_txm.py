@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from litomo.errors import DataError
+from litomo.io import read_xrm
 from litomo.xanes.txm import (
     contrast_to_noise,
     edge_jump_map,
@@ -16,8 +17,6 @@ from litomo.xanes.txm import (
     optical_density,
     photon_transfer,
 )
-
-read_xrm = pytest.importorskip("litomo.io").read_xrm
 
 
 def test_optical_density_analytic():

@@ -24,13 +24,13 @@ Per particle (from a particle label volume, 0 = background):
       D = crack_fraction + w_surface * (d_eq / 6) * max(crack_surface_density, edge_density)
           + w_gap * min(gap / d_eq, 1)
 
-  ``d_eq/6`` is the inverse surface-to-volume ratio of the equivalent sphere, so the middle term
+  with ``d_eq`` = ``hull_eq_diameter_um``, the equivalent diameter of the hull. ``d_eq/6`` is the inverse surface-to-volume ratio of the equivalent sphere, so the middle term
   is the interior crack/edge area relative to the particle's own outer surface (a single
   diametral crack of a sphere gives 0.5). Defaults ``w_surface = 0.5``, ``w_gap = 0.02`` (below the
   mild threshold: detachment alone never makes an intact particle damaged, it only adds to it).
 * ``damage_class`` - ``least`` if ``D < mild_threshold`` (default 0.03), ``severe`` if
   ``D >= severe_threshold`` (default 0.6), else ``mild``. The defaults were set on
-  :mod:`litomo.phantom.damage` (radius-10-voxel particles): *mild* = one crack, resolved or
+  :mod:`litomo.phantom.cracks` (radius-10-voxel particles): *mild* = one crack, resolved or
   sub-voxel (a sub-voxel crack is only seen with a greyscale image); *severe* = crossing or
   branching cracks opening beyond the voxel size (crack volume fraction above ~0.25, interior
   crack area about the outer surface area). Calibrate them for other data (``DamageParams``).
@@ -47,6 +47,7 @@ import pandas as pd
 from scipy import ndimage
 
 from litomo.errors import DataError, LitomoError
+from litomo.particles import check_particle_labels, particle_table
 from litomo.progress import ProgressCallback
 from litomo.volume import as_voxel_size
 
@@ -160,6 +161,52 @@ def _grey_levels(grey: np.ndarray, am: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def _grey_gradient(grey: np.ndarray | None, am: np.ndarray,
+                   vs: tuple[float, float, float]) -> tuple[np.ndarray | None, float]:
+    """Gradient magnitude (per um) of the contrast-normalised grey image and its noise floor."""
+    if grey is None:
+        return None, 0.0
+    g = np.asarray(grey, dtype=np.float32)
+    if g.shape != am.shape:
+        raise DataError(f"greyscale shape {g.shape} differs from the labels {am.shape}")
+    lo, hi = _grey_levels(g, am)
+    # gradient per um of the contrast-normalised grey (anisotropy ignored in this proxy)
+    grad = ndimage.gaussian_gradient_magnitude((g - lo) / (hi - lo), sigma=1.0) / float(np.mean(vs))
+    # noise floor: median gradient in pores more than 3 voxels from any AM
+    far = ndimage.distance_transform_edt(~am) > 3
+    return grad, float(np.median(grad[far])) if far.any() else 0.0
+
+
+def _edge_density(solid: np.ndarray, hull: np.ndarray, grad_box: np.ndarray | None, noise_floor: float,
+                  vs: tuple[float, float, float]) -> float:
+    """Edges inside the hull interior per um (grey gradient, or Canny on the mask without grey)."""
+    interior = ndimage.binary_erosion(hull, iterations=3)
+    if not interior.any():
+        return 0.0
+    if grad_box is not None:
+        return float(np.mean(np.maximum(grad_box[interior] - noise_floor, 0)))
+    from skimage.feature import canny
+
+    edges = np.zeros_like(hull)
+    for k in range(hull.shape[0]):
+        if interior[k].any():
+            edges[k] = canny(solid[k].astype(float), sigma=1.0)
+    return float(np.count_nonzero(edges & interior) / int(interior.sum()) / np.sqrt(vs[1] * vs[2]))
+
+
+def _gap_um(lab: np.ndarray, i: int, sl: tuple[slice, ...], margin: list[int],
+            vs: tuple[float, float, float], max_gap_um: float) -> float:
+    """Detachment gap: EDT from particle ``i`` to the nearest other particle within a margin box."""
+    gbox = tuple(slice(max(s.start - m, 0), min(s.stop + m, dim)) for s, m, dim in zip(sl, margin, lab.shape, strict=True))
+    sub = lab[gbox]
+    others = (sub > 0) & (sub != i)
+    if not others.any():
+        return float("inf")
+    dist = ndimage.distance_transform_edt(sub != i, sampling=vs)
+    gap = max(float(dist[others].min() - min(vs)), 0.0)
+    return float("inf") if gap > max_gap_um else gap
+
+
 def damage_table(
     particles: np.ndarray,
     voxel_size_um: float | tuple[float, float, float],
@@ -169,7 +216,7 @@ def damage_table(
     params: DamageParams | None = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
-    """Per-particle crack/damage metrics, damage index and class (see module docstring).
+    """The base particle table plus crack/damage metrics, damage index and class (module docstring).
 
     Parameters
     ----------
@@ -185,8 +232,9 @@ def damage_table(
 
     Returns
     -------
-    pandas.DataFrame, one row per particle: ``label, volume_um3, hull_volume_um3, d_eq_um,
-    centroid_z_um, centroid_y_um, centroid_x_um, crack_fraction, crack_surface_density_per_um,
+    pandas.DataFrame, one row per particle: :func:`litomo.particles.particle_table`'s columns
+    (``particle, n_voxels, volume_um3, eq_diameter_um, centroid_{z,y,x}_um, touches_boundary``),
+    then ``hull_volume_um3, hull_eq_diameter_um, crack_fraction, crack_surface_density_per_um,
     edge_density_per_um, gap_um, damage_index, damage_class``.
 
     Examples
@@ -198,34 +246,20 @@ def damage_table(
     """
     p = params or DamageParams()
     vs = as_voxel_size(voxel_size_um)
-    lab = np.asarray(particles)
-    if lab.ndim != 3:
-        raise DataError(f"particle labels must be 3D (z, y, x), got shape {lab.shape}")
-    if lab.dtype.kind not in "iub":
-        raise DataError("particle labels must be integers (0 = background); got a float image - is it greyscale?")
+    lab = check_particle_labels(particles)
     am = (lab > 0) if am_mask is None else np.asarray(am_mask, bool)
     if am.shape != lab.shape:
         raise DataError(f"am_mask shape {am.shape} differs from the labels {lab.shape}")
-    grad, noise_floor = None, 0.0
-    if grey is not None:
-        g = np.asarray(grey, dtype=np.float32)
-        if g.shape != lab.shape:
-            raise DataError(f"greyscale shape {g.shape} differs from the labels {lab.shape}")
-        lo, hi = _grey_levels(g, am)
-        # gradient per um of the contrast-normalised grey (anisotropy ignored in this proxy)
-        grad = ndimage.gaussian_gradient_magnitude((g - lo) / (hi - lo), sigma=1.0) / float(np.mean(vs))
-        # noise floor: median gradient in pores more than 3 voxels from any AM
-        far = ndimage.distance_transform_edt(~am) > 3
-        if far.any():
-            noise_floor = float(np.median(grad[far]))
+    grad, noise_floor = _grey_gradient(grey, am, vs)
+    table = particle_table(lab, vs)
+    if table.empty:
+        raise DataError("the particle label volume holds no particles")
     vvox = vs[0] * vs[1] * vs[2]
     max_gap_um = p.max_gap_um if p.max_gap_um is not None else 10 * max(vs)
     margin = [int(np.ceil(max_gap_um / v)) + 1 for v in vs]
     pad = p.closing_radius_vox + 3
     objects = ndimage.find_objects(lab)
-    ids = [i + 1 for i, s in enumerate(objects) if s is not None]
-    if not ids:
-        raise DataError("the particle label volume holds no particles")
+    ids = table["particle"].to_numpy()
     rows = []
     for n_done, i in enumerate(ids, start=1):
         sl = objects[i - 1]
@@ -233,58 +267,18 @@ def damage_table(
         solid = lab[box] == i
         hull = particle_hull(solid, p.closing_radius_vox)
         crack = hull & ~am[box]
-        n_hull = int(hull.sum())
-        hull_um3 = n_hull * vvox
-        crack_fraction = float(crack.sum() / n_hull)
-        crack_sd = _face_area(crack, solid, vs) / hull_um3
-        interior = ndimage.binary_erosion(hull, iterations=3)
-        edge = 0.0
-        if interior.any():
-            if grad is not None:
-                vals = grad[box][interior]
-                edge = float(np.mean(np.maximum(vals - noise_floor, 0)))
-            else:
-                from skimage.feature import canny
-
-                edges = np.zeros_like(hull)
-                for k in range(hull.shape[0]):
-                    if interior[k].any():
-                        edges[k] = canny(solid[k].astype(float), sigma=1.0)
-                n_int = int(interior.sum())
-                edge = float(np.count_nonzero(edges & interior) / n_int / np.sqrt(vs[1] * vs[2]))
-        # detachment gap: EDT from this particle within a margin box
-        gbox = tuple(slice(max(s.start - m, 0), min(s.stop + m, dim)) for s, m, dim in zip(sl, margin, lab.shape, strict=True))
-        sub = lab[gbox]
-        others = (sub > 0) & (sub != i)
-        if others.any():
-            dist = ndimage.distance_transform_edt(sub != i, sampling=vs)
-            gap = float(dist[others].min() - min(vs))
-            gap = max(gap, 0.0)
-            if gap > max_gap_um:
-                gap = float("inf")
-        else:
-            gap = float("inf")
-        vol_um3 = float(solid.sum() * vvox)
-        d_eq = float((6 * hull_um3 / np.pi) ** (1 / 3))
-        cz, cy, cx = ndimage.center_of_mass(solid)
-        rows.append(
-            {
-                "label": int(i),
-                "volume_um3": vol_um3,
-                "hull_volume_um3": hull_um3,
-                "d_eq_um": d_eq,
-                "centroid_z_um": (cz + box[0].start) * vs[0],
-                "centroid_y_um": (cy + box[1].start) * vs[1],
-                "centroid_x_um": (cx + box[2].start) * vs[2],
-                "crack_fraction": crack_fraction,
-                "crack_surface_density_per_um": crack_sd,
-                "edge_density_per_um": edge,
-                "gap_um": gap,
-            }
-        )
+        hull_um3 = int(hull.sum()) * vvox
+        rows.append({
+            "hull_volume_um3": hull_um3,
+            "hull_eq_diameter_um": float((6 * hull_um3 / np.pi) ** (1 / 3)),
+            "crack_fraction": float(crack.sum() / hull.sum()),
+            "crack_surface_density_per_um": _face_area(crack, solid, vs) / hull_um3,
+            "edge_density_per_um": _edge_density(solid, hull, None if grad is None else grad[box], noise_floor, vs),
+            "gap_um": _gap_um(lab, int(i), sl, margin, vs, max_gap_um),
+        })
         if progress is not None:
             progress(n_done, len(ids), "particle damage")
-    table = pd.DataFrame(rows)
+    table = pd.concat([table, pd.DataFrame(rows)], axis=1)
     table["damage_index"] = damage_index(table, p)
     table["damage_class"] = classify_damage(table["damage_index"], p)
     return table
@@ -293,7 +287,7 @@ def damage_table(
 def damage_index(table: pd.DataFrame, params: DamageParams | None = None) -> np.ndarray:
     """The damage index D of each row of a :func:`damage_table` (formula in the module docstring)."""
     p = params or DamageParams()
-    d = table["d_eq_um"].to_numpy(float)
+    d = table["hull_eq_diameter_um"].to_numpy(float)
     surf = np.maximum(table["crack_surface_density_per_um"].to_numpy(float), table["edge_density_per_um"].to_numpy(float))
     gap = np.minimum(np.nan_to_num(table["gap_um"].to_numpy(float), posinf=np.inf) / d, 1.0)
     return table["crack_fraction"].to_numpy(float) + p.w_surface * d / 6.0 * surf + p.w_gap * gap
@@ -353,11 +347,11 @@ def severe_network(table: pd.DataFrame, *, k: int = 3, damage_class: str = "seve
     """k-nearest-neighbour network (cKDTree on centroids, um) of the particles of one damage class.
 
     Each particle is joined to its ``k`` nearest particles of the same class; duplicate edges are
-    merged. Returns ``label_a, label_b, distance_um`` (``label_a < label_b``).
+    merged. Returns ``particle_a, particle_b, distance_um`` (``particle_a < particle_b``).
 
     Examples
     --------
-    >>> t = pd.DataFrame({"label": [1, 2, 3], "damage_class": ["severe"] * 3, "centroid_z_um": [0, 0, 0],
+    >>> t = pd.DataFrame({"particle": [1, 2, 3], "damage_class": ["severe"] * 3, "centroid_z_um": [0, 0, 0],
     ...                   "centroid_y_um": [0, 0, 0], "centroid_x_um": [0.0, 1.0, 3.0]})
     >>> severe_network(t, k=1).values.tolist()
     [[1.0, 2.0, 1.0], [2.0, 3.0, 2.0]]
@@ -365,11 +359,11 @@ def severe_network(table: pd.DataFrame, *, k: int = 3, damage_class: str = "seve
     from scipy.spatial import cKDTree
 
     sel = table[table["damage_class"] == damage_class]
-    cols = ["label_a", "label_b", "distance_um"]
+    cols = ["particle_a", "particle_b", "distance_um"]
     if len(sel) < 2:
         return pd.DataFrame(columns=cols)
     pts = sel[["centroid_z_um", "centroid_y_um", "centroid_x_um"]].to_numpy(float)
-    labels = sel["label"].to_numpy()
+    labels = sel["particle"].to_numpy()
     kk = min(k + 1, len(sel))
     dist, nn = cKDTree(pts).query(pts, k=kk)
     edges = {}
@@ -392,14 +386,14 @@ def sphere_pack(table: pd.DataFrame, bbox_um: tuple[tuple[float, float], ...] | 
 
     Examples
     --------
-    >>> t = pd.DataFrame({"label": [1], "centroid_z_um": [1.0], "centroid_y_um": [2.0], "centroid_x_um": [3.0],
+    >>> t = pd.DataFrame({"particle": [1], "centroid_z_um": [1.0], "centroid_y_um": [2.0], "centroid_x_um": [3.0],
     ...                   "volume_um3": [4 / 3 * np.pi], "damage_index": [0.0], "damage_class": ["least"]})
     >>> round(float(sphere_pack(t)["radius_um"][0]), 6)
     1.0
     """
     out = pd.DataFrame(
         {
-            "label": table["label"].to_numpy(),
+            "particle": table["particle"].to_numpy(),
             "z_um": table["centroid_z_um"].to_numpy(float),
             "y_um": table["centroid_y_um"].to_numpy(float),
             "x_um": table["centroid_x_um"].to_numpy(float),

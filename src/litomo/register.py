@@ -17,16 +17,15 @@ the moving image's content is displaced by ``d`` with respect to the fixed one, 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from litomo import elastix
+from litomo.elastix import ParameterMaps
 from litomo.errors import DataError, LitomoError
 from litomo.volume import as_voxel_size
 
@@ -45,11 +44,6 @@ _METRIC_ALIASES = {
 _SAMPLERS = ("RandomCoordinate", "Random", "Full", "Grid")
 # float32 holds every integer up to 2**24 exactly; larger labels would be corrupted
 _MAX_EXACT_LABEL = 2**24
-# elastix cannot parse "nan" as DefaultPixelValue: mark outside-the-image voxels with a
-# float32 value no real image reaches, then turn it into NaN
-_OUTSIDE = -3.0e38
-
-ParameterMaps = list[dict[str, list[str]]]
 
 
 @dataclass
@@ -206,13 +200,6 @@ class RegistrationResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def _itk():
-    # itk takes ~10 s to import; keep `import litomo` cheap by importing on first use
-    import itk
-
-    return itk
-
-
 def _spacing(voxel_size_um: Any, ndim: int) -> tuple[float, ...]:
     if ndim == 3:
         return as_voxel_size(voxel_size_um)
@@ -238,130 +225,6 @@ def _check_image(a: Any, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise DataError(f"{name} contains NaN or inf; fill them (e.g. with the median) before registering")
     return a
-
-
-def _to_itk(a: np.ndarray, spacing: tuple[float, ...], dtype: Any = np.float32):
-    itk = _itk()
-    img = itk.image_from_array(np.ascontiguousarray(a, dtype=dtype))
-    sp_xyz = tuple(float(s) for s in reversed(spacing))
-    img.SetSpacing(sp_xyz)
-    img.SetOrigin(tuple(0.5 * s for s in sp_xyz))  # voxel corner (0, 0, 0) at the origin
-    return img
-
-
-def _deformation_field(img, parameter_object):
-    """transformix's deformation field, without leaving deformationField.nii in the cwd.
-
-    transformix writes that file into the current directory (it ignores output_directory),
-    so run it from inside a temporary directory.
-    """
-    itk = _itk()
-    with tempfile.TemporaryDirectory(prefix="litomo-transformix-") as tmp, contextlib.chdir(tmp):
-        return itk.transformix_deformation_field(img, parameter_object, log_to_console=False)
-
-
-def _fmt(x: float) -> str:
-    return repr(float(x))
-
-
-def _grid_entries(shape: tuple[int, ...], spacing: tuple[float, ...]) -> dict[str, list[str]]:
-    """elastix output-grid entries (x-first) for an array of ``shape`` (z-first) and spacing."""
-    ndim = len(shape)
-    return {
-        "Size": [str(int(n)) for n in reversed(shape)],
-        "Spacing": [_fmt(s) for s in reversed(spacing)],
-        "Origin": [_fmt(0.5 * s) for s in reversed(spacing)],
-        "Index": ["0"] * ndim,
-        "Direction": [_fmt(1.0 if i == j else 0.0) for j in range(ndim) for i in range(ndim)],
-    }
-
-
-def _parameter_object(maps: ParameterMaps):
-    itk = _itk()
-    po = itk.ParameterObject.New()
-    for m in maps:
-        po.AddParameterMap({k: [str(v) for v in vals] for k, vals in m.items()})
-    return po
-
-
-def _maps_from_object(po) -> ParameterMaps:
-    return [
-        {str(k): [str(v) for v in vals] for k, vals in dict(po.GetParameterMap(i)).items()}
-        for i in range(po.GetNumberOfParameterMaps())
-    ]
-
-
-def _resample_entries(order: int) -> dict[str, list[str]]:
-    out = {
-        "DefaultPixelValue": [_fmt(_OUTSIDE)],
-        "ResultImagePixelType": ["float"],
-        "WriteResultImage": ["true"],
-    }
-    if order == 0:
-        out["ResampleInterpolator"] = ["FinalNearestNeighborInterpolator"]
-    elif order == 1:
-        out["ResampleInterpolator"] = ["FinalLinearInterpolator"]
-    else:
-        out["ResampleInterpolator"] = ["FinalBSplineInterpolator"]
-        out["FinalBSplineInterpolationOrder"] = [str(int(order))]
-    return out
-
-
-def _stage_maps(p: RegistrationParams, spacing: tuple[float, ...], shape: tuple[int, ...]) -> ParameterMaps:
-    itk = _itk()
-    po = itk.ParameterObject.New()
-    stages: list[str] = []
-    if p.mode.startswith(("rigid", "similarity", "translation")):
-        stages.append(p.mode.split("+")[0])
-    if p.mode.endswith("bspline"):
-        stages.append("bspline")
-    common = {
-        "ImageSampler": [p.sampler],
-        "NumberOfSpatialSamples": [str(int(p.spatial_samples))],
-        "NewSamplesEveryIteration": ["true" if p.sampler.startswith("Random") else "false"],
-        "MaximumNumberOfIterations": [str(int(p.iterations))],
-        "NumberOfResolutions": [str(int(p.resolutions))],
-        "RandomSeed": [str(int(p.seed))],
-        "WriteResultImage": ["false"],
-        "ResultImagePixelType": ["float"],
-        "ErodeMask": ["false"],
-        "NumberOfHistogramBins": ["32"],
-    }
-    maps: ParameterMaps = []
-    for stage in stages:
-        if stage == "bspline":
-            spacing_um = float(p.bspline_grid_spacing_vox) * float(np.mean(spacing))
-            m = dict(po.GetDefaultParameterMap("bspline", int(p.resolutions), spacing_um))
-            if p.jacobian_measurements:
-                # elastix's default is max(1000, number of parameters): cap it
-                n_params = len(shape) * math.prod(math.ceil(n * s / spacing_um) + 3
-                                                  for n, s in zip(shape, spacing, strict=True))
-                m["NumberOfJacobianMeasurements"] = [str(max(1000, min(n_params, int(p.jacobian_measurements))))]
-            if p.bending_weight > 0:
-                m["Metric"] = [p.metric, "TransformBendingEnergyPenalty"]
-                m["Metric0Weight"] = ["1.0"]
-                m["Metric1Weight"] = [_fmt(p.bending_weight)]
-            else:
-                m["Registration"] = ["MultiResolutionRegistration"]
-                m["Metric"] = [p.metric]
-                for k in ("Metric0Weight", "Metric1Weight"):
-                    m.pop(k, None)
-        else:
-            m = dict(po.GetDefaultParameterMap("translation" if stage == "translation" else "rigid", int(p.resolutions)))
-            m["Metric"] = [p.metric]
-            if stage == "similarity":
-                m["Transform"] = ["SimilarityTransform"]
-            if stage != "translation":
-                m["AutomaticScalesEstimation"] = ["true"]
-        m = {str(k): [str(v) for v in vals] for k, vals in m.items()}
-        m.update(common)
-        maps.append(m)
-    return maps
-
-
-def _with_grid(maps: ParameterMaps, shape: tuple[int, ...], spacing: tuple[float, ...], **extra) -> ParameterMaps:
-    grid = _grid_entries(shape, spacing)
-    return [{**m, **grid, **extra} for m in maps]
 
 
 def ncc(a: Any, b: Any, mask: Any = None) -> float:
@@ -404,32 +267,6 @@ def ncc(a: Any, b: Any, mask: Any = None) -> float:
     return float((x * y).sum() / den) if den > 0 else float("nan")
 
 
-def _linear_part(maps: ParameterMaps, shape: tuple[int, ...], spacing: tuple[float, ...]):
-    """Fit ``T(p) = A p + b`` (physical, z-first) to the linear stages of ``maps``.
-
-    Sampling the transform through transformix's deformation field on a coarse grid avoids
-    re-deriving each elastix transform's parameterisation (Euler angle order, versors,
-    centres of rotation); an affine map is recovered exactly from any non-degenerate grid.
-    """
-    ndim = len(shape)
-    linear = [m for m in maps if m.get("Transform", [""])[0] != "BSplineTransform"]
-    if not linear:
-        return np.eye(ndim), np.zeros(ndim)
-    itk = _itk()
-    coarse_shape = tuple(min(n, 9) for n in shape)
-    coarse_spacing = tuple(n * s / c for n, s, c in zip(shape, spacing, coarse_shape, strict=True))
-    sub = _with_grid(linear, coarse_shape, coarse_spacing)
-    ref = _to_itk(np.zeros(coarse_shape, np.float32), coarse_spacing)
-    dfield = itk.array_from_image(_deformation_field(ref, _parameter_object(sub)))
-    disp = np.asarray(dfield, dtype=np.float64)[..., ::-1]  # itk gives (x, y, z) vectors
-    idx = np.indices(coarse_shape, dtype=np.float64)
-    pts = np.stack([(idx[i] + 0.5) * coarse_spacing[i] for i in range(ndim)], axis=-1).reshape(-1, ndim)
-    tgt = pts + disp.reshape(-1, ndim)
-    design = np.hstack([pts, np.ones((pts.shape[0], 1))])
-    coef, *_ = np.linalg.lstsq(design, tgt, rcond=None)
-    return coef[:ndim].T, coef[ndim]
-
-
 def _describe_linear(a_mat: np.ndarray, b: np.ndarray, shape, spacing):
     ndim = len(shape)
     s = np.asarray(spacing, dtype=np.float64)
@@ -455,19 +292,6 @@ def _describe_linear(a_mat: np.ndarray, b: np.ndarray, shape, spacing):
     aff[:ndim, :ndim] = lin
     aff[:ndim, ndim] = off
     return translation_vox, rotation, angle, scale, aff
-
-
-def _transformix(
-    array: np.ndarray, maps: ParameterMaps, spacing: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resample ``array`` with ``maps``; returns the result (NaN outside) and the outside mask."""
-    itk = _itk()
-    img = _to_itk(array, spacing)
-    out = itk.transformix_filter(img, _parameter_object(maps), log_to_console=False)
-    out = np.array(itk.array_from_image(out), dtype=np.float32)
-    outside = out < 0.5 * _OUTSIDE
-    out[outside] = np.nan
-    return out, outside
 
 
 # --------------------------------------------------------------------------- public API
@@ -532,28 +356,28 @@ def register_pair(
         if mask.sum() < 64:
             raise DataError("fixed_mask selects fewer than 64 voxels; too few to register on")
 
-    itk = _itk()
-    maps = _stage_maps(p, spacing, fixed.shape)
+    itk = elastix.load_itk()
+    maps = elastix.stage_maps(p, spacing, fixed.shape)
     kwargs: dict[str, Any] = {
-        "parameter_object": _parameter_object(maps),
+        "parameter_object": elastix.parameter_object(maps),
         "log_to_console": False,
     }
     if mask is not None:
-        kwargs["fixed_mask"] = _to_itk(mask, spacing, dtype=np.uint8)
+        kwargs["fixed_mask"] = elastix.to_itk(mask, spacing, dtype=np.uint8)
     if p.threads is not None:
         kwargs["number_of_threads"] = int(p.threads)
     t0 = time.perf_counter()
     try:
-        _, tpo = itk.elastix_registration_method(_to_itk(fixed, spacing), _to_itk(moving, spacing), **kwargs)
+        _, tpo = itk.elastix_registration_method(elastix.to_itk(fixed, spacing), elastix.to_itk(moving, spacing), **kwargs)
     except RuntimeError as exc:  # elastix reports e.g. too few samples in the mask this way
         raise DataError(f"elastix registration failed: {str(exc).strip().splitlines()[-1]}") from exc
     elapsed = time.perf_counter() - t0
-    tmaps = _maps_from_object(tpo)
+    tmaps = elastix.maps_from_object(tpo)
 
     if resample:
         # resample with NaN outside the moving image so the NCC only sees real overlap
-        moved, _ = _transformix(
-            moving, _with_grid(tmaps, fixed.shape, spacing, **_resample_entries(p.final_order)), spacing
+        moved, _ = elastix.transformix(
+            moving, elastix.with_grid(tmaps, fixed.shape, spacing, **elastix.resample_entries(p.final_order)), spacing
         )
         region = np.isfinite(moved) if mask is None else np.isfinite(moved) & mask
         ncc_before = ncc(fixed, moving, region)
@@ -563,7 +387,7 @@ def register_pair(
     else:
         moved, ncc_before, ncc_after = None, ncc(fixed, moving, mask), float("nan")
 
-    a_mat, b = _linear_part(tmaps, fixed.shape, spacing)
+    a_mat, b = elastix.linear_part(tmaps, fixed.shape, spacing)
     translation, rotation, angle, scale, aff = _describe_linear(a_mat, b, fixed.shape, spacing)
     log.info(
         "registered (%s): translation %s vox, rotation %.3f deg, NCC %.4f -> %.4f in %.2f s",
@@ -655,8 +479,8 @@ def apply_transform(
     if order == 3 and np.issubdtype(a.dtype, np.floating) and np.isnan(a).any():
         # the cubic B-spline prefilter is recursive along whole lines: one NaN spoils them all
         raise DataError("cubic interpolation (order=3) cannot handle NaN voxels; use order=1 or 0")
-    out, outside = _transformix(
-        a.astype(np.float32), _with_grid(maps, a.shape, spacing, **_resample_entries(order)), spacing
+    out, outside = elastix.transformix(
+        a.astype(np.float32), elastix.with_grid(maps, a.shape, spacing, **elastix.resample_entries(order)), spacing
     )
     # NaN voxels of the input (e.g. masked Li maps) stay NaN; only outside voxels are filled
     out[outside] = np.float32(fill_value)
@@ -678,14 +502,14 @@ def displacement_field(
 
     ``shape``/``voxel_size_um`` define the grid (usually the registration grid). The field of a
     rigid or B-spline transform is smooth, so it can be interpolated linearly onto a finer grid
-    of the same physical frame (see :func:`warp_slab`).
+    of the same physical frame (see :mod:`litomo.resample`).
 
     Returns
     -------
     numpy.ndarray
         float32 array of shape ``(ndim, *shape)``; component 0 is the z displacement.
     """
-    itk = _itk()
+    itk = elastix.load_itk()
     if isinstance(result, RegistrationResult):
         maps, vs = result.parameter_maps, voxel_size_um or result.voxel_size_um
     else:
@@ -693,102 +517,7 @@ def displacement_field(
     if vs is None:
         raise LitomoError("displacement_field needs voxel_size_um when given bare parameter maps")
     spacing = _spacing(vs, len(shape))
-    img = _to_itk(np.zeros(shape, np.float32), spacing)
-    field = _deformation_field(img, _parameter_object(_with_grid(maps, tuple(shape), spacing)))
+    img = elastix.to_itk(np.zeros(shape, np.float32), spacing)
+    field = elastix.deformation_field(img, elastix.parameter_object(elastix.with_grid(maps, tuple(shape), spacing)))
     arr = np.asarray(itk.array_from_image(field), dtype=np.float32)  # (..., ndim) x-first
     return np.moveaxis(arr[..., ::-1], -1, 0).copy()
-
-
-def _linear_weights(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pos = np.clip(pos, 0.0, n - 1.0)
-    i0 = np.minimum(np.floor(pos).astype(np.intp), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w = (pos - i0).astype(np.float32)
-    return i0, i1, w
-
-
-def _upsample_linear(a: np.ndarray, positions: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Trilinear interpolation of ``a`` on the outer product of per-axis fractional positions.
-
-    Separable (one axis at a time, two neighbours each), so it costs a few operations per output
-    voxel instead of the eight-neighbour gather of ``map_coordinates``; positions outside the
-    grid take the edge value (``mode="nearest"``).
-    """
-    out = a.astype(np.float32, copy=False)
-    for axis, pos in enumerate(positions):
-        i0, i1, w = _linear_weights(np.asarray(pos, float), a.shape[axis])
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        w = w.reshape(shape)
-        lo = np.take(out, i0, axis=axis)
-        hi = np.take(out, i1, axis=axis)
-        out = lo + w * (hi - lo)
-    return out
-
-
-def warp_slab(
-    moving: Any,
-    field_um: np.ndarray,
-    field_voxel_size_um: tuple[float, ...],
-    voxel_size_um: tuple[float, ...],
-    z_range: tuple[int, int],
-    out_shape_yx: tuple[int, int],
-    *,
-    order: int = 3,
-) -> np.ndarray:
-    """Resample output slices ``z_range`` of a full-resolution moving volume through a transform.
-
-    Parameters
-    ----------
-    moving : array-like (numpy, dask or anything sliceable), (z, y, x)
-        The full-resolution moving volume; only the z-range the slab needs is read.
-    field_um : (3, z, y, x) float
-        :func:`displacement_field` on a (coarser) grid of the same physical frame.
-    field_voxel_size_um, voxel_size_um : (z, y, x)
-        Voxel sizes of the field grid and of the full-resolution grid (um); both grids have
-        their first voxel corner at the origin.
-    z_range : (z0, z1)
-        Output slices to compute.
-    out_shape_yx : (ny, nx)
-        In-plane size of the output.
-    order : int
-        Interpolation order; cubic (default) keeps particle surfaces sharper than linear, which
-        matters for the edge ratio of surface voxels (phantom: x_Li RMSE 0.037 vs 0.041).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(z1 - z0, ny, nx)``; voxels mapping outside ``moving`` take the nearest edge value.
-    """
-    from scipy import ndimage
-
-    z0, z1 = z_range
-    ny, nx = out_shape_yx
-    vs = np.asarray(voxel_size_um, float)
-    fvs = np.asarray(field_voxel_size_um, float)
-    # physical centres of the output voxels, then fractional indices into the field grid
-    zc = (np.arange(z0, z1) + 0.5) * vs[0]
-    yc = (np.arange(ny) + 0.5) * vs[1]
-    xc = (np.arange(nx) + 0.5) * vs[2]
-    fz, fy, fx = zc / fvs[0] - 0.5, yc / fvs[1] - 0.5, xc / fvs[2] - 0.5
-    src = []
-    for axis, centres in enumerate((zc, yc, xc)):
-        u = _upsample_linear(field_um[axis], (fz, fy, fx))
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        src.append((centres.reshape(shape) + u) / vs[axis] - 0.5)
-    lo = int(np.floor(src[0].min())) - 1
-    hi = int(np.ceil(src[0].max())) + 2
-    lo_c, hi_c = max(lo, 0), min(hi, moving.shape[0])
-    if hi_c <= lo_c:  # the whole slab maps outside the volume
-        lo_c, hi_c = (0, 1) if hi <= 0 else (moving.shape[0] - 1, moving.shape[0])
-    block = moving[lo_c:hi_c]
-    # each slab reads its own rows; slabs run in threads, so no nested distributed compute
-    if hasattr(block, "compute"):
-        block = block.compute(scheduler="synchronous")
-    block = np.asarray(block, dtype=np.float32)
-    src[0] = src[0] - lo_c
-    if order > 1 and not np.isfinite(block).all():
-        # a spline prefilter would spread each NaN along whole lines; linear keeps it local
-        order = 1
-    return ndimage.map_coordinates(block, src, order=order, mode="nearest").astype(np.float32)

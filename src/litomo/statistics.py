@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from litomo.errors import DataError
+from litomo.particles import check_particle_labels, particle_table
 from litomo.volume import as_voxel_size
 from litomo.xanes.threeenergy import class_fractions, classify_li
 
@@ -39,17 +40,6 @@ def _check_x(x_li: Any, *, ndim: int | None = 3) -> np.ndarray:
     if np.isinf(x).any():
         raise DataError("x_li contains inf; masked voxels must be NaN")
     return x
-
-
-def _check_labels(particles: Any, shape: tuple[int, ...]) -> np.ndarray:
-    lab = np.asarray(particles)
-    if lab.shape != tuple(shape):
-        raise DataError(f"particle labels of shape {lab.shape} do not match the Li map's {tuple(shape)}")
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise DataError(f"particle labels must be integers (0 = background), got dtype {lab.dtype}")
-    if lab.size and lab.min() < 0:
-        raise DataError("particle labels must be >= 0 (0 = background)")
-    return lab
 
 
 class LiHistogram(NamedTuple):
@@ -106,6 +96,51 @@ def li_histogram(x_li: Any, bins: Any = None) -> LiHistogram:
     return LiHistogram(counts, edges, int((v < edges[0]).sum()), int((v > edges[-1]).sum()))
 
 
+def distribution_widths(values: Any) -> dict[str, float]:
+    """FWHM and interquartile range of a sample of Li contents.
+
+    ``iqr_li = q75 - q25``. ``fwhm_li`` is the full width at half maximum of the highest peak of
+    the histogram (Freedman-Diaconis bins, at most 512, smoothed by a Gaussian of one bin),
+    with linear interpolation of both half-maximum crossings; for a normal distribution
+    FWHM = 2.355 sigma and IQR = 1.349 sigma. A two-phase (bimodal) state has the FWHM of its
+    dominant peak only; the IQR spans both.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(0.7, 0.05, 200_000)
+    >>> w = distribution_widths(x)
+    >>> round(w["fwhm_li"] / 0.05, 1), round(w["iqr_li"] / 0.05, 2)
+    (2.4, 1.35)
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size < 2 or np.ptp(v) == 0:
+        return {"fwhm_li": 0.0 if v.size else float("nan"), "iqr_li": 0.0 if v.size else float("nan")}
+    q25, q75 = np.percentile(v, [25, 75])
+    width = 2 * (q75 - q25) / v.size ** (1 / 3) if q75 > q25 else np.ptp(v) / 64
+    nbins = int(min(max(np.ceil(np.ptp(v) / width), 8), 512))
+    counts, edges = np.histogram(v, bins=nbins)
+    h = gaussian_filter1d(counts.astype(np.float64), 1.0, mode="constant")
+    k = int(np.argmax(h))
+    half = h[k] / 2
+    centres = (edges[:-1] + edges[1:]) / 2
+    lo = k
+    while lo > 0 and h[lo - 1] > half:
+        lo -= 1
+    hi = k
+    while hi < h.size - 1 and h[hi + 1] > half:
+        hi += 1
+
+    def cross(i: int, j: int) -> float:  # half-maximum crossing between bins i (above) and j (below)
+        if j < 0 or j >= h.size:
+            return float(edges[0] if j < 0 else edges[-1])
+        return float(centres[i] + (h[i] - half) / (h[i] - h[j]) * (centres[j] - centres[i]))
+
+    return {"fwhm_li": cross(hi, hi + 1) - cross(lo, lo - 1), "iqr_li": float(q75 - q25)}
+
+
 def state_summary(
     x_li: Any,
     *,
@@ -133,7 +168,7 @@ def state_summary(
     dict
         ``mean_li, std_li, frac_li_rich, frac_li_moderate, frac_li_poor`` (volume fractions
         of the AM), ``total_li_um3`` (sum of x_Li times voxel volume, um^3 of fully lithiated
-        AM equivalent), ``n_voxels``, ``am_volume_um3``, ``expected_li``,
+        AM equivalent), ``fwhm_li`` and ``iqr_li`` (:func:`distribution_widths`), ``n_voxels``, ``am_volume_um3``, ``expected_li``,
         ``li_error_vs_expected``.
 
     Examples
@@ -158,6 +193,7 @@ def state_summary(
         "frac_li_moderate": fr["moderate"],
         "frac_li_poor": fr["poor"],
         "total_li_um3": float(v.sum() * vv),
+        **distribution_widths(v),
         "n_voxels": n,
         "am_volume_um3": float(n * vv),
         "expected_li": None if expected_li is None else float(expected_li),
@@ -252,7 +288,7 @@ def surface_voxels(particles: Any) -> np.ndarray:
     return surf & (lab > 0)
 
 
-def particle_table(
+def li_particle_table(
     x_li: Any,
     particles: Any,
     *,
@@ -263,7 +299,7 @@ def particle_table(
     depth_from: str = "low",
     weights: Any = None,
 ) -> pd.DataFrame:
-    """Per-particle Li statistics (SPEC 2.4), one row per particle label.
+    """The base particle table plus per-particle Li statistics (SPEC 2.4).
 
     Parameters
     ----------
@@ -276,8 +312,7 @@ def particle_table(
     poor_max, rich_min : float
         Class thresholds (SPEC 2.1).
     boundary_ids : array_like of int, optional
-        Labels touching the volume boundary (default:
-        :func:`litomo.segment.particles.boundary_touching`).
+        Labels touching the volume boundary (default: :func:`litomo.particles.boundary_touching`).
     depth_from : {"low", "high"}
         Face that depth is measured from: the z = 0 face (``"low"``) or the last z face.
     weights : array_like of float, optional
@@ -289,51 +324,34 @@ def particle_table(
     Returns
     -------
     pandas.DataFrame
-        ``particle, volume_um3, eq_diameter_um`` (equivalent-sphere diameter),
-        ``centroid_z_um, centroid_y_um, centroid_x_um`` (voxel-centre convention, from the
-        volume corner), ``depth_um`` (centroid distance from the chosen z face),
-        ``n_li_voxels``, ``mean_li, std_li, li_rich_fraction`` (fraction of the particle's
-        Li-mapped voxels with ``x >= rich_min``), ``n_surface_voxels``,
-        ``surface_activity`` (fraction of its mapped surface voxels that are Li-rich; surface
-        = face-adjacent to another label or background) and ``touches_boundary``.
+        :func:`litomo.particles.particle_table`'s columns (``particle, n_voxels, volume_um3,
+        eq_diameter_um, centroid_{z,y,x}_um, touches_boundary``), then ``depth_um`` (centroid
+        distance from the chosen z face), ``n_li_voxels``, ``mean_li`` (mean x_Li over the
+        particle's mapped voxels, weighted by ``weights``), ``std_li``, ``li_rich_fraction``
+        (fraction of the particle's Li-mapped voxels with ``x >= rich_min``),
+        ``n_surface_voxels`` and ``surface_activity`` (fraction of its mapped surface voxels
+        that are Li-rich; surface = face-adjacent to another label or background).
 
     Examples
     --------
     >>> lab = np.zeros((4, 4, 4), np.int32); lab[:2] = 1; lab[2:] = 2
     >>> x = np.where(lab == 1, 1.0, 0.5)
-    >>> t = particle_table(x, lab, voxel_size_um=1.0)
+    >>> t = li_particle_table(x, lab, voxel_size_um=1.0)
     >>> t["mean_li"].tolist(), t["li_rich_fraction"].tolist()
     ([1.0, 0.5], [1.0, 0.0])
     """
     x = _check_x(x_li)
-    lab = _check_labels(particles, x.shape)
+    lab = check_particle_labels(particles, shape=x.shape)
     if depth_from not in ("low", "high"):
         raise DataError(f"depth_from must be 'low' or 'high', got {depth_from!r}")
     vs = as_voxel_size(voxel_size_um)
-    vv = float(np.prod(vs))
+    table = particle_table(lab, vs, boundary_ids=boundary_ids)
+    ids = table["particle"].to_numpy(np.intp)
     flat = lab.ravel().astype(np.intp)
     nlab = int(flat.max()) + 1 if flat.size else 1
-    vox = np.bincount(flat, minlength=nlab).astype(np.float64)
-    ids = np.nonzero(vox)[0]
-    ids = ids[ids > 0]
-    cols = [
-        "particle", "volume_um3", "eq_diameter_um", "centroid_z_um", "centroid_y_um",
-        "centroid_x_um", "depth_um", "n_li_voxels", "mean_li", "std_li", "li_rich_fraction",
-        "n_surface_voxels", "surface_activity", "touches_boundary",
-    ]
-    if ids.size == 0:
-        return pd.DataFrame({c: [] for c in cols})
 
     def per_label(weights: np.ndarray | None) -> np.ndarray:
         return np.bincount(flat, weights=weights, minlength=nlab)[ids]
-
-    # centroids from per-axis sums: broadcasting one axis at a time keeps memory at one array
-    cent = []
-    for axis in range(3):
-        shape = [1, 1, 1]
-        shape[axis] = x.shape[axis]
-        coord = np.broadcast_to(np.arange(x.shape[axis], dtype=np.float64).reshape(shape), x.shape)
-        cent.append((per_label(coord.ravel()) / vox[ids] + 0.5) * vs[axis])
 
     finite = np.isfinite(x).ravel()
     xf = np.where(finite, x.ravel(), 0.0).astype(np.float64)
@@ -345,45 +363,21 @@ def particle_table(
         if w.shape != x.shape:
             raise DataError(f"weights shape {w.shape} differs from the Li map's {x.shape}")
         wf = np.where(finite, np.clip(np.nan_to_num(w.ravel()), 0.0, None), 0.0)
-    s0 = per_label(wf)
-    s1 = per_label(xf * wf)
-    s2 = per_label(xf * xf * wf)
+    s0, s1, s2 = per_label(wf), per_label(xf * wf), per_label(xf * xf * wf)
     rich = (classify_li(x, poor_max=poor_max, rich_min=rich_min) == 2).ravel()
-    n_rich = per_label(rich.astype(np.float64))
     surf = surface_voxels(lab).ravel()
     n_surf_li = per_label((surf & finite).astype(np.float64))
     n_surf_rich = per_label((surf & rich).astype(np.float64))
-    n_surf = per_label(surf.astype(np.float64))
-
-    if boundary_ids is None:
-        from litomo.segment.particles import boundary_touching
-
-        boundary_ids = boundary_touching(lab)
-    touches = np.isin(ids, np.asarray(boundary_ids, dtype=np.int64))
-
-    volume = vox[ids] * vv
+    cz = table["centroid_z_um"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s1 / s0
-        std = np.sqrt(np.maximum(s2 / s0 - mean * mean, 0.0))
-        depth = cent[0] if depth_from == "low" else x.shape[0] * vs[0] - cent[0]
-        table = pd.DataFrame(
-            {
-                "particle": ids.astype(np.int64),
-                "volume_um3": volume,
-                "eq_diameter_um": (6.0 * volume / np.pi) ** (1.0 / 3.0),
-                "centroid_z_um": cent[0],
-                "centroid_y_um": cent[1],
-                "centroid_x_um": cent[2],
-                "depth_um": depth,
-                "n_li_voxels": n_li.astype(np.int64),
-                "mean_li": mean,
-                "std_li": std,
-                "li_rich_fraction": n_rich / n_li,
-                "n_surface_voxels": n_surf.astype(np.int64),
-                "surface_activity": n_surf_rich / n_surf_li,
-                "touches_boundary": touches,
-            }
-        )
+        table["depth_um"] = cz if depth_from == "low" else x.shape[0] * vs[0] - cz
+        table["n_li_voxels"] = n_li.astype(np.int64)
+        table["mean_li"] = mean
+        table["std_li"] = np.sqrt(np.maximum(s2 / s0 - mean * mean, 0.0))
+        table["li_rich_fraction"] = per_label(rich.astype(np.float64)) / n_li
+        table["n_surface_voxels"] = per_label(surf.astype(np.float64)).astype(np.int64)
+        table["surface_activity"] = n_surf_rich / n_surf_li
     n_unmapped = int((n_li == 0).sum())
     if n_unmapped:
         log.warning("%d particle(s) have no Li-mapped voxels; their Li columns are NaN", n_unmapped)
@@ -458,7 +452,7 @@ def core_shell_profile(
     [1.0, 0.5, 0.5]
     """
     x = _check_x(x_li)
-    lab = _check_labels(particles, x.shape)
+    lab = check_particle_labels(particles, shape=x.shape)
     vs = as_voxel_size(voxel_size_um)
     w = float(min(vs) if bin_width_um is None else bin_width_um)
     if not (np.isfinite(w) and w > 0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,10 +11,12 @@ import numpy as np
 
 from litomo.errors import DataError
 
-try:  # dask is a hard dependency, but keep the import cheap and local in spirit
-    import dask.array as da
-except ImportError:  # pragma: no cover
-    da = None
+
+def _is_dask_array(x: Any) -> bool:
+    # dask.array costs ~1 s to import; an array cannot be a dask array before it is imported,
+    # so `import litomo` (and the CLI's --help) need not pay for it
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(x, da.Array)
 
 
 def as_voxel_size(voxel_size_um: float | tuple[float, ...] | list[float] | None) -> tuple[float, float, float]:
@@ -33,9 +36,11 @@ def as_voxel_size(voxel_size_um: float | tuple[float, ...] | list[float] | None)
     else:
         v = tuple(float(x) for x in voxel_size_um)
         if len(v) != 3:
-            raise DataError(f"voxel_size_um must be one number or three (z, y, x), got {voxel_size_um!r}")
+            raise DataError(f"voxel size (--voxel-size-um; manifest: sample.voxel_size_um) must be one number "
+                            f"or three (z, y, x) in um, got {voxel_size_um!r}")
     if not all(np.isfinite(x) and x > 0 for x in v):
-        raise DataError(f"voxel_size_um must be positive and finite, got {voxel_size_um!r}")
+        raise DataError(f"voxel size (--voxel-size-um; manifest: sample.voxel_size_um) must be positive "
+                        f"and finite, got {voxel_size_um!r}")
     return v  # type: ignore[return-value]
 
 
@@ -68,7 +73,7 @@ class Volume:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.array, np.ndarray) or (da is not None and isinstance(self.array, da.Array))):
+        if not (isinstance(self.array, np.ndarray) or _is_dask_array(self.array)):
             self.array = np.asarray(self.array)
         if self.array.ndim != 3:
             raise DataError(f"a Volume is 3D (z, y, x); got an array of shape {tuple(self.array.shape)}")
@@ -87,7 +92,7 @@ class Volume:
     @property
     def is_lazy(self) -> bool:
         """True when the array is a dask array (nothing is in memory yet)."""
-        return da is not None and isinstance(self.array, da.Array)
+        return _is_dask_array(self.array)
 
     @property
     def voxel_volume_um3(self) -> float:
@@ -118,6 +123,8 @@ class Volume:
 
     def to_dask(self, chunks: Any = "auto") -> Volume:
         """A Volume backed by a dask array with the given chunks."""
+        import dask.array as da
+
         arr = self.array.rechunk(chunks) if self.is_lazy else da.from_array(self.array, chunks=chunks)
         return Volume(arr, self.voxel_size_um, self.metadata)
 

@@ -11,6 +11,7 @@ import pkgutil
 import sys
 
 from litomo.cli._app import app
+from litomo.cli._common import error_line, finish_cli
 from litomo.errors import LitomoError
 
 for _mod in pkgutil.iter_modules(__path__):
@@ -19,12 +20,26 @@ for _mod in pkgutil.iter_modules(__path__):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: bad input gives a one-line error on stderr and exit code 2."""
+    """Entry point: bad input or a failing environment gives one line on stderr and exit code 2.
+
+    :class:`LitomoError` is bad input; ``OSError`` (disk full, read-only or unwritable output,
+    a vanished file) and ``MemoryError`` are the environment's. Anything else is a bug and keeps
+    its traceback.
+    """
     try:
         app(args=argv, prog_name="litomo")
-    except LitomoError as exc:
-        sys.stderr.write(f"litomo: error: {exc}\n")
+    except (LitomoError, OSError, MemoryError) as exc:
+        finish_cli()
+        sys.stderr.write(f"litomo: error: {error_line(exc)}\n")
         sys.exit(2)
+    except KeyboardInterrupt:
+        finish_cli()
+        sys.stderr.write("litomo: interrupted\n")
+        sys.exit(130)
+    except SystemExit:
+        finish_cli()
+        raise
+    finish_cli()
     return 0
 
 

@@ -50,8 +50,8 @@ def advise_energies(
     if missing:
         raise LitomoError(f"{manifest}: [xanes] needs {', '.join(missing)} to advise on energies")
     adv = advise_edge_energy(
-        read_spectrum(x.reference_pristine),
-        read_spectrum(x.reference_charged),
+        read_spectrum(x.reference_pristine, energy_unit=x.energy_unit),
+        read_spectrum(x.reference_charged, energy_unit=x.energy_unit),
         x.pre_edge_ev,
         x.post_edge_ev,
         edge_ev=x.edge_ev,

@@ -30,7 +30,8 @@ def deadangle(
     and report the Li error against the truth: RMSE, class-fraction bias, per-particle mean-Li
     bias, and per-particle error versus orientation to the missing wedge."""
     from litomo.io.atomic import write_csv_atomic
-    from litomo.tomo.deadangle import deadangle_study, operando_state
+    from litomo.phantom.operando import operando_state
+    from litomo.tomo.deadangle import DeadAngleSettings, deadangle_study
 
     setup_logging(verbose)
     try:
@@ -45,10 +46,10 @@ def deadangle(
         raise LitomoError(f"--size must be at least 16 voxels, got {size}")
     state = operando_state(size, seed=seed, voxel_size_um=voxel_size_um)
     kw = {"n_iter": n_iter} if method in ("sirt", "tv") else None
-    res = deadangle_study(state["mu"], state["li"], state["particles"], voxel_size_um=state["voxel_size_um"],
-                          r_pristine=state["r_pristine"], r_charged=state["r_charged"], ranges_deg=rng,
-                          method=method, projection_noise=noise, seed=seed, recon_kwargs=kw,
-                          li_pristine=state["li_pristine"], li_charged=state["li_charged"],
+    settings = DeadAngleSettings(ranges_deg=rng, method=method, projection_noise=noise, seed=seed,
+                                 recon_kwargs=kw, li_pristine=state.li_pristine, li_charged=state.li_charged)
+    res = deadangle_study(state.mu, state.li, state.particles, voxel_size_um=state.voxel_size_um,
+                          r_pristine=state.r_pristine, r_charged=state.r_charged, settings=settings,
                           progress=progress_bar(not (quiet or json_out)))
     if out is not None:
         for name, df in (("summary", res.summary), ("particles", res.particles), ("orientation", res.orientation)):

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from litomo.cli._app import app
-from litomo.cli._common import print_json, progress_bar, setup_logging
+from litomo.cli._common import parse_factors, print_json, progress_bar, setup_logging
 from litomo.errors import LitomoError
 
 phantom_app = typer.Typer(
@@ -26,7 +26,7 @@ def operando(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed = bit-identical files)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 (attenuation in 1/um) or uint16 (scaled counts; scale in truth/truth.json)."),
     voxel_size_um: float = typer.Option(0.125, "--voxel-size-um", min=1e-4, help="Raw voxel size (um); default puts D50 = 4.7 um over ~38 voxels."),
-    bin_factor: int = typer.Option(7, "--bin", min=1, help="Bin factor written to the manifest (processing.bin)."),
+    bin_factor: str = typer.Option("7", "--bin", help="Bin factor written to the manifest (processing.bin): one integer or z,y,x such as 1,8,8."),
     snr: float = typer.Option(5.0, "--snr", min=0.0, help="AM edge jump / noise sigma per raw voxel (0 = no noise)."),
     energies: str = typer.Option("8330,8345,8430", "--energies", help="Imaging energies in eV, comma separated, increasing (3 = pre,edge,post)."),
     final_li: float = typer.Option(0.45, "--final-li", help="Mean Li content x_Li of the last state."),
@@ -44,7 +44,9 @@ def operando(
 
     Attenuation comes from real Ni K-edge reference spectra; particles delithiate by spherical diffusion with core-shell fronts; pre-edge and edge volumes are misregistered (known rigid + smooth deformation) relative to post-edge.
     """
-    from litomo.phantom.operando import write_operando_phantom
+    if out.exists() and not out.is_dir():  # checked before the imports and minutes of generation
+        raise LitomoError(f"--out {out} is a file; give a folder")
+    from litomo.phantom.writer import write_operando_phantom
 
     setup_logging(verbose)
     try:
@@ -55,7 +57,7 @@ def operando(
         raise LitomoError(f"--dtype must be float32 or uint16, got {dtype!r}")
     truth = write_operando_phantom(
         out, size=size, n_states=states, seed=seed, dtype=dtype, voxel_size_um=voxel_size_um,
-        bin_factor=bin_factor, overwrite=overwrite, streamed=streamed, snr=snr, energies_ev=energy_list,
+        bin_factor=parse_factors(bin_factor, "--bin"), overwrite=overwrite, streamed=streamed, snr=snr, energies_ev=energy_list,
         final_mean_li=final_li, progress=progress_bar(not (quiet or json_out)),
     )
     if json_out:

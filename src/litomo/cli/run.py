@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 
 from litomo.cli._app import app
-from litomo.cli._common import progress_bar, setup_logging
+from litomo.cli._common import parse_memory_limit, progress_bar, setup_logging, warn_once
 from litomo.errors import LitomoError
 
 _OUT = typer.Option(..., "--out", "-o", help="Run directory (tables/, volumes/, figures/, report.html, run.json).")
-_FORCE = typer.Option(False, "--force", help="Delete the contents of a non-empty --out and start over.")
-_RESUME = typer.Option(False, "--resume", help="Keep stages finished by an earlier (or interrupted) run and redo the rest.")
+_FORCE = typer.Option(False, "--force", help="Start over in an --out an earlier litomo run wrote: delete the files it recorded (refused if the folder holds other files).")
+_RESUME = typer.Option(False, "--resume", help="Keep the stages (work/) an earlier or interrupted run finished whose inputs and parameters are unchanged; redo the rest and rewrite every other output.")
 _TIFF = typer.Option(False, "--tiff", help="Also write volumes/<state>/li.tif (float32, NaN outside AM, binned grid).")
 _SCHED = typer.Option(None, "--scheduler", help="Address of an existing dask.distributed scheduler (tcp://host:8786), or 'synchronous'. Default: a local cluster sized to this machine.")
 _MEM = typer.Option(None, "--memory-limit", help="Memory limit per dask worker, e.g. '4GB'.")
@@ -56,11 +56,12 @@ def run(
 ) -> None:
     """Map Li content in every charge state of an experiment (register, bin, map, calibrate,
     segment particles, statistics, tracking across states) and write a report."""
-    from litomo.pipeline import RunOptions, run_experiment
+    from litomo.workflows.limap import RunOptions, run_experiment
 
     setup_logging(verbose)
     if force and resume:
         raise LitomoError("--force and --resume exclude each other")
+    memory_limit = parse_memory_limit(memory_limit)
     cmd = _command_line("run", [manifest], {"out": out, "force": force, "resume": resume, "tiff": tiff,
                                             "no_register": no_register, "scheduler": scheduler,
                                             "memory_limit": memory_limit, "workers": workers})
@@ -69,7 +70,7 @@ def run(
     result = run_experiment(manifest, out, opts, progress=progress_bar(not quiet))
     typer.echo(_summary_line(result))
     for w in result.warnings:
-        typer.echo(f"warning: {w}", err=True)
+        warn_once(w)
     typer.echo(f"report: {Path(out) / 'report.html'}")
 
 
@@ -89,13 +90,15 @@ def demo(
 ) -> None:
     """Generate the built-in synthetic operando electrode (OUT/data) and run the whole
     Li-mapping pipeline on it (OUT/results), then score the result against the known truth."""
-    from litomo.phantom.operando import write_operando_phantom
-    from litomo.pipeline import RunOptions, run_experiment
-    from litomo.scoring import score_run
+    from litomo.phantom.scoring import score_run
+    from litomo.phantom.writer import write_operando_phantom
+    from litomo.workflows.limap import RunOptions, run_experiment
 
     setup_logging(verbose)
     if force and resume:
         raise LitomoError("--force and --resume exclude each other")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise LitomoError(f"--out {out} is a file; give a folder")
     data_dir, res_dir = Path(out) / "data", Path(out) / "results"
     manifest_path = data_dir / "experiment.toml"
     if not (resume and manifest_path.exists()):

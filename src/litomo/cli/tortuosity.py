@@ -3,48 +3,92 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from litomo.cli._app import app
-from litomo.cli._common import print_json, progress_bar, setup_logging
+from litomo.cli._common import check_output_file, print_json, progress_bar, setup_logging
 from litomo.errors import LitomoError
 
 
 def _read_labels(path: Path, voxel_size_um: float | None):
     """Label array and voxel size (um) from a volume file."""
-    try:
-        from litomo.io import read_volume
-    except ImportError:  # the io package may not provide read_volume yet
-        read_volume = None
+    from litomo.io import read_volume
+    from litomo.io.guards import require_voxel_size
+
     if not path.exists():
         raise LitomoError(f"{path}: no such file")
-    if read_volume is not None:
-        vol = read_volume(path, voxel_size_um=voxel_size_um)
-        return vol.numpy(), vol.voxel_size_um
-    import tifffile
-
-    try:
-        arr = tifffile.imread(path)
-    except Exception as exc:  # tifffile raises many types for bad files
-        raise LitomoError(f"{path}: cannot read as TIFF ({exc})") from None
-    return arr, voxel_size_um if voxel_size_um is not None else 1.0
+    vol = require_voxel_size(read_volume(path, voxel_size_um=voxel_size_um))
+    return vol.numpy(), vol.voxel_size_um
 
 
 def _write_flux(path: Path, flux, voxel_size_um) -> None:
-    try:
-        from litomo.io.tiff import write_tiff
-    except ImportError:
-        write_tiff = None
-    if write_tiff is not None:
-        write_tiff(path, flux, voxel_size_um=voxel_size_um)
+    from litomo.io.tiff import write_tiff
+
+    write_tiff(path, flux, voxel_size_um=voxel_size_um)
+
+
+def _json_summary(labels: Path, phase: str, voxel: Any, results: dict[str, Any]) -> dict[str, Any]:
+    first = next(iter(results.values()))
+    return {
+        "file": str(labels),
+        "phase": phase,
+        "voxel_size_um": voxel,
+        "eps": first.eps,
+        "tau": {a: r.tau for a, r in results.items()},
+        "deff": {a: r.deff for a, r in results.items()},
+        "mcmullin": {a: r.mcmullin for a, r in results.items()},
+        "stagnant_flux_fraction": {a: r.stagnant_flux_fraction for a, r in results.items()},
+        "definitions": {"stagnant_flux_fraction": "share of the phase voxels whose local flux is below 2 % of "
+                        "the maximum (non-percolating voxels included); not micro's connectivity-based "
+                        "dead_end_cluster_fraction"},
+        "percolating_fraction": {a: r.percolating_fraction for a, r in results.items()},
+        "flux_balance": {a: r.flux_balance for a, r in results.items()},
+        "iterations": {a: r.iterations for a, r in results.items()},
+        "converged": all(r.converged for r in results.values()),
+        "reason": {a: r.reason for a, r in results.items() if r.reason},
+        "elapsed_s": sum(r.elapsed_s for r in results.values()),
+    }
+
+
+def _echo(labels: Path, phase: str, results: dict[str, Any], out: dict[str, Any], flux_map: Path | None) -> None:
+    typer.echo(f"{labels}: phase {phase}, eps = {out['eps']:.4f}")
+    for a, r in results.items():
+        line = (f"  axis {a}: tau = {r.tau:.4f}, D_eff/D_0 = {r.deff:.4f}, N_M = {r.mcmullin:.3f}, "
+                f"stagnant (<2 % of max flux) {r.stagnant_flux_fraction:.1%}, percolating {r.percolating_fraction:.1%}")
+        if r.reason:
+            line += f" ({r.reason})"
+        typer.echo(line)
+    if "tau_e" in out:
+        typer.echo(f"  electrode tortuosity tau_e ({next(iter(results))}) = {out['tau_e']:.4f}")
+    if flux_map is not None:
+        typer.echo(f"  flux map: {flux_map}")
+
+
+def _run_petsc(labels: Path, phase: str, axes: list[str], voxel_size_um: float | None, mapping: Any,
+               rtol: float, *, quiet: bool, as_json: bool) -> None:
+    """The PETSc backend: every MPI rank solves (reading its own slab), rank 0 reports."""
+    from litomo.io import read_volume
+    from litomo.io.guards import require_voxel_size
+    from litomo.transport.petsc_solver import import_petsc, tortuosity_petsc
+
+    if not labels.exists():
+        raise LitomoError(f"{labels}: no such file")
+    _, MPI = import_petsc()
+    rank0 = MPI.COMM_WORLD.rank == 0
+    voxel = require_voxel_size(read_volume(labels, lazy=True, voxel_size_um=voxel_size_um)).voxel_size_um
+    prog = progress_bar(rank0 and not (quiet or as_json))
+    results = {a: tortuosity_petsc(labels, phase, a, voxel_size_um=voxel_size_um, mapping=mapping,
+                                   rtol=rtol, progress=prog) for a in axes}
+    if not rank0:
         return
-    import tifffile
-
-    from litomo.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, flux)
+    out = _json_summary(labels, phase, voxel, results)
+    out["backend"] = {"name": "petsc", "ranks": MPI.COMM_WORLD.size}
+    if as_json:
+        print_json(out)
+        return
+    _echo(labels, phase, results, out, None)
 
 
 @app.command()
@@ -59,12 +103,18 @@ def tortuosity(
     periodic: bool = typer.Option(False, "--periodic", help="Periodic instead of no-flux side faces."),
     flux_map: Path = typer.Option(None, "--flux-map", help="Write the flux-density magnitude (float32, NaN outside the phase) of the first axis to this TIFF."),
     rtol: float = typer.Option(1e-6, "--rtol", help="Relative residual of the linear solve."),
+    backend: str = typer.Option("native", "--backend", help="Solver: native (multigrid-CG on this machine, ~33 bytes per voxel) or petsc (PETSc CG + GAMG over MPI: mpiexec -n N litomo tortuosity ... --backend petsc; each rank reads its own z-slab; needs petsc4py and mpi4py)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
     """Tortuosity factor tau, D_eff/D_0 = eps/tau and McMullin number tau/eps of one phase
     (steady-state diffusion on its face-connected percolating part; tau = inf if it does not
-    percolate)."""
+    percolate).
+
+    JSON: stagnant_flux_fraction = share of the phase's voxels whose local flux is below 2 % of
+    the maximum (non-percolating voxels included), a flow-based measure; `litomo micro`'s
+    dead_end_cluster_fraction (clusters touching one face only) is a different, connectivity one.
+    "definitions" in the JSON says the same."""
     from litomo.phases import PHASE_CODES, parse_label_mapping
     from litomo.transport.diffusion import phase_mask
     from litomo.transport.diffusion import tortuosity as run_tortuosity
@@ -78,9 +128,19 @@ def tortuosity(
         raise LitomoError(f"--axis must be z, y, x or all, got {axis!r}")
     if voxel_size_um is not None and not voxel_size_um > 0:
         raise LitomoError(f"--voxel-size-um must be positive, got {voxel_size_um}")
-    if flux_map is not None and flux_map.resolve() == labels.resolve():
-        raise LitomoError("--flux-map would overwrite the input volume")
+    if not 0.0 < rtol < 1.0:
+        raise LitomoError(f"--rtol must be between 0 and 1 (e.g. 1e-6), got {rtol:g}")
+    backend = backend.strip().lower()
+    if backend not in ("native", "petsc"):
+        raise LitomoError(f"--backend must be native or petsc, got {backend!r}")
+    if backend == "petsc" and (periodic or electrode or flux_map is not None):
+        raise LitomoError("--backend petsc does not support --periodic, --electrode or --flux-map")
+    if flux_map is not None:
+        check_output_file(flux_map, "--flux-map", inputs=[labels])
     mapping = parse_label_mapping(label_map)
+    if backend == "petsc":
+        _run_petsc(labels, phase, axes, voxel_size_um, mapping, rtol, quiet=quiet, as_json=as_json)
+        return
     arr, voxel = _read_labels(labels, voxel_size_um)
     mask = phase_mask(arr, phase, mapping)
     prog = progress_bar(not (quiet or as_json))
@@ -91,22 +151,7 @@ def tortuosity(
     first = results[axes[0]]
     if flux_map is not None:
         _write_flux(flux_map, first.flux, voxel)
-    out = {
-        "file": str(labels),
-        "phase": phase,
-        "voxel_size_um": voxel,
-        "eps": first.eps,
-        "tau": {a: r.tau for a, r in results.items()},
-        "deff": {a: r.deff for a, r in results.items()},
-        "mcmullin": {a: r.mcmullin for a, r in results.items()},
-        "dead_end_fraction": {a: r.dead_end_fraction for a, r in results.items()},
-        "percolating_fraction": {a: r.percolating_fraction for a, r in results.items()},
-        "flux_balance": {a: r.flux_balance for a, r in results.items()},
-        "iterations": {a: r.iterations for a, r in results.items()},
-        "converged": all(r.converged for r in results.values()),
-        "reason": {a: r.reason for a, r in results.items() if r.reason},
-        "elapsed_s": sum(r.elapsed_s for r in results.values()),
-    }
+    out = _json_summary(labels, phase, voxel, results)
     if electrode:
         from litomo.transport.electrode import electrode_tortuosity
 
@@ -119,14 +164,4 @@ def tortuosity(
     if as_json:
         print_json(out)
         return
-    typer.echo(f"{labels}: phase {phase}, eps = {first.eps:.4f}")
-    for a, r in results.items():
-        line = (f"  axis {a}: tau = {r.tau:.4f}, D_eff/D_0 = {r.deff:.4f}, N_M = {r.mcmullin:.3f}, "
-                f"dead-end {r.dead_end_fraction:.1%}, percolating {r.percolating_fraction:.1%}")
-        if r.reason:
-            line += f" ({r.reason})"
-        typer.echo(line)
-    if electrode:
-        typer.echo(f"  electrode tortuosity tau_e ({axes[0]}) = {out['tau_e']:.4f}")
-    if flux_map is not None:
-        typer.echo(f"  flux map: {flux_map}")
+    _echo(labels, phase, results, out, flux_map)

@@ -13,23 +13,31 @@ from pathlib import Path
 from typing import Any
 
 from litomo.errors import InputFileError
-from litomo.io.hdf5 import (
-    HDF5_SUFFIXES,
-    ProjectionData,
-    read_dxchange,
-    read_hdf5_volume,
-    read_nxtomo,
-    write_hdf5_volume,
-)
-from litomo.io.omezarr import list_ome_images, read_ome_zarr, write_ome_zarr
+from litomo.io.guards import check_input_path, check_real_dtype
+from litomo.io.hdf5 import HDF5_SUFFIXES, read_hdf5_volume, write_hdf5_volume
+from litomo.io.mat import MAT_SUFFIXES, read_mat_volume
+from litomo.io.nexus import ProjectionData, read_dxchange, read_nxtomo
 from litomo.io.tiff import TIFF_SUFFIXES, list_tiff_slices, read_tiff, read_tiff_folder, write_tiff
 from litomo.io.vtk import write_vti
 from litomo.io.xrm import XRM_SUFFIXES, XrmImage, energy_from_filename, read_xrm
 from litomo.volume import Volume, as_voxel_size
 
+# zarr costs ~0.5-3 s to import: OME-Zarr names are loaded on first use, so that `import
+# litomo.io` (and light commands such as `litomo spectrum`) do not pay for it (issue #21 item 7)
+_LAZY_OMEZARR = ("list_ome_images", "read_ome_zarr", "write_ome_zarr")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_OMEZARR:
+        from litomo.io import omezarr
+
+        return getattr(omezarr, name)
+    raise AttributeError(f"module 'litomo.io' has no attribute {name!r}")
+
+
 SUPPORTED_FORMATS = (
     ".tif/.tiff (multi-page), a folder of .tif slices, .h5/.hdf5/.nxs (HDF5/NeXus), "
-    ".zarr/.ome.zarr (OME-Zarr), .xrm/.txrm (Xradia)"
+    ".zarr/.ome.zarr (OME-Zarr), .xrm/.txrm (Xradia), .mat (MATLAB, a 2-D or 3-D array)"
 )
 
 
@@ -73,18 +81,25 @@ def read_volume(
     Raises
     ------
     InputFileError
-        Missing file, unknown format, or a file the reader cannot decode.
+        Missing file, not a regular file (a FIFO would block), unknown format, complex voxels,
+        or a file the reader cannot decode.
 
     Examples
     --------
     >>> v = read_volume("scan.tif", voxel_size_um=0.03)  # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: file not found")
+    path = check_input_path(path)
+    vol = _read_any(path, lazy=lazy, chunks=chunks, voxel_size_um=voxel_size_um, dataset=dataset)
+    check_real_dtype(vol.dtype, path)
+    return vol
+
+
+def _read_any(path: Path, *, lazy: bool, chunks: Any, voxel_size_um: Any, dataset: str | None) -> Volume:
     name = path.name.lower()
     is_zarr_dir = path.is_dir() and ((path / "zarr.json").exists() or (path / ".zattrs").exists())
     if name.endswith(".zarr") or is_zarr_dir:
+        from litomo.io.omezarr import read_ome_zarr
+
         vol = read_ome_zarr(path, image=dataset, voxel_size_um=voxel_size_um)
         if chunks is not None:
             vol = vol.to_dask(chunks)
@@ -100,6 +115,9 @@ def read_volume(
         return read_hdf5_volume(path, dataset, lazy=lazy, chunks=chunks, voxel_size_um=voxel_size_um)
     if suffix in XRM_SUFFIXES:
         vol = xrm_to_volume(read_xrm(path), voxel_size_um)
+        return vol.to_dask(chunks or "auto") if lazy else vol
+    if suffix in MAT_SUFFIXES:
+        vol = read_mat_volume(path, dataset, voxel_size_um=voxel_size_um)
         return vol.to_dask(chunks or "auto") if lazy else vol
     raise InputFileError(f"{path}: unknown file format {suffix or '(no extension)'!r}; supported: {SUPPORTED_FORMATS}")
 

@@ -4,16 +4,14 @@ Voxel sizes are kept where the file records them (ImageJ ``spacing``/``unit`` an
 tags, OME ``PhysicalSize*``, TIFF resolution tags in cm/inch). Written files carry ImageJ
 hyperstack metadata in micrometres so Fiji shows the right scale; volumes over 2 GiB are
 written as BigTIFF with OME metadata (ImageJ's own format cannot be BigTIFF, Fiji reads the
-OME scale through Bio-Formats).
+OME scale through Bio-Formats). Voxel-size metadata and the integrity checks (truncated or
+corrupt files, implausible sizes) are :mod:`litomo.io.tiffmeta`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -24,6 +22,14 @@ import tifffile
 
 from litomo.errors import InputFileError
 from litomo.io.atomic import atomic_path
+from litomo.io.guards import VOXEL_SIZE_KNOWN, check_fits_in_memory, check_real_dtype
+from litomo.io.tiffmeta import (
+    check_plausible_size,
+    natural_sort_key,
+    open_checked_tiff,
+    resolve_voxel_size,
+    voxel_size_from_tiff,
+)
 from litomo.volume import Volume, as_voxel_size
 
 logger = logging.getLogger(__name__)
@@ -32,188 +38,6 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 _BIGTIFF_BYTES = 2 * 1024**3
 # dtypes the ImageJ hyperstack format stores natively; others get OME metadata instead
 _IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-# length units found in ImageJ/OME metadata -> factor to micrometres
-_UNIT_TO_UM = {
-    "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-    "micrometre": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
-    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4,
-    "m": 1e6, "meter": 1e6, "metre": 1e6, "pm": 1e-6, "angstrom": 1e-4, "å": 1e-4,
-}
-
-
-def unit_to_um(unit: str | None) -> float | None:
-    """Factor converting a length unit name to micrometres, or None if unknown.
-
-    Examples
-    --------
-    >>> unit_to_um("micron"), unit_to_um("nm"), unit_to_um("pixel")
-    (1.0, 0.001, None)
-    """
-    if unit is None:
-        return None
-    return _UNIT_TO_UM.get(str(unit).strip().lower())
-
-
-def natural_sort_key(name: str) -> list[Any]:
-    """Sort key that orders ``im2`` before ``im10``."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-# --------------------------------------------------------------------------------------------
-# opening and validation
-# --------------------------------------------------------------------------------------------
-
-
-class _CollectWarnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _open_checked(path: Path) -> Iterator[tifffile.TiffFile]:
-    """Open a TIFF and fail with :class:`InputFileError` if it is truncated or corrupt.
-
-    tifffile logs (rather than raises) when page offsets point past the end of the file and
-    then returns partial data, so its warnings are collected and the strip/tile offsets are
-    checked against the file size.
-    """
-    if not path.exists():
-        raise InputFileError(f"{path}: file not found")
-    handler = _CollectWarnings()
-    tlog = logging.getLogger("tifffile")
-    tlog.addHandler(handler)
-    try:
-        try:
-            tif = tifffile.TiffFile(path)
-        except Exception as exc:  # tifffile raises many types for broken headers
-            raise InputFileError(f"{path}: not a readable TIFF file ({exc})") from exc
-        try:
-            try:
-                if not tif.series:
-                    raise InputFileError(f"{path}: TIFF file contains no images")
-                _check_complete(path, tif, tif.series[0])
-            except InputFileError:
-                raise
-            except Exception as exc:
-                raise InputFileError(f"{path}: truncated or corrupt TIFF file ({exc})") from exc
-            bad = [m for m in handler.messages if re.search(r"corrupt|invalid|truncat|incomplete", m, re.I)]
-            if bad:
-                raise InputFileError(f"{path}: truncated or corrupt TIFF file ({bad[0]})")
-            yield tif
-        finally:
-            tif.close()
-    finally:
-        tlog.removeHandler(handler)
-
-
-def _check_complete(path: Path, tif: tifffile.TiffFile, series: Any) -> None:
-    size = path.stat().st_size
-    # walk the whole IFD chain: a cut-off chain only shows up (as a tifffile log message) here
-    _ = len(tif.pages)
-    ij = tif.imagej_metadata or {}
-    n_pages_expected = int(ij.get("images", 0) or 0)
-    if n_pages_expected and int(np.prod(series.shape[:-2])) < n_pages_expected:
-        raise InputFileError(
-            f"{path}: truncated TIFF file (ImageJ metadata announces {n_pages_expected} images, "
-            f"found {int(np.prod(series.shape[:-2]))})"
-        )
-    if series.dataoffset is not None and tif.pages[0].compression == 1:
-        # contiguous uncompressed data (ImageJ > 4 GiB style): one range check suffices
-        if series.dataoffset + series.nbytes > size:
-            raise InputFileError(f"{path}: truncated TIFF file (image data runs past the end of the file)")
-        return
-    for page in series.pages:
-        if page is None or not hasattr(page, "dataoffsets"):
-            continue
-        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)]
-        if ends and max(ends) > size:
-            raise InputFileError(f"{path}: truncated TIFF file (image data runs past the end of the file)")
-
-
-# --------------------------------------------------------------------------------------------
-# voxel size from metadata
-# --------------------------------------------------------------------------------------------
-
-
-def _ome_voxel_size(xml: str) -> tuple[float, float, float] | None:
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None
-    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return None
-    sizes = {}
-    for ax in "ZYX":
-        val = pixels.get(f"PhysicalSize{ax}")
-        if val is None:
-            continue
-        factor = unit_to_um(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
-        if factor is None:
-            continue
-        sizes[ax] = float(val) * factor
-    if "X" not in sizes:
-        return None
-    x = sizes["X"]
-    y = sizes.get("Y", x)
-    return (sizes.get("Z", x), y, x)
-
-
-def _resolution_size(page: Any, factor: float) -> tuple[float, float] | None:
-    """Pixel size (y, x) in um from the X/YResolution tags (pixels per unit)."""
-    tags = page.tags
-    if "XResolution" not in tags:
-        return None
-    xr = tags["XResolution"].value
-    yr = tags["YResolution"].value if "YResolution" in tags else xr
-    xres = xr[0] / xr[1] if xr[1] else 0.0
-    yres = yr[0] / yr[1] if yr[1] else 0.0
-    if xres <= 0 or yres <= 0:
-        return None
-    return (factor / yres, factor / xres)
-
-
-def voxel_size_from_tiff(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
-    """The voxel size ``(z, y, x)`` in um recorded in an open TIFF, or None if it has none."""
-    page = tif.pages[0]
-    if tif.is_ome and tif.ome_metadata:
-        v = _ome_voxel_size(tif.ome_metadata)
-        if v is not None:
-            return v
-    ij = tif.imagej_metadata
-    if ij:
-        factor = unit_to_um(ij.get("unit"))
-        if factor is not None:
-            yx = _resolution_size(page, factor)
-            if yx is not None:
-                z = float(ij["spacing"]) * factor if ij.get("spacing") else yx[1]
-                return (z, yx[0], yx[1])
-        return None
-    unit_tag = page.tags.get("ResolutionUnit")
-    unit = int(unit_tag.value) if unit_tag is not None else 2
-    factor = {2: 25400.0, 3: 10000.0}.get(unit)  # inch, cm; unit 1 (none) carries no scale
-    if factor is None:
-        return None
-    yx = _resolution_size(page, factor)
-    if yx is None:
-        return None
-    # 72 dpi and similar screen resolutions are defaults written by image editors, not scale
-    if max(yx) > 1000.0:
-        return None
-    return (yx[1], yx[0], yx[1])
-
-
-def _resolve_voxel(found: Any, explicit: Any, path: Path) -> tuple[float, float, float]:
-    if explicit is not None:
-        return as_voxel_size(explicit)
-    if found is not None:
-        return as_voxel_size(found)
-    logger.warning("%s records no voxel size; using 1 um (pass voxel_size_um to set it)", path)
-    return (1.0, 1.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,10 +153,11 @@ def read_tiff(
     ((3, 4, 5), (0.5, 0.5, 0.5))
     """
     path = Path(path)
-    with _open_checked(path) as tif:
+    with open_checked_tiff(path) as tif:
         series = tif.series[0]
         shape = _as_zyx_shape(series.shape, path)
-        dtype = np.dtype(series.dtype)
+        dtype = check_real_dtype(series.dtype, path)
+        check_plausible_size(path, tif, series, shape, dtype)
         found = voxel_size_from_tiff(tif)
         byteorder = tif.byteorder
         contiguous = series.dataoffset if (series.dataoffset is not None and len(series.pages) == shape[0]
@@ -341,14 +166,15 @@ def read_tiff(
             p is None or int(np.prod(p.shape)) == shape[1] * shape[2] for p in series.pages[:1]
         )
         if not lazy or not one_page_per_slice:
+            check_fits_in_memory(shape, dtype, str(path))
             if lazy:
                 logger.info("%s: pages are not one per z slice; reading it whole", path)
             try:
                 data = np.asarray(series.asarray()).reshape(shape)
             except Exception as exc:
                 raise InputFileError(f"{path}: cannot decode TIFF image data ({exc})") from exc
-    vox = _resolve_voxel(found, voxel_size_um, path)
-    meta = {"source": str(path), "format": "tiff"}
+    vox, known = resolve_voxel_size(found, voxel_size_um, path)
+    meta = {"source": str(path), "format": "tiff", VOXEL_SIZE_KNOWN: known}
     if lazy and one_page_per_slice:
         depth = _slab_depth(shape, dtype, chunks)
         spath = str(path)
@@ -414,7 +240,7 @@ def read_tiff_folder(
     found = None
     shape_yx = dtype = None
     for i, f in enumerate(files):
-        with _open_checked(f) as tif:
+        with open_checked_tiff(f) as tif:
             s = tif.series[0]
             sh = _as_zyx_shape(s.shape, f)
             if sh[0] != 1:
@@ -428,9 +254,13 @@ def read_tiff_folder(
                     f"{files[0].name} {shape_yx} {dtype}"
                 )
     assert shape_yx is not None and dtype is not None
+    check_real_dtype(dtype, directory)
     shape = (len(files), *shape_yx)
-    vox = _resolve_voxel(found, voxel_size_um, directory)
-    meta = {"source": str(directory), "format": "tiff-folder", "n_files": len(files)}
+    check_fits_in_memory(shape_yx, dtype, f"{files[0]} (one z slice)")
+    if not lazy:
+        check_fits_in_memory(shape, dtype, str(directory))
+    vox, known = resolve_voxel_size(found, voxel_size_um, directory)
+    meta = {"source": str(directory), "format": "tiff-folder", "n_files": len(files), VOXEL_SIZE_KNOWN: known}
     names = [str(f) for f in files]
     if lazy:
         depth = _slab_depth(shape, dtype, chunks)

@@ -21,6 +21,7 @@ import numpy as np
 import olefile
 
 from litomo.errors import InputFileError
+from litomo.io.guards import check_input_path
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ def read_xrm(path: str | os.PathLike) -> XrmImage:
     >>> img.image.shape, round(img.energy_ev, 1), round(img.pixel_size_um * 1000, 1)  # doctest: +SKIP
     ((1024, 1024), 8353.0, 38.9)
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: file not found")
+    path = check_input_path(path, allow_dir=False)
     try:
         ole = olefile.OleFileIO(str(path))
     except Exception as exc:  # olefile raises OSError and others for broken containers

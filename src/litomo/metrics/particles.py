@@ -17,16 +17,21 @@ from scipy import ndimage as ndi
 
 from litomo.errors import DataError
 from litomo.metrics.fractions import check_labels
-from litomo.metrics.surface import DEFAULT_SMOOTH_SIGMA_VOX, mesh_area
+from litomo.metrics.surface import DEFAULT_SMOOTH_SIGMA_VOX, mesh_area_volume
 from litomo.metrics.tpb import tpb_per_particle
+from litomo.particles import check_particle_labels, particle_table
 from litomo.progress import ProgressCallback
-from litomo.segment.particles import boundary_touching  # one place for this concept
 from litomo.volume import as_voxel_size
 
 log = logging.getLogger(__name__)
 
 # neighbour categories for surface faces
 _PORE, _AM, _CBD, _UNKNOWN = 0, 1, 2, 3
+
+#: particles with fewer voxels get no mesh area and no sphericity: a surface smoothed by
+#: 0.7 voxel says little about the shape of an object 4 voxels across (a 4^3 cube meshes to
+#: psi 0.96 instead of 0.81; docs/science.md, "Sphericity", has the bias-vs-size table)
+MIN_SPHERICITY_VOXELS = 64
 
 
 def _face_category_areas(particle_labels: np.ndarray, phase_labels: np.ndarray | None,
@@ -58,29 +63,7 @@ def _face_category_areas(particle_labels: np.ndarray, phase_labels: np.ndarray |
     return out.reshape(n + 1, 4)
 
 
-def _centroids_um(particle_labels: np.ndarray, counts: np.ndarray,
-                  v: tuple[float, float, float]) -> np.ndarray:
-    """Voxel-centre centroids (um), shape (n + 1, 3), from bincounts over z-slices.
-
-    Going slice by slice keeps every bincount on contiguous data and the (y, x) weights
-    at one slice's size, instead of three full-volume coordinate arrays.
-    """
-    n1 = counts.size
-    nz, ny, nx = particle_labels.shape
-    yy = np.repeat(np.arange(ny, dtype=np.float64), nx)
-    xx = np.tile(np.arange(nx, dtype=np.float64), ny)
-    out = np.zeros((n1, 3))
-    for z in range(nz):
-        s = particle_labels[z].ravel()
-        if z:
-            out[:, 0] += z * np.bincount(s, minlength=n1)[:n1]
-        out[:, 1] += np.bincount(s, weights=yy, minlength=n1)[:n1]
-        out[:, 2] += np.bincount(s, weights=xx, minlength=n1)[:n1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (out / counts[:, None] + 0.5) * np.asarray(v)
-
-
-def particle_table(
+def shape_table(
     particle_labels: np.ndarray,
     phase_labels: np.ndarray | None = None,
     voxel_size_um: float | tuple[float, float, float] = 1.0,
@@ -89,7 +72,7 @@ def particle_table(
     mesh: bool = True,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
-    """One row per particle: size, shape, position, surface coverage and TPB length.
+    """The base particle table plus shape, surface coverage and TPB length.
 
     Parameters
     ----------
@@ -102,18 +85,21 @@ def particle_table(
     smooth_sigma_vox : float
         Smoothing before marching cubes (see :mod:`litomo.metrics.surface`).
     mesh : bool
-        Mesh each particle for ``area_mc_um2`` and ``sphericity`` (about 1-2 ms of CPU per
-        particle of ~25^3 voxels, dominated by ``skimage.measure.marching_cubes``); ``False``
-        leaves both NaN and keeps only the vectorised statistics.
+        Mesh each particle of at least :data:`MIN_SPHERICITY_VOXELS` voxels for
+        ``area_mc_um2`` and ``sphericity`` (about 1-2 ms of CPU per particle of ~25^3 voxels,
+        dominated by ``skimage.measure.marching_cubes``); ``False`` leaves both NaN and keeps
+        only the vectorised statistics.
     progress : callable, optional
         ``progress(done, total, description)``.
 
     Returns
     -------
     pandas.DataFrame
-        Columns: ``label, volume_um3, eq_diameter_um, centroid_{z,y,x}_um, touches_boundary,
-        area_mc_um2, sphericity`` (``pi^(1/3) (6V)^(2/3) / A``, A from marching cubes on the
-        particle's own crop, closed at the volume boundary), ``area_face_um2`` and its split
+        :func:`litomo.particles.particle_table`'s columns (``particle, n_voxels, volume_um3,
+        eq_diameter_um, centroid_{z,y,x}_um, touches_boundary``) and
+        ``area_mc_um2, sphericity`` (``pi^(1/3) (6V)^(2/3) / A`` with A and V the area and the
+        enclosed volume of one closed marching-cubes surface of the particle's own crop, so
+        0 < psi <= 1; NaN below :data:`MIN_SPHERICITY_VOXELS` voxels), ``area_face_um2`` and its split
         ``area_{pore,cbd,am}_face_um2`` (voxel faces; ``am`` = other particles / unlabelled
         AM), ``coverage_{pore,cbd,am}`` (fractions of the particle's surface faces),
         ``a_{pore,cbd}_per_volume_um-1`` (face area / particle volume) and
@@ -123,78 +109,55 @@ def particle_table(
     --------
     >>> z, y, x = np.ogrid[:40, :40, :40]
     >>> ball = ((z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 15 ** 2).astype(np.int32)
-    >>> t = particle_table(ball, voxel_size_um=0.5)
+    >>> t = shape_table(ball, voxel_size_um=0.5)
     >>> round(float(t["eq_diameter_um"][0]), 1), round(float(t["sphericity"][0]), 2)
     (15.0, 0.99)
     """
-    p = np.asarray(particle_labels)
-    if p.ndim != 3:
-        raise DataError(f"particle labels must be 3D, got shape {p.shape}")
-    if p.dtype.kind not in "iu":
-        raise DataError(f"particle labels must be integers, got dtype {p.dtype}")
-    if p.size and p.min() < 0:
-        raise DataError("particle labels must be >= 0")
+    p = check_particle_labels(particle_labels)
     if phase_labels is not None:
         phase_labels = check_labels(phase_labels)
         if phase_labels.shape != p.shape:
             raise DataError(f"particle labels {p.shape} and phase labels {phase_labels.shape} differ in shape")
     v = as_voxel_size(voxel_size_um)
-    vvox = v[0] * v[1] * v[2]
-    n = int(p.max()) if p.size else 0
-    counts = np.bincount(p.ravel(), minlength=n + 1)
-    ids = np.flatnonzero(counts[1:]) + 1
-    columns = ["label", "volume_um3", "eq_diameter_um", "centroid_z_um", "centroid_y_um", "centroid_x_um",
-               "touches_boundary", "area_mc_um2", "sphericity", "area_face_um2", "area_pore_face_um2",
-               "area_cbd_face_um2", "area_am_face_um2", "coverage_pore", "coverage_cbd", "coverage_am",
-               "a_pore_per_volume_um-1", "a_cbd_per_volume_um-1", "tpb_length_um"]
-    if ids.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
-    volume = counts[ids] * vvox
-    faces = _face_category_areas(p, phase_labels, v, n)[ids]
+    table = particle_table(p, v)
+    ids = table["particle"].to_numpy()
+    counts = table["n_voxels"].to_numpy()
+    volume = table["volume_um3"].to_numpy()
+    n = int(ids.max()) if ids.size else 0
+    faces = _face_category_areas(p, phase_labels, v, n)[ids] if ids.size else np.zeros((0, 4))
     total_face = faces.sum(axis=1)
-
-    centroid = _centroids_um(p, counts, v)[ids]
     area_mc = np.full(ids.size, np.nan)
+    volume_mc = np.full(ids.size, np.nan)
     if mesh:
         objects = ndi.find_objects(p)
         for k, lab in enumerate(ids):
-            sl = objects[lab - 1]
-            # the crop holds only this particle; closing its mesh at the crop edge is what we want
-            area_mc[k] = mesh_area(p[sl] == lab, v, smooth_sigma_vox=smooth_sigma_vox, closed=True)
+            if counts[k] >= MIN_SPHERICITY_VOXELS:
+                # the crop holds only this particle; closing its mesh at the crop edge is what we want
+                a, vol = mesh_area_volume(p[objects[lab - 1]] == lab, v, smooth_sigma_vox=smooth_sigma_vox)
+                if a > 0:
+                    area_mc[k], volume_mc[k] = a, vol
             if progress is not None and (k % 50 == 49 or k == ids.size - 1):
                 progress(k + 1, ids.size, "particles")
     elif progress is not None:
         progress(ids.size, ids.size, "particles")
-
-    boundary = np.isin(ids, boundary_touching(p))
     with np.errstate(divide="ignore", invalid="ignore"):
-        sphericity = np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area_mc
+        # V from the same mesh as A (not the voxel count): smoothing shrinks a small object's
+        # surface, and voxel volume over that area gave psi up to 1.5 for 3^3 cubes
+        table["area_mc_um2"] = area_mc
+        table["sphericity"] = np.pi ** (1 / 3) * (6 * volume_mc) ** (2 / 3) / area_mc
         cover = faces / total_face[:, None]
-    if phase_labels is not None:
-        tpb = tpb_per_particle(phase_labels, p, v)[ids]
+        table["area_face_um2"] = total_face
+        for name, cat in (("pore", _PORE), ("cbd", _CBD), ("am", _AM)):
+            table[f"area_{name}_face_um2"] = faces[:, cat]
+        for name, cat in (("pore", _PORE), ("cbd", _CBD), ("am", _AM)):
+            table[f"coverage_{name}"] = cover[:, cat]
+        table["a_pore_per_volume_um-1"] = faces[:, _PORE] / volume
+        table["a_cbd_per_volume_um-1"] = faces[:, _CBD] / volume
+    if phase_labels is not None and ids.size:
+        table["tpb_length_um"] = tpb_per_particle(phase_labels, p, v)[ids]
     else:
-        tpb = np.full(ids.size, np.nan)
-    return pd.DataFrame({
-        "label": ids,
-        "volume_um3": volume,
-        "eq_diameter_um": (6 * volume / np.pi) ** (1 / 3),
-        "centroid_z_um": centroid[:, 0],
-        "centroid_y_um": centroid[:, 1],
-        "centroid_x_um": centroid[:, 2],
-        "touches_boundary": boundary,
-        "area_mc_um2": area_mc,
-        "sphericity": sphericity,
-        "area_face_um2": total_face,
-        "area_pore_face_um2": faces[:, _PORE],
-        "area_cbd_face_um2": faces[:, _CBD],
-        "area_am_face_um2": faces[:, _AM],
-        "coverage_pore": cover[:, _PORE],
-        "coverage_cbd": cover[:, _CBD],
-        "coverage_am": cover[:, _AM],
-        "a_pore_per_volume_um-1": faces[:, _PORE] / volume,
-        "a_cbd_per_volume_um-1": faces[:, _CBD] / volume,
-        "tpb_length_um": tpb,
-    })
+        table["tpb_length_um"] = np.full(ids.size, np.nan)
+    return table
 
 
 def weighted_quantile(values: np.ndarray, q: float | np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -225,8 +188,10 @@ def size_statistics(table: pd.DataFrame) -> dict[str, float]:
 
     Particles touching the volume boundary are excluded from the statistics (their
     size is cut) but counted in ``n_boundary_particles``. Keys: ``d10_number_um`` ...
-    ``d90_volume_um``, ``d50_um`` (= volume-weighted D50), ``sphericity_mean``,
-    ``n_particles`` (all), ``n_inner_particles``, ``n_boundary_particles``.
+    ``d90_volume_um``, ``d50_um`` (= volume-weighted D50), ``sphericity_mean`` and
+    ``sphericity_median`` over the ``n_sphericity_particles`` inner particles that have a
+    sphericity (at least ``sphericity_min_voxels`` voxels), ``n_particles`` (all),
+    ``n_inner_particles``, ``n_boundary_particles``.
 
     Examples
     --------
@@ -245,7 +210,12 @@ def size_statistics(table: pd.DataFrame) -> dict[str, float]:
         out[f"{name}_number_um"] = float(num[i])
         out[f"{name}_volume_um"] = float(vol[i])
     out["d50_um"] = out["d50_volume_um"]
-    out["sphericity_mean"] = float(inner["sphericity"].mean()) if len(inner) else float("nan")
+    psi = inner["sphericity"].to_numpy(float)
+    psi = psi[np.isfinite(psi)]
+    out["sphericity_mean"] = float(psi.mean()) if psi.size else float("nan")
+    out["sphericity_median"] = float(np.median(psi)) if psi.size else float("nan")
+    out["n_sphericity_particles"] = int(psi.size)
+    out["sphericity_min_voxels"] = MIN_SPHERICITY_VOXELS
     out["n_particles"] = int(len(table))
     out["n_inner_particles"] = int(len(inner))
     out["n_boundary_particles"] = int(len(table) - len(inner))

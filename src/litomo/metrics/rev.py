@@ -154,3 +154,78 @@ def two_point_correlation(
     r = np.arange(max_lag + 1)
     s2 = acf / (m.shape[0] * (n - r))
     return pd.DataFrame({"r_vox": r, "r_um": r * v[ax], "s2": s2})
+
+
+def characteristic_length_um(s2: pd.DataFrame, phi: float | None = None) -> float:
+    """Correlation length of a phase: the lag where the normalised autocovariance
+    ``f(r) = (S2(r) - phi^2) / (phi - phi^2)`` first falls to ``1/e`` (linear interpolation).
+
+    For a Debye random medium (``f = exp(-r/a)``) this is ``a``. NaN when the phase is absent
+    or fills the volume, or when ``f`` stays above ``1/e`` up to the largest lag.
+
+    Parameters
+    ----------
+    s2 : pandas.DataFrame
+        ``r_um, s2`` from :func:`two_point_correlation` (``r = 0`` first).
+    phi : float, optional
+        Volume fraction; default ``S2(0)``.
+
+    Examples
+    --------
+    >>> r = np.arange(20.0); phi = 0.3
+    >>> s2 = pd.DataFrame({"r_um": r, "s2": phi**2 + (phi - phi**2) * np.exp(-r / 4)})
+    >>> round(characteristic_length_um(s2), 2)
+    4.0
+    """
+    r = s2["r_um"].to_numpy(float)
+    v = s2["s2"].to_numpy(float)
+    phi = float(v[0]) if phi is None else float(phi)
+    if not 0 < phi < 1:
+        return float("nan")
+    f = (v - phi * phi) / (phi - phi * phi)
+    below = np.flatnonzero(f <= np.exp(-1))
+    if below.size == 0 or below[0] == 0:
+        return float("nan")
+    k = below[0]
+    return float(r[k - 1] + (f[k - 1] - np.exp(-1)) / (f[k - 1] - f[k]) * (r[k] - r[k - 1]))
+
+
+def rev_size(rev: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
+    """REV size per quantity: the smallest sub-volume edge from which the mean stays within
+    ``tolerance`` (relative) of the largest sub-volume's value and the spread between
+    sub-volumes (std) stays within ``tolerance`` of it too, for every larger edge.
+
+    Parameters
+    ----------
+    rev : pandas.DataFrame
+        :func:`rev_curve` output (``edge_vox, edge_um, quantity, mean, std``).
+    tolerance : float
+        Relative tolerance (0.05 = 5 %).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``quantity, rev_edge_vox, rev_edge_um, reference, converged`` (``converged`` is False,
+        and the edges NaN, when only the largest edge meets the criterion: the volume may be
+        smaller than an REV).
+
+    Examples
+    --------
+    >>> rev = pd.DataFrame({"edge_vox": [8, 16, 32, 64], "edge_um": [4.0, 8, 16, 32], "quantity": "vf_am",
+    ...                     "mean": [0.7, 0.52, 0.51, 0.5], "std": [0.2, 0.04, 0.01, 0.0]})
+    >>> rev_size(rev, 0.05)[["rev_edge_vox", "converged"]].values.tolist()
+    [[32.0, True]]
+    """
+    rows = []
+    for q, g in rev.sort_values("edge_vox").groupby("quantity", sort=False):
+        ref = float(g["mean"].iloc[-1])
+        scale = abs(ref) if ref != 0 else 1.0
+        ok = ((g["mean"] - ref).abs() <= tolerance * scale) & (g["std"] <= tolerance * scale)
+        bad = np.flatnonzero(~ok.to_numpy())
+        first = 0 if bad.size == 0 else bad[-1] + 1
+        converged = first < len(g) - 1
+        rows.append({"quantity": q,
+                     "rev_edge_vox": float(g["edge_vox"].iloc[first]) if converged else float("nan"),
+                     "rev_edge_um": float(g["edge_um"].iloc[first]) if converged else float("nan"),
+                     "reference": ref, "converged": bool(converged)})
+    return pd.DataFrame(rows, columns=["quantity", "rev_edge_vox", "rev_edge_um", "reference", "converged"])

@@ -23,6 +23,8 @@ with one phase absent it reduces to ``a_ij = a_i = a_j``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure
@@ -95,9 +97,86 @@ def mesh_area(
         smoothed = ndi.gaussian_filter(field, smooth_sigma_vox, mode="nearest", truncate=3.0)
         # objects of a voxel or two vanish under smoothing: keep their binary mesh instead
         if smoothed.max() > 0.5 and smoothed.min() < 0.5:
-            field = smoothed
+            verts, faces, _, _ = measure.marching_cubes(smoothed, 0.5, spacing=as_voxel_size(voxel_size_um))
+            return triangle_area(verts, faces)
+    return binary_mesh_area(mask, voxel_size_um)
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_areas(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Marching-cubes area inside one 2x2x2 cell for each of the 256 binary corner patterns."""
+    out = np.zeros(256)
+    for code in range(1, 255):
+        cube = np.array([(code >> k) & 1 for k in range(8)], np.float32).reshape(2, 2, 2)
+        verts, faces, _, _ = measure.marching_cubes(cube, 0.5, spacing=spacing)
+        out[code] = triangle_area(verts, faces)
+    return out
+
+
+def binary_mesh_area(mask: np.ndarray, voxel_size_um: float | tuple[float, float, float] = 1.0) -> float:
+    """Area (um^2) of the marching-cubes surface (level 0.5) of a binary mask, without meshing.
+
+    On binary data every 2x2x2 cell's triangles depend only on its eight corner values (also in
+    scikit-image's Lewiner variant, whose ambiguity tests use the corners only), so the area is
+    a 256-entry table of per-pattern areas weighted by the pattern counts: identical to
+    ``marching_cubes`` + ``mesh_surface_area`` (TauFactor's 256^3 electrode: 0.22268 / 0.10418 /
+    0.25400 per voxel, its published "marching-nosmooth"), ~10x faster and without the mesh in
+    memory. The volume boundary is left open, as with ``marching_cubes`` on the array.
+
+    Examples
+    --------
+    >>> z, y, x = np.ogrid[:32, :32, :32]
+    >>> ball = np.pad((z - 15.5) ** 2 + (y - 15.5) ** 2 + (x - 15.5) ** 2 <= 12 ** 2, 1)
+    >>> round(binary_mesh_area(ball) / (4 * np.pi * 12 ** 2), 3)  # the binary mesh over-estimates
+    1.081
+    """
+    m = np.asarray(mask, dtype=bool).view(np.uint8)
+    if min(m.shape) < 2:
+        return 0.0
+    code = np.zeros(tuple(n - 1 for n in m.shape), np.uint8)
+    k = 0
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                code |= m[dz:dz + code.shape[0], dy:dy + code.shape[1], dx:dx + code.shape[2]] << k
+                k += 1
+    counts = np.bincount(code.ravel(), minlength=256)
+    return float(counts @ _cell_areas(as_voxel_size(voxel_size_um)))
+
+
+def mesh_area_volume(
+    mask: np.ndarray,
+    voxel_size_um: float | tuple[float, float, float] = 1.0,
+    *,
+    smooth_sigma_vox: float = DEFAULT_SMOOTH_SIGMA_VOX,
+) -> tuple[float, float]:
+    """Area (um^2) and enclosed volume (um^3) of the closed marching-cubes surface of one object.
+
+    The mask is padded so the surface closes; the volume is the signed-tetrahedra sum over
+    the same triangles (divergence theorem). Area and volume of one closed surface obey the
+    isoperimetric inequality ``36 pi V^2 <= A^3``, so a sphericity computed from both lies in
+    (0, 1]. ``(0.0, 0.0)`` when the smoothed object has no surface at level 0.5 (too small).
+
+    Examples
+    --------
+    >>> z, y, x = np.ogrid[:32, :32, :32]
+    >>> ball = (z - 15.5) ** 2 + (y - 15.5) ** 2 + (x - 15.5) ** 2 <= 12 ** 2
+    >>> a, v = mesh_area_volume(ball)
+    >>> round(v / (4 / 3 * np.pi * 12 ** 3), 2), round(a / (4 * np.pi * 12 ** 2), 2)
+    (0.98, 1.0)
+    """
+    mask = np.pad(np.asarray(mask, dtype=bool), 3)
+    if not mask.any():
+        return 0.0, 0.0
+    field = mask.astype(np.float32)
+    if smooth_sigma_vox > 0:
+        field = ndi.gaussian_filter(field, smooth_sigma_vox, mode="nearest", truncate=3.0)
+        if field.max() <= 0.5:
+            return 0.0, 0.0
     verts, faces, _, _ = measure.marching_cubes(field, 0.5, spacing=as_voxel_size(voxel_size_um))
-    return triangle_area(verts, faces)
+    t = verts[faces].astype(np.float64)
+    volume = abs(float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum()) / 6.0)
+    return triangle_area(verts, faces), volume
 
 
 def triangle_area(verts: np.ndarray, faces: np.ndarray) -> float:

@@ -11,14 +11,11 @@ A missing optional table skips its section with a note instead of failing the re
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import json
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,126 +26,21 @@ import pandas as pd
 from litomo.errors import DataError, LitomoError
 from litomo.io.atomic import write_text_atomic
 from litomo.progress import ProgressCallback
+from litomo.report.blocks import (
+    dict_table,
+    esc,
+    figure_html,
+    html_page,
+    html_table,
+    note,
+    read_table,
+    short_value,
+)
+from litomo.report.micro import micro_body
 
 log = logging.getLogger(__name__)
 
 KINDS = ("auto", "limap", "micro")
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1150px;margin:1.5em auto;
-padding:0 1em;color:#1d1d1f;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-.meta{color:#555;font-size:.9em}.glance{background:#eef5fb;border-left:4px solid #2c7bb6;padding:.7em 1em}
-.warning{background:#fff4e0;border-left:4px solid #e08a00;padding:.4em .8em;margin:.3em 0}
-.note{color:#666;font-style:italic}
-figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.92em;color:#333;margin-top:.3em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
-th{background:#f3f3f3}td.txt,th.txt{text-align:left}
-tr.bad td{background:#fde2e1}code{font-size:.9em;word-break:break-all}
-nav a{margin-right:1em}
-"""
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: numbers to ``digits`` significant digits, NaN/None as an en dash."""
-    if value is None:
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return "–"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if v == int(v) and abs(v) < 1e6:
-            return str(int(v))
-        return f"{v:.{digits}g}"
-    return str(value)
-
-
-def esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def html_table(df: pd.DataFrame, *, bad_rows: Iterable[bool] | None = None, digits: int = 4) -> str:
-    """An HTML table of ``df``; rows flagged in ``bad_rows`` get ``class="bad"`` (red)."""
-    bad = list(bad_rows) if bad_rows is not None else [False] * len(df)
-    num = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-    head = "".join(f'<th class="{"" if n else "txt"}">{esc(c)}</th>' for c, n in zip(df.columns, num, strict=True))
-    rows = []
-    for flag, (_, r) in zip(bad, df.iterrows(), strict=True):
-        cells = "".join(f'<td class="{"" if n else "txt"}">{esc(fmt(v, digits))}</td>'
-                        for v, n in zip(r.to_numpy(), num, strict=True))
-        tr = '<tr class="bad">' if flag else "<tr>"
-        rows.append(f"{tr}{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def dict_table(d: dict[str, Any], key: str = "name", value: str = "value") -> str:
-    rows = "".join(f'<tr><td class="txt">{esc(k)}</td><td class="txt"><code>{esc(_short(v))}</code></td></tr>'
-                   for k, v in d.items())
-    return f'<table><thead><tr><th class="txt">{esc(key)}</th><th class="txt">{esc(value)}</th></tr></thead><tbody>{rows}</tbody></table>'
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return fmt(v, 6)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_short(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return json.dumps(v, default=str)
-    return str(v)
-
-
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_html(png: bytes, caption: str, alt: str) -> str:
-    return (f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt)}">'
-            f"<figcaption>{caption}</figcaption></figure>")
-
-
-def note(text: str) -> str:
-    return f'<p class="note">{esc(text)}</p>'
-
-
-def read_table(run_dir: Path, name: str, notes: list[str] | None = None) -> pd.DataFrame | None:
-    """``run_dir/tables/<name>.csv`` as a DataFrame, or None (with a note) if absent or empty."""
-    path = run_dir / "tables" / f"{name}.csv"
-    why = None
-    if not path.is_file():
-        why = "not found"
-    else:
-        try:
-            df = pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            why = "empty"
-        except (OSError, pd.errors.ParserError) as exc:
-            why = f"unreadable ({exc})"
-        else:
-            if len(df):
-                return df
-            why = "empty"
-    if notes is not None:
-        notes.append(f"tables/{name}.csv {why}")
-    return None
-
-
-def _page(title: str, subtitle: str, body: Sequence[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"meta\">{subtitle}</p>" + "\n".join(body) + "</body></html>\n")
-
 
 # --------------------------------------------------------------------------- Li-mapping run
 
@@ -383,21 +275,24 @@ def _render_figures(
     return parts
 
 
-_STATE_COLS = ("state", "label", "mean_li", "std_li", "frac_li_rich", "frac_li_moderate", "frac_li_poor",
-               "total_li_um3", "n_particles", "expected_li", "li_error_vs_expected", "clipped_fraction")
+_STATE_COLS = ("state", "label", "mean_li", "std_li", "fwhm_li", "iqr_li", "frac_li_rich", "frac_li_moderate",
+               "frac_li_poor", "total_li_um3", "n_particles", "expected_li", "li_error_vs_expected", "clipped_fraction")
 
 
-def _limap_body(run_dir: Path, progress: ProgressCallback | None) -> tuple[str, list[str]]:
+def _limap_body(run_dir: Path, progress: ProgressCallback | None,
+                run: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     run_path = run_dir / "run.json"
-    run: dict[str, Any] = {}
     notes: list[str] = []
-    if run_path.is_file():
-        try:
-            run = json.loads(run_path.read_text())
-        except json.JSONDecodeError as exc:
-            notes.append(f"run.json unreadable ({exc})")
-    else:
-        notes.append("run.json not found")
+    # a run builds its report before it writes run.json (its completion record, written last)
+    if run is None:
+        run = {}
+        if not run_path.is_file():
+            notes.append("run.json not found")
+        else:
+            try:
+                run = json.loads(run_path.read_text())
+            except json.JSONDecodeError as exc:
+                notes.append(f"run.json unreadable ({exc})")
     names = ("states", "histograms", "z_profile", "particles", "core_shell", "registration",
              "evolution", "matching")
     tables = {n: read_table(run_dir, n, notes) for n in names}
@@ -466,7 +361,7 @@ def _run_summary(run: dict[str, Any]) -> str:
     if run.get("manifest"):
         parts.append(f"<p>Manifest: <code>{esc(run['manifest'])}</code></p>")
     if run.get("voxel_size_um"):
-        parts.append(f"<p>Voxel size of the maps (z, y, x): {esc(_short(run['voxel_size_um']))} um</p>")
+        parts.append(f"<p>Voxel size of the maps (z, y, x): {esc(short_value(run['voxel_size_um']))} um</p>")
     for key, title, k, v in (("inputs", "Inputs", "file", "SHA-256"),
                              ("parameters", "Parameters", "parameter", "value"),
                              ("energy_advice", "Edge-energy advice", "item", "value"),
@@ -475,7 +370,16 @@ def _run_summary(run: dict[str, Any]) -> str:
         d = run.get(key)
         if d:
             parts.append(f"<h3>{title}</h3>" + dict_table(d, k, v))
+    if run.get("stages"):
+        parts.append("<h3>Stages</h3>" + html_table(_stage_table(run["stages"]), digits=3))
     return "".join(parts) or note("run.json not found: no run summary.")
+
+
+def _stage_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-stage wall/CPU time and peak RSS (run.json ``stages``) as a table."""
+    df = pd.DataFrame(rows)
+    names = {"wall_s": "wall (s)", "cpu_s": "CPU (s)", "peak_rss_mib": "peak RSS (MiB)", "ran": "computed"}
+    return df.rename(columns=names)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -484,16 +388,17 @@ def _run_summary(run: dict[str, Any]) -> str:
 def detect_kind(run_dir: str | os.PathLike) -> str:
     """``"limap"`` for a Li-mapping run, ``"micro"`` for a ``litomo micro`` output directory."""
     d = Path(run_dir)
-    if (d / "tables" / "states.csv").is_file() or (d / "run.json").is_file():
-        return "limap"
+    # micro first: a micro folder has a run.json (completion record) too
     if (d / "tables" / "microstructure.json").is_file() or (d / "tables" / "metrics_table.csv").is_file():
         return "micro"
+    if (d / "tables" / "states.csv").is_file() or (d / "run.json").is_file():
+        return "limap"
     raise DataError(f"{d}: not a litomo run directory (no run.json, tables/states.csv or "
                     "tables/microstructure.json)")
 
 
 def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
-                 progress: ProgressCallback | None = None) -> Path:
+                 progress: ProgressCallback | None = None, run: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir/report.html`` (self-contained) and the figures under ``run_dir/figures``.
 
     Parameters
@@ -505,6 +410,9 @@ def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
         Which report; ``"auto"`` decides from the files present.
     progress : callable, optional
         ``progress(done, total, description)`` per figure.
+    run : dict, optional
+        The run record to show (default: ``run_dir/run.json``); a run passes it because it
+        writes ``run.json`` last, after the report.
 
     Returns
     -------
@@ -527,19 +435,18 @@ def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
     if not d.is_dir():
         raise DataError(f"{d}: run directory not found")
     if kind == "auto":
-        kind = detect_kind(d)
+        kind = "limap" if run is not None else detect_kind(d)
     # no backend switch: the figures are plain Figure objects, which savefig renders with Agg
     # whatever backend pyplot uses, so a report can be built from inside napari or Jupyter
     if kind == "limap":
-        subtitle, body = _limap_body(d, progress)
+        subtitle, body = _limap_body(d, progress, run)
         title = "litomo Li-mapping report"
     else:
-        from litomo.report.micro import micro_body
 
         subtitle, body = micro_body(d, progress)
         title = "litomo microstructure report"
     stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    page = _page(title, f"{subtitle}<br>report built {esc(stamp)}", body)
+    page = html_page(title, f"{subtitle}<br>report built {esc(stamp)}", body)
     out = d / "report.html"
     write_text_atomic(out, page)
     log.info("report written to %s", out)

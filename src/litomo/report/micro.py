@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from litomo.progress import ProgressCallback
-from litomo.report.html import dict_table, esc, figure_html, html_table, note, read_table
+from litomo.report.blocks import dict_table, esc, figure_html, html_table, note, read_table
 
 #: captions of the figures ``litomo micro`` writes; others are embedded with their file name
 MICRO_CAPTIONS = {
@@ -22,14 +22,19 @@ MICRO_CAPTIONS = {
                          "that no phase is systematically thickened or missing.",
     "psd": "Particle-size distribution (equivalent-sphere diameter) of particles not cut by the "
            "volume boundary, by number and by volume, with D10/D50/D90 by volume.",
-    "sphericity": "Sphericity of the particles (1 for a sphere, 0.81 for a cube). Low values mean "
+    "sphericity": "Sphericity of the particles large enough to mesh (1 for a sphere, 0.81 for a cube; "
+                  "small angular particles read high, see docs/science.md). Low values mean "
                   "irregular or merged particles: check the particle separation.",
     "rev": "Representative volume: the metric over random sub-volumes of growing edge length. Where "
            "the spread (error bars) becomes small, the volume is representative.",
     "s2": "Two-point correlation S2(r): starts at the volume fraction and levels off at its square "
           "(dotted); the distance where it levels off is the characteristic feature size.",
+    "pore_radius_maps": "Pore radius maps (centre z-x slice): the largest ball containing each pore "
+                        "voxel (left) and the largest ball reaching it by simulated mercury intrusion "
+                        "from z = 0 (right). Darker on the right than on the left = a bottleneck "
+                        "upstream; constrictivity = (median right / median left)^2.",
 }
-_ORDER = ("phase_orthoslices", "psd", "sphericity", "rev", "s2")
+_ORDER = ("phase_orthoslices", "psd", "sphericity", "rev", "s2", "pore_radius_maps")
 
 
 def _num(v: Any) -> float:
@@ -45,20 +50,11 @@ def _pct(v: float) -> str:
     return f"{100 * v:.0f} %"
 
 
-def glance_micro(report: dict[str, Any]) -> list[str]:
-    """Plain-language sentences summarising ``microstructure.json``.
+_NAMES = {"am": "active material", "pore": "pore", "cbd": "carbon-binder"}
 
-    Examples
-    --------
-    >>> glance_micro({"volume_fraction": {"pore": 0.3, "am": 0.6, "cbd": 0.1}})[0]
-    'Volume fractions: active material 60 %, pore 30 %, carbon-binder 10 %.'
-    """
-    out: list[str] = []
-    names = {"am": "active material", "pore": "pore", "cbd": "carbon-binder"}
-    vf = report.get("volume_fraction") or {}
-    if vf:
-        out.append("Volume fractions: " + ", ".join(
-            f"{names.get(p, p)} {_pct(_num(vf[p]))}" for p in ("am", "pore", "cbd") if p in vf) + ".")
+
+def _glance_percolation(report: dict[str, Any]) -> list[str]:
+    out = []
     through = report.get("through_fraction") or {}
     for phase in ("pore", "cbd"):
         for axis, val in (through.get(phase) or {}).items():
@@ -66,34 +62,65 @@ def glance_micro(report: dict[str, Any]) -> list[str]:
             if math.isnan(t):
                 continue
             if t == 0:
-                out.append(f"The {names[phase]} phase does not percolate along {axis}.")
+                out.append(f"The {_NAMES[phase]} phase does not percolate along {axis}.")
             else:
-                out.append(f"{_pct(t)} of the {names[phase]} volume lies in clusters spanning {axis} "
+                out.append(f"{_pct(t)} of the {_NAMES[phase]} volume lies in clusters spanning {axis} "
                            f"(percolating){'; the rest is dead-end or isolated' if t < 0.995 else ''}.")
+    return out
+
+
+def _glance_transport(report: dict[str, Any]) -> list[str]:
+    out = []
     for phase in ("pore", "cbd"):
         for axis, val in ((report.get("tau") or {}).get(phase) or {}).items():
             tau = _num(val)
             if math.isinf(tau):
-                out.append(f"The {names[phase]} phase does not percolate along {axis} for transport "
+                out.append(f"The {_NAMES[phase]} phase does not percolate along {axis} for transport "
                            "(tortuosity factor infinite).")
             elif not math.isnan(tau):
                 nm = _num(((report.get("mcmullin") or {}).get(phase) or {}).get(axis))
                 extra = f", McMullin number {nm:.3g}" if math.isfinite(nm) else ""
-                out.append(f"{names[phase].capitalize()} tortuosity factor along {axis}: {tau:.3g}{extra}.")
+                out.append(f"{_NAMES[phase].capitalize()} tortuosity factor along {axis}: {tau:.3g}{extra}.")
+    return out
+
+
+def _glance_particles(report: dict[str, Any]) -> list[str]:
     d50 = _num(report.get("d50_um"))
-    if math.isfinite(d50):
-        s = f"Median particle size D50 {d50:.3g} um"
-        n, nb = report.get("n_inner_particles"), report.get("n_boundary_particles")
-        if n is None and report.get("n_particles") is not None:
-            n = int(report["n_particles"]) - int(nb or 0)
-        if n is not None:
-            s += f" over {n} particles inside the volume"
-            if nb:
-                s += f" ({nb} cut by the volume boundary left out)"
-        sph = _num(report.get("sphericity_mean"))
-        if math.isfinite(sph):
-            s += f"; mean sphericity {sph:.2f}"
-        out.append(s + ".")
+    if not math.isfinite(d50):
+        return []
+    s = f"Median particle size D50 {d50:.3g} um"
+    n, nb = report.get("n_inner_particles"), report.get("n_boundary_particles")
+    if n is None and report.get("n_particles") is not None:
+        n = int(report["n_particles"]) - int(nb or 0)
+    if n is not None:
+        s += f" over {n} particles inside the volume"
+        if nb:
+            s += f" ({nb} cut by the volume boundary left out)"
+    sph, med = _num(report.get("sphericity_mean")), _num(report.get("sphericity_median"))
+    if math.isfinite(sph):
+        s += f"; sphericity mean {sph:.2f}" + (f", median {med:.2f}" if math.isfinite(med) else "")
+        if report.get("sphericity_min_voxels"):
+            s += f" (particles of at least {report['sphericity_min_voxels']} voxels)"
+    return [s + "."]
+
+
+def glance_micro(report: dict[str, Any]) -> list[str]:
+    """Plain-language sentences summarising ``microstructure.json``.
+
+    Examples
+    --------
+    >>> glance_micro({"volume_fraction": {"pore": 0.3, "am": 0.6, "cbd": 0.1}})[0]
+    'Volume fractions: active material 60 %, pore 30 %, carbon-binder 10 %.'
+    >>> glance_micro({"d50_um": 2.0, "n_inner_particles": 9, "sphericity_mean": 0.9,
+    ...               "sphericity_median": 0.91, "sphericity_min_voxels": 64})[0]
+    'Median particle size D50 2 um over 9 particles inside the volume; sphericity mean 0.90, median 0.91 (particles of at least 64 voxels).'
+    """
+    out: list[str] = []
+    vf = report.get("volume_fraction") or {}
+    if vf:
+        out.append("Volume fractions: " + ", ".join(
+            f"{_NAMES.get(p, p)} {_pct(_num(vf[p]))}" for p in ("am", "pore", "cbd") if p in vf) + ".")
+    out += _glance_percolation(report) + _glance_transport(report) + _glance_particles(report)
     tpb = _num(report.get("tpb_density_um-2"))
     if math.isfinite(tpb):
         out.append(f"Triple-phase-boundary density {tpb:.3g} um^-2.")

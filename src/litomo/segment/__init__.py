@@ -2,27 +2,32 @@
 
 - :mod:`litomo.segment.threshold`: ``otsu_mask``, ``multi_otsu_labels`` (canonical codes)
 - :mod:`litomo.segment.features`: multi-scale 3D filter features with a known halo
-- :mod:`litomo.segment.forest`: ``train_forest`` -> ``SegmentationModel`` (chunk-wise predict,
-  OOB accuracy, save/load), ``am_fraction_sensitivity``
-- :mod:`litomo.segment.particles`: ``separate_particles``, ``boundary_touching``, ``tune_separation``
+- :mod:`litomo.segment.forest`: ``train_forest(grey, scribbles, ForestSettings)`` ->
+  ``SegmentationModel`` (chunk-wise predict, probabilities streamed to zarr, validation
+  accuracy, save with a JSON header), ``am_fraction_sensitivity``
+- :mod:`litomo.segment.blocks`: how a volume is cut into blocks with the features' halo
+- :mod:`litomo.segment.model_file`: ``load_model`` (header checked before unpickling)
+- :mod:`litomo.segment.particles`: ``separate_particles``, ``tune_separation`` (particle ids,
+  sizes and boundary flags: :mod:`litomo.particles`)
 """
 
 from __future__ import annotations
 
 from litomo.segment.features import feature_halo, filter_features
 from litomo.segment.forest import (
+    ForestSettings,
     SegmentationModel,
     am_fraction_sensitivity,
-    load_model,
     train_forest,
 )
-from litomo.segment.particles import boundary_touching, separate_particles, tune_separation
+from litomo.segment.model_file import load_model
+from litomo.segment.particles import separate_particles, tune_separation
 from litomo.segment.threshold import multi_otsu_labels, otsu_mask
 
 __all__ = [
+    "ForestSettings",
     "SegmentationModel",
     "am_fraction_sensitivity",
-    "boundary_touching",
     "feature_halo",
     "filter_features",
     "load_model",

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from litomo.errors import DataError
 
@@ -55,6 +56,20 @@ def feature_params(
         "structure_tensor": bool(structure_tensor),
         "truncate": _TRUNCATE,
     }
+
+
+def feature_set_hash(params: dict[str, Any]) -> str:
+    """Short hash of a feature record: a saved model applies only to features with the same hash.
+
+    Examples
+    --------
+    >>> feature_set_hash(feature_params()) == feature_set_hash(feature_params((6.0, 3.0, 1.5, 0.7)))
+    True
+    """
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _radius(sigma: float) -> int:
@@ -100,7 +115,9 @@ def symmetric_eigvals3(elems: Sequence[np.ndarray]) -> np.ndarray:
     ``elems`` are the six upper-triangle components ``(a00, a01, a02, a11, a12, a22)``.
     skimage's ``hessian_matrix_eigvals`` calls ``numpy.linalg.eigvalsh`` per voxel, which
     is ~30x slower and dominated feature time; the trigonometric solution of the
-    characteristic cubic (Smith 1961) is exact up to rounding and purely voxel-wise.
+    characteristic cubic (Smith 1961) is exact up to rounding and purely voxel-wise. It runs
+    as a numba loop in float64 registers (numpy array expressions of the same formula cost
+    ~5x more: a dozen temporaries per voxel), whatever the input dtype.
 
     Examples
     --------
@@ -110,77 +127,126 @@ def symmetric_eigvals3(elems: Sequence[np.ndarray]) -> np.ndarray:
     """
     arrays = [np.asarray(e) for e in elems]
     shape = arrays[0].shape
-    flat = [a.reshape(-1) for a in arrays]
-    out = np.empty((3, flat[0].size), dtype=np.result_type(arrays[0].dtype, np.float32))
-    step = 65536  # slabs that stay in cache: the float64 temporaries never touch main memory
-    for i in range(0, flat[0].size, step):
-        sl = slice(i, i + step)
-        out[:, sl] = _eig3_slab(*(f[sl].astype(np.float64) for f in flat))
+    dtype = np.result_type(arrays[0].dtype, np.float32)
+    flat = [np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in arrays]
+    out = np.empty((3, flat[0].size), dtype=dtype)
+    _eig3_kernel(*flat, out)
     return out.reshape((3, *shape))
 
 
-def _eig3_slab(a00, a01, a02, a11, a12, a22):  # float64 1D slabs
-    q = (a00 + a11 + a22) / 3.0
-    b00, b11, b22 = a00 - q, a11 - q, a22 - q
-    p1 = a01 * a01 + a02 * a02 + a12 * a12
-    p = np.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * p1) / 6.0)
-    safe = np.where(p > 0, p, 1.0)
-    det = b00 * (b11 * b22 - a12 * a12) - a01 * (a01 * b22 - a12 * a02) + a02 * (a01 * a12 - b11 * a02)
-    r = np.clip(det / (2.0 * safe**3), -1.0, 1.0)
-    phi = np.arccos(r) / 3.0
-    e_max = q + 2.0 * p * np.cos(phi)
-    e_min = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-    e_mid = 3.0 * q - e_max - e_min
-    return np.stack([e_min, e_mid, e_max])
+@njit(cache=True, fastmath=False)
+def _eig3_kernel(a00, a01, a02, a11, a12, a22, out):  # pragma: no cover (compiled)
+    third = 2.0 * np.pi / 3.0
+    for i in range(a00.size):
+        x00, x01, x02 = np.float64(a00[i]), np.float64(a01[i]), np.float64(a02[i])
+        x11, x12, x22 = np.float64(a11[i]), np.float64(a12[i]), np.float64(a22[i])
+        q = (x00 + x11 + x22) / 3.0
+        b00, b11, b22 = x00 - q, x11 - q, x22 - q
+        p1 = x01 * x01 + x02 * x02 + x12 * x12
+        p = np.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * p1) / 6.0)
+        safe = p if p > 0 else 1.0
+        det = b00 * (b11 * b22 - x12 * x12) - x01 * (x01 * b22 - x12 * x02) + x02 * (x01 * x12 - b11 * x02)
+        r = min(max(det / (2.0 * safe * safe * safe), -1.0), 1.0)
+        phi = np.arccos(r) / 3.0
+        e_max = q + 2.0 * p * np.cos(phi)
+        e_min = q + 2.0 * p * np.cos(phi + third)
+        out[0, i] = e_min
+        out[1, i] = 3.0 * q - e_max - e_min
+        out[2, i] = e_max
 
 
-def _features_unpadded(block: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    """Features of a block whose rim (the halo) is allowed to be wrong."""
+def _interior(shape: tuple[int, ...], crop: int) -> tuple[slice, ...]:
+    return tuple(slice(crop, n - crop) for n in shape)
+
+
+def _cdiff(f: np.ndarray, axis: int, region: tuple[slice, ...]) -> np.ndarray:
+    """Central difference of ``f`` along ``axis`` on ``region`` only (at least 1 voxel inside).
+
+    The same arithmetic as ``np.gradient`` away from the edges (``(f[i+1] - f[i-1]) / 2.0``),
+    so the values are bit-identical; evaluating it only where it is needed saves the
+    full-block passes and their temporaries.
+    """
+    lo, hi = list(region), list(region)
+    lo[axis] = slice(region[axis].start - 1, region[axis].stop - 1)
+    hi[axis] = slice(region[axis].start + 1, region[axis].stop + 1)
+    return (f[tuple(hi)] - f[tuple(lo)]) / 2.0
+
+
+def features_unpadded(block: np.ndarray, params: dict[str, Any], crop: int = 0) -> np.ndarray:
+    """Features of ``block[crop:-crop, crop:-crop, crop:-crop]``, computed from the whole block.
+
+    The block's rim supplies the filters' context; when ``crop`` is smaller than
+    :func:`feature_halo`, the missing context is mirrored (numpy "symmetric"), as at a
+    volume face. Each sigma filters only the context it needs and everything voxel-wise
+    (derivatives, eigenvalues, differences of Gaussians) is evaluated on the interior only,
+    so a block's halo costs little more than the Gaussians (the values are bit-identical to
+    filtering the whole block).
+    """
     from scipy import ndimage
 
     x = np.asarray(block, dtype=np.float32)
-    out = np.empty((len(feature_names(params)),) + x.shape, dtype=np.float32)
-    k = 0
-    out[k] = x
-    k += 1
+    halo = feature_halo(params["sigmas"], structure_tensor=params["structure_tensor"])
+    if crop < halo:
+        x = np.pad(x, halo - crop, mode="symmetric")
+        crop = halo
+    inner = _interior(x.shape, crop)
+    out = np.empty((len(feature_names(params)),) + x[inner].shape, dtype=np.float32)
+    out[0] = x[inner]
+    k = 1
     smoothed = []
-    axes_pairs = [(i, j) for i in range(3) for j in range(i, 3)]
     for s in params["sigmas"]:
-        g = ndimage.gaussian_filter(x, s, mode="reflect", truncate=_TRUNCATE)
-        smoothed.append(g)
+        off = max(crop - (_radius(s) + 2), 0)
+        g = ndimage.gaussian_filter(x[_interior(x.shape, off)], s, mode="reflect", truncate=_TRUNCATE)
+        inner = _interior(g.shape, crop - off)
+        if params["dog"]:
+            smoothed.append(np.array(g[inner]))  # a copy: a view would keep the block alive
         if params["intensity"]:
-            out[k] = g
+            out[k] = g[inner]
             k += 1
-        if params["edges"] or params["hessian"]:
-            # derivatives of the smoothed image by central differences (as skimage's
-            # hessian_matrix(use_gaussian_derivatives=False)): one Gaussian per sigma instead
-            # of nine derivative-of-Gaussian passes; costs 2 voxels of extra halo
-            grads = np.gradient(g)
-            if params["edges"]:
-                out[k] = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
-                k += 1
-            if params["hessian"]:
-                elems = [np.gradient(grads[i], axis=j) for i, j in axes_pairs]
-                out[k : k + 3] = symmetric_eigvals3(elems)
-                del elems
-                k += 3
-            del grads
+        k = _derivative_features(g, crop - off, params, out, k)
         if params["structure_tensor"]:
-            grads = [
-                ndimage.gaussian_filter(x, s / 2, order=[int(a == d) for a in range(3)], mode="reflect",
-                                        truncate=_TRUNCATE)
-                for d in range(3)
-            ]
-            elems = [ndimage.gaussian_filter(grads[i] * grads[j], s, mode="reflect", truncate=_TRUNCATE)
-                     for i, j in axes_pairs]
-            out[k : k + 3] = symmetric_eigvals3(elems)
-            del grads, elems
+            out[k : k + 3] = _structure_eigvals(x, s, crop)
             k += 3
     if params["dog"]:
         for a, b in zip(smoothed[:-1], smoothed[1:], strict=True):
             out[k] = a - b
             k += 1
     return out
+
+
+def _derivative_features(g: np.ndarray, crop: int, params: dict[str, Any], out: np.ndarray, k: int) -> int:
+    """Gradient magnitude and Hessian eigenvalues of the smoothed ``g`` on its interior.
+
+    Derivatives of the smoothed image by central differences (as skimage's
+    ``hessian_matrix(use_gaussian_derivatives=False)``): one Gaussian per sigma instead of
+    nine derivative-of-Gaussian passes, for 2 voxels of extra halo.
+    """
+    if not (params["edges"] or params["hessian"]):
+        return k
+    ring = _interior(g.shape, crop - 1)  # first derivatives one voxel beyond the interior
+    grads = [_cdiff(g, ax, ring) for ax in range(3)]
+    core = _interior(grads[0].shape, 1)
+    if params["edges"]:
+        gi = [d[core] for d in grads]
+        out[k] = np.sqrt(gi[0] ** 2 + gi[1] ** 2 + gi[2] ** 2)
+        k += 1
+    if params["hessian"]:
+        elems = [_cdiff(grads[i], j, core) for i in range(3) for j in range(i, 3)]
+        out[k : k + 3] = symmetric_eigvals3(elems)
+        k += 3
+    return k
+
+
+def _structure_eigvals(x: np.ndarray, s: float, crop: int) -> np.ndarray:
+    """Structure-tensor eigenvalues (gradient at sigma/2, integration at sigma) on the interior."""
+    from scipy import ndimage
+
+    inner = _interior(x.shape, crop)
+    grads = [ndimage.gaussian_filter(x, s / 2, order=[int(a == d) for a in range(3)], mode="reflect",
+                                     truncate=_TRUNCATE) for d in range(3)]
+    elems = [ndimage.gaussian_filter(grads[i] * grads[j], s, mode="reflect", truncate=_TRUNCATE)[inner]
+             for i in range(3) for j in range(i, 3)]
+    return symmetric_eigvals3(elems)
 
 
 def check_grey(grey: Any, what: str = "greyscale volume") -> None:
@@ -242,5 +308,4 @@ def features_from_params(grey: Any, params: dict[str, Any]) -> np.ndarray:
         raise DataError(f"greyscale volume must be 3D (z, y, x), got shape {grey.shape}")
     h = feature_halo(params["sigmas"], structure_tensor=params["structure_tensor"])
     padded = np.pad(grey.astype(np.float32, copy=False), h, mode="symmetric")
-    f = _features_unpadded(padded, params)
-    return f[:, h:-h, h:-h, h:-h]
+    return features_unpadded(padded, params, crop=h)

@@ -1,4 +1,8 @@
-"""Distance-transform watershed separation of touching particles (SPEC 3 "Particles")."""
+"""Distance-transform watershed separation of touching particles (SPEC 3 "Particles").
+
+Separation only: ids, sizes, centroids and boundary flags of the separated particles are the
+particle core's (:mod:`litomo.particles`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from litomo.errors import DataError
+from litomo.particles import d50_um
 from litomo.volume import as_voxel_size
 
 log = logging.getLogger(__name__)
@@ -175,100 +180,6 @@ def _has_max_size() -> bool:
     from skimage.morphology import remove_small_objects
 
     return "max_size" in inspect.signature(remove_small_objects).parameters
-
-
-def coarsen_labels(labels: Any, fine_factor: int | Sequence[int], coarse_factor: int | Sequence[int],
-                   coarse_shape: Sequence[int]) -> np.ndarray:
-    """Carry labels from a fine grid to a coarser grid of the same volume by majority vote.
-
-    Both grids bin one full-resolution grid, by ``fine_factor`` and ``coarse_factor`` voxels
-    (the ratio need not be an integer, e.g. 2 and 7); each fine voxel votes for the coarse
-    bin holding its centre, and each bin takes the most frequent non-zero label (0 where no
-    labelled fine voxel falls in it). Separating particles on a fine grid and carrying them
-    to the coarse grid splits touching particles that the coarse grid cannot resolve.
-
-    Examples
-    --------
-    >>> fine = np.zeros((4, 4, 4), np.int32); fine[:, :, :2] = 1; fine[:, :, 3] = 2
-    >>> coarsen_labels(fine, 1, 2, (2, 2, 2))[0, 0].tolist()
-    [1, 2]
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 3:
-        raise DataError(f"label volume must be 3D, got shape {lab.shape}")
-    ff = np.broadcast_to(np.asarray(fine_factor, float), 3)
-    cf = np.broadcast_to(np.asarray(coarse_factor, float), 3)
-    shape = tuple(int(n) for n in coarse_shape)
-    # coarse bin of each fine voxel centre, per axis
-    idx = [np.floor((np.arange(n) + 0.5) * ff[a] / cf[a]).astype(np.int64) for a, n in enumerate(lab.shape)]
-    keep = [i < n for i, n in zip(idx, shape, strict=True)]
-    sub = lab[np.ix_(*[np.flatnonzero(k) for k in keep])]
-    iz, iy, ix = (i[k] for i, k in zip(idx, keep, strict=True))
-    flat = ((iz[:, None, None] * shape[1] + iy[None, :, None]) * shape[2] + ix[None, None, :])
-    sel = sub > 0
-    if not sel.any():
-        return np.zeros(shape, np.int32)
-    n_lab = int(sub.max()) + 1
-    key = flat[sel] * n_lab + sub[sel].astype(np.int64)
-    uniq, counts = np.unique(key, return_counts=True)
-    bins, labs = uniq // n_lab, uniq % n_lab
-    # the most voted label of each bin: sort by (bin, count) and take each bin's last entry
-    order = np.lexsort((counts, bins))
-    last = np.r_[bins[order][1:] != bins[order][:-1], True]
-    out = np.zeros(int(np.prod(shape)), np.int32)
-    out[bins[order][last]] = labs[order][last]
-    return out.reshape(shape)
-
-
-def boundary_touching(labels: Any) -> np.ndarray:
-    """Sorted ids (> 0) of the labels that touch any of the six faces of the volume.
-
-    Examples
-    --------
-    >>> lab = np.zeros((5, 5, 5), np.int32); lab[0, 2, 2] = 1; lab[2, 2, 2] = 2
-    >>> boundary_touching(lab).tolist()
-    [1]
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise DataError(f"label volume must be 3D, got shape {labels.shape}")
-    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
-    ids = np.unique(np.concatenate([f.ravel() for f in faces]))
-    return ids[ids > 0]
-
-
-def equivalent_diameters_um(labels: Any, voxel_size_um: float | Sequence[float] = 1.0,
-                            *, exclude_boundary: bool = True) -> np.ndarray:
-    """Equivalent-sphere diameters ``(6 V / pi)^(1/3)`` (um) of the labelled particles."""
-    labels = np.asarray(labels)
-    vs = as_voxel_size(voxel_size_um)
-    counts = np.bincount(labels.ravel())[1:].astype(np.float64)
-    keep = counts > 0
-    if exclude_boundary:
-        b = boundary_touching(labels)
-        keep[b - 1] = False
-    vol = counts[keep] * vs[0] * vs[1] * vs[2]
-    return (6.0 * vol / np.pi) ** (1.0 / 3.0)
-
-
-def _d50(diameters: np.ndarray, by: str) -> float:
-    if diameters.size == 0:
-        return float("nan")
-    d = np.sort(diameters)
-    w = np.ones_like(d) if by == "number" else d**3
-    cdf = np.cumsum(w) / w.sum()
-    return float(np.interp(0.5, cdf, d))
-
-
-def d50_um(labels: Any, voxel_size_um: float | Sequence[float] = 1.0, *, by: str = "volume") -> float:
-    """Median equivalent diameter (um) of interior particles, by ``"volume"`` or ``"number"``.
-
-    A local helper for :func:`tune_separation`; the full PSD (D10/D50/D90) belongs to
-    ``litomo.metrics``.
-    """
-    if by not in ("volume", "number"):
-        raise DataError(f"by must be 'volume' or 'number', got {by!r}")
-    return _d50(equivalent_diameters_um(labels, voxel_size_um), by)
 
 
 def tune_separation(

@@ -7,7 +7,7 @@ from litomo.tomo.correct import (
     flat_dark_correct,
     shift_sinogram,
 )
-from litomo.tomo.deadangle import DeadAngleResult, deadangle_study, operando_state
+from litomo.tomo.deadangle import DeadAngleResult, DeadAngleSettings, deadangle_study
 from litomo.tomo.project import Projector2D, default_backend, project_volume
 from litomo.tomo.recon import (
     angular_weights,
@@ -23,6 +23,7 @@ project = project_volume
 
 __all__ = [
     "DeadAngleResult",
+    "DeadAngleSettings",
     "Projector2D",
     "angular_weights",
     "center_from_opposite_views",
@@ -30,7 +31,6 @@ __all__ = [
     "default_backend",
     "find_center",
     "flat_dark_correct",
-    "operando_state",
     "project",
     "project_volume",
     "reconstruct_fbp",

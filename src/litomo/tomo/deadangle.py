@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import ndimage
 
 from litomo.errors import DataError, LitomoError
+from litomo.particles import check_particle_labels, particle_table
 from litomo.progress import ProgressCallback
 from litomo.tomo.project import project_volume
 from litomo.tomo.recon import METHODS, reconstruct_volume
@@ -96,12 +97,12 @@ def angles_for_range(range_deg: float, n_views_per_180: int) -> np.ndarray:
     return -range_deg / 2 + step * np.arange(n)
 
 
-def particle_orientation(particles: np.ndarray) -> pd.DataFrame:
-    """Long-axis angle of each particle in the (y, x) plane.
+def particle_orientation(particles: np.ndarray, voxel_size_um: float = 1.0) -> pd.DataFrame:
+    """The base particle table plus each particle's long-axis angle in the (y, x) plane.
 
-    Returns ``particle, angle_deg`` (from +y towards +x, in [0, 180)), ``angle_to_missing_deg``
-    (to the x axis, in [0, 90]) and ``elongation`` (ratio of the in-plane principal standard
-    deviations, >= 1).
+    Adds ``angle_deg`` (from +y towards +x, in [0, 180)), ``angle_to_missing_deg`` (to the x
+    axis, in [0, 90]) and ``elongation`` (ratio of the in-plane principal standard deviations,
+    >= 1) to :func:`litomo.particles.particle_table`; NaN for particles of fewer than 3 voxels.
 
     Examples
     --------
@@ -109,22 +110,25 @@ def particle_orientation(particles: np.ndarray) -> pd.DataFrame:
     >>> round(float(particle_orientation(p)["angle_to_missing_deg"][0]), 1)
     0.0
     """
-    lab = np.asarray(particles)
-    rows = []
-    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-        if sl is None:
-            continue
-        _, yy, xx = np.nonzero(lab[sl] == i)
+    lab = check_particle_labels(particles)
+    table = particle_table(lab, voxel_size_um)
+    objects = ndimage.find_objects(lab)
+    cols = {"angle_deg": [], "angle_to_missing_deg": [], "elongation": []}
+    for i in table["particle"].to_numpy():
+        _, yy, xx = np.nonzero(lab[objects[i - 1]] == i)
         if yy.size < 3:
+            for c in cols.values():
+                c.append(np.nan)
             continue
-        cov = np.cov(np.stack([yy, xx]).astype(float))
-        evals, evecs = np.linalg.eigh(cov)
+        evals, evecs = np.linalg.eigh(np.cov(np.stack([yy, xx]).astype(float)))
         vy, vx = evecs[:, 1]
         ang = float(np.degrees(np.arctan2(vx, vy)) % 180.0)
-        to_x = abs(90.0 - ang)  # angle between the long axis and the x axis
-        rows.append({"particle": i, "angle_deg": ang, "angle_to_missing_deg": to_x,
-                     "elongation": float(np.sqrt(evals[1] / max(evals[0], 1e-12)))})
-    return pd.DataFrame(rows, columns=["particle", "angle_deg", "angle_to_missing_deg", "elongation"])
+        cols["angle_deg"].append(ang)
+        cols["angle_to_missing_deg"].append(abs(90.0 - ang))  # long axis vs the x axis
+        cols["elongation"].append(float(np.sqrt(evals[1] / max(evals[0], 1e-12))))
+    for name, values in cols.items():
+        table[name] = np.asarray(values, dtype=float)
+    return table
 
 
 def _class_fractions(x: np.ndarray, poor_max: float, rich_min: float) -> dict[str, float]:
@@ -155,41 +159,12 @@ def li_map(
     return np.asarray(x)
 
 
-def deadangle_study(
-    mu: Sequence[np.ndarray],
-    li_true: np.ndarray,
-    particles: np.ndarray,
-    *,
-    voxel_size_um: float,
-    r_pristine: float,
-    r_charged: float,
-    ranges_deg: Sequence[float] = (180, 150, 120),
-    method: str = "fbp",
-    n_views_per_180: int | None = None,
-    projection_noise: float = 0.0,
-    seed: int = 0,
-    li_pristine: float = 1.0,
-    li_charged: float = 0.38,
-    poor_max: float = 0.6,
-    rich_min: float = 0.9,
-    jump_fraction: float = 0.5,
-    recon_kwargs: dict[str, Any] | None = None,
-    progress: ProgressCallback | None = None,
-) -> DeadAngleResult:
-    """Li-map error versus the angular range of a parallel-beam scan.
+@dataclass(frozen=True)
+class DeadAngleSettings:
+    """Settings of :func:`deadangle_study`.
 
     Parameters
     ----------
-    mu : (mu_pre, mu_edge, mu_post)
-        Noise-free attenuation volumes (1/um), ``(z, n, n)``.
-    li_true : ndarray (z, n, n)
-        True Li content, NaN outside active material.
-    particles : ndarray (z, n, n) of int
-        True particle labels (0 = none).
-    voxel_size_um : float
-    r_pristine, r_charged : float
-        Edge ratios of the end members (calibration, :func:`litomo.xanes.threeenergy.reference_ratios`
-        or measured on standards).
     ranges_deg : sequence of float
         Total angular ranges, centred on 0.
     method : {"fbp", "sirt", "tv"}
@@ -199,17 +174,32 @@ def deadangle_study(
         Gaussian noise std added to the projections, relative to the maximum post-edge projection.
     seed : int
         Seed of the projection noise.
+    li_pristine, li_charged : float
+        x_Li of the calibration end members.
+    poor_max, rich_min : float
+        Li class thresholds.
     jump_fraction : float
         Voxels count as AM when their reconstructed jump exceeds this fraction of the median true
         AM jump (the mask the Li maths uses).
     recon_kwargs : dict, optional
         Extra arguments for the reconstruction method (e.g. ``{"n_iter": 50}``).
-
-    Returns
-    -------
-    DeadAngleResult
-        Errors are over true-AM voxels that the reconstruction also maps (finite Li).
     """
+
+    ranges_deg: Sequence[float] = (180, 150, 120)
+    method: str = "fbp"
+    n_views_per_180: int | None = None
+    projection_noise: float = 0.0
+    seed: int = 0
+    li_pristine: float = 1.0
+    li_charged: float = 0.38
+    poor_max: float = 0.6
+    rich_min: float = 0.9
+    jump_fraction: float = 0.5
+    recon_kwargs: dict[str, Any] | None = None
+
+
+def _check_study_inputs(mu: Sequence[np.ndarray], li_true: np.ndarray, particles: np.ndarray,
+                        method: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     if len(mu) != 3:
         raise DataError(f"need three attenuation volumes (pre, edge, post), got {len(mu)}")
     vols = [np.asarray(m, dtype=np.float32) for m in mu]
@@ -222,54 +212,126 @@ def deadangle_study(
         raise DataError("li_true and particles must have the shape of the attenuation volumes")
     if method not in METHODS:
         raise LitomoError(f"unknown reconstruction method {method!r}; use one of {METHODS}")
-    am = np.isfinite(li_true)
-    if not am.any():
+    if not np.isfinite(li_true).any():
         raise DataError("li_true holds no active material (all NaN)")
-    n = shape[1]
+    return vols, li_true, particles
+
+
+def _particle_rows(range_deg: float, x: np.ndarray, ok: np.ndarray, li_true: np.ndarray,
+                   particles: np.ndarray, orient: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per-particle mean true and reconstructed Li (particles with >= 10 mapped voxels)."""
+    part = []
+    for _, o in orient.iterrows():
+        pid = int(o["particle"])
+        sel = ok & (particles == pid)
+        if sel.sum() < 10:
+            continue
+        lt, lr = float(li_true[sel].mean()), float(x[sel].mean())
+        part.append({"range_deg": float(range_deg), "particle": pid, "n_voxels": int(sel.sum()), "li_true": lt,
+                     "li_rec": lr, "li_error": lr - lt, "angle_to_missing_deg": float(o["angle_to_missing_deg"]),
+                     "elongation": float(o["elongation"])})
+    return part
+
+
+def _orientation_table(parts: pd.DataFrame) -> pd.DataFrame:
+    bins = [0, 30, 60, 90.001]
+    names = ["0-30", "30-60", "60-90"]
+    orows = []
+    for r, g in parts.groupby("range_deg"):
+        b = pd.cut(g["angle_to_missing_deg"], bins=bins, labels=names, include_lowest=True)
+        for name in names:
+            sel = g[b == name]
+            orows.append({"range_deg": r, "orientation_bin": name, "n_particles": len(sel),
+                          "mean_li_error": float(sel["li_error"].mean()) if len(sel) else float("nan"),
+                          "mean_abs_li_error": float(sel["li_error"].abs().mean()) if len(sel) else float("nan")})
+    return pd.DataFrame(orows)
+
+
+def deadangle_study(
+    mu: Sequence[np.ndarray],
+    li_true: np.ndarray,
+    particles: np.ndarray,
+    *,
+    voxel_size_um: float,
+    r_pristine: float,
+    r_charged: float,
+    settings: DeadAngleSettings | None = None,
+    progress: ProgressCallback | None = None,
+) -> DeadAngleResult:
+    """Li-map error versus the angular range of a parallel-beam scan.
+
+    Parameters
+    ----------
+    mu : (mu_pre, mu_edge, mu_post)
+        Noise-free attenuation volumes (1/um), ``(z, n, n)``; e.g. from
+        :func:`litomo.phantom.operando.operando_state` (the CLI's source).
+    li_true : ndarray (z, n, n)
+        True Li content, NaN outside active material.
+    particles : ndarray (z, n, n) of int
+        True particle labels (0 = none).
+    voxel_size_um : float
+    r_pristine, r_charged : float
+        Edge ratios of the end members (calibration, :func:`litomo.xanes.threeenergy.reference_ratios`
+        or measured on standards).
+    settings : DeadAngleSettings, optional
+        Angular ranges, reconstruction method, noise, Li calibration and classes.
+    progress : callable, optional
+        ``progress(done, total, desc)``.
+
+    Returns
+    -------
+    DeadAngleResult
+        Errors are over true-AM voxels that the reconstruction also maps (finite Li).
+
+    Examples
+    --------
+    >>> z = np.zeros((1, 16, 16), np.float32); li = np.full(z.shape, np.nan, np.float32)
+    >>> li[0, 5:11, 5:11] = 0.7; am = np.isfinite(li)
+    >>> mu = [z + 0.05 * am, z + 0.05 * am + 0.03 * am, z + 0.05 * am + 0.06 * am]
+    >>> res = deadangle_study(mu, li, am.astype(np.int32), voxel_size_um=1.0, r_pristine=0.4,
+    ...                       r_charged=0.6, settings=DeadAngleSettings(ranges_deg=(180,)))
+    >>> res.summary["n_views"].tolist()  # Nyquist: ceil(pi/2 * padded width 26)
+    [41]
+    """
+    st = settings or DeadAngleSettings()
+    vols, li_true, particles = _check_study_inputs(mu, li_true, particles, st.method)
+    am = np.isfinite(li_true)
+    n = vols[0].shape[1]
     pad = int(np.ceil(n * (np.sqrt(2) - 1) / 2)) + 1
     npad = n + 2 * pad
-    nv = n_views_per_180 or int(np.ceil(np.pi / 2 * npad))
+    nv = st.n_views_per_180 or int(np.ceil(np.pi / 2 * npad))
     true_jump = float(np.median((vols[2] - vols[0])[am]))
-    thr = jump_fraction * true_jump
+    thr = st.jump_fraction * true_jump
     if not thr > 0:
         raise DataError("the true post-minus-pre jump in the active material is not positive")
-    orient = particle_orientation(particles)
-    true_frac = _class_fractions(np.where(am, li_true, np.nan), poor_max, rich_min)
-    rng = np.random.default_rng(seed)
-    rk = dict(recon_kwargs or {})
+    orient = particle_orientation(particles, voxel_size_um)
+    true_frac = _class_fractions(np.where(am, li_true, np.nan), st.poor_max, st.rich_min)
+    rng = np.random.default_rng(st.seed)
+    rk = dict(st.recon_kwargs or {})
     summary, prow = [], []
-    total = len(ranges_deg) * 3
+    total = len(st.ranges_deg) * 3
     step = 0
     vox = float(voxel_size_um)
     pad_width = ((0, 0), (pad, pad), (pad, pad))
-    for rng_deg in ranges_deg:
+    for rng_deg in st.ranges_deg:
         theta = angles_for_range(float(rng_deg), nv)
         recs = []
         for k, v in enumerate(vols):
             proj = project_volume(np.pad(v * vox, pad_width), theta)  # per-pixel line integrals
-            if projection_noise > 0:
+            if st.projection_noise > 0:
                 if k == 0:
                     scale = float(project_volume(np.pad(vols[2] * vox, pad_width)[:1], theta).max())
-                proj = proj + rng.normal(0.0, projection_noise * scale, proj.shape).astype(np.float32)
-            rec = reconstruct_volume(proj, theta, method, **rk)[:, pad : pad + n, pad : pad + n] / vox
-            recs.append(rec)
+                proj = proj + rng.normal(0.0, st.projection_noise * scale, proj.shape).astype(np.float32)
+            recs.append(reconstruct_volume(proj, theta, st.method, **rk)[:, pad : pad + n, pad : pad + n] / vox)
             step += 1
             if progress is not None:
                 progress(step, total, "dead-angle study")
-        x = li_map(*recs, r_pristine, r_charged, jump_threshold=thr, li_pristine=li_pristine, li_charged=li_charged)
+        x = li_map(*recs, r_pristine, r_charged, jump_threshold=thr, li_pristine=st.li_pristine,
+                   li_charged=st.li_charged)
         ok = am & np.isfinite(x)
         err = x[ok] - li_true[ok]
-        frac = _class_fractions(np.where(ok, x, np.nan), poor_max, rich_min)
-        part = []
-        for _, o in orient.iterrows():
-            pid = int(o["particle"])
-            sel = ok & (particles == pid)
-            if sel.sum() < 10:
-                continue
-            lt, lr = float(li_true[sel].mean()), float(x[sel].mean())
-            part.append({"range_deg": float(rng_deg), "particle": pid, "n_voxels": int(sel.sum()), "li_true": lt,
-                         "li_rec": lr, "li_error": lr - lt, "angle_to_missing_deg": float(o["angle_to_missing_deg"]),
-                         "elongation": float(o["elongation"])})
+        frac = _class_fractions(np.where(ok, x, np.nan), st.poor_max, st.rich_min)
+        part = _particle_rows(float(rng_deg), x, ok, li_true, particles, orient)
         prow.extend(part)
         perr = np.array([p["li_error"] for p in part]) if part else np.array([np.nan])
         summary.append({
@@ -285,53 +347,6 @@ def deadangle_study(
         log.info("range %g deg: rmse %.4f", rng_deg, summary[-1]["rmse_li"])
     parts = pd.DataFrame(prow, columns=["range_deg", "particle", "n_voxels", "li_true", "li_rec", "li_error",
                                         "angle_to_missing_deg", "elongation"])
-    bins = [0, 30, 60, 90.001]
-    names = ["0-30", "30-60", "60-90"]
-    orows = []
-    for r, g in parts.groupby("range_deg"):
-        b = pd.cut(g["angle_to_missing_deg"], bins=bins, labels=names, include_lowest=True)
-        for name in names:
-            sel = g[b == name]
-            orows.append({"range_deg": r, "orientation_bin": name, "n_particles": len(sel),
-                          "mean_li_error": float(sel["li_error"].mean()) if len(sel) else float("nan"),
-                          "mean_abs_li_error": float(sel["li_error"].abs().mean()) if len(sel) else float("nan")})
-    params = {"method": method, "n_views_per_180": nv, "rotation_axis": "z", "padded_width": npad,
-              "projection_noise": projection_noise, "seed": seed, "jump_threshold_per_um": thr}
-    return DeadAngleResult(pd.DataFrame(summary), parts, pd.DataFrame(orows), true_frac, params)
-
-
-def operando_state(
-    size: int = 40,
-    *,
-    state: int = 1,
-    n_states: int = 2,
-    seed: int = 0,
-    voxel_size_um: float = 0.25,
-) -> dict[str, Any]:
-    """One noise-free, registered state of :func:`litomo.phantom.operando.make_operando_phantom`.
-
-    Returns ``mu`` (pre, edge, post volumes in 1/um), ``li`` (NaN outside AM), ``particles``,
-    ``voxel_size_um``, ``energies_ev`` and the end-member edge ratios ``r_pristine``, ``r_charged``
-    computed from the phantom's own AM attenuation model (the calibration standards of this
-    synthetic beamline), so the study isolates the reconstruction error.
-    """
-    from litomo.phantom.operando import am_attenuation, make_operando_phantom
-
-    if not 0 <= state < n_states:
-        raise LitomoError(f"state must be in [0, {n_states - 1}], got {state}")
-    ph = make_operando_phantom(size, n_states, seed=seed, voxel_size_um=voxel_size_um, snr=0.0,
-                               max_translation_vox=0.0, max_rotation_deg=0.0, deformation_vox=0.0,
-                               state_translation_vox=0.0, state_rotation_deg=0.0)
-    if len(ph.roles) != 3:
-        raise LitomoError("the dead-angle study needs a three-energy phantom")
-    mu = [ph.volume(state, role) for role in ph.roles]
-    truth = ph.truth(state)
-    e = ph.energies_ev
-
-    def ratio(li: float) -> float:
-        a = [float(am_attenuation(x, li, li_pristine=ph.li_pristine, li_charged=ph.li_charged)) for x in e]
-        return (a[1] - a[0]) / (a[2] - a[0])
-
-    return {"mu": mu, "li": truth["li"], "particles": truth["particles"], "voxel_size_um": ph.voxel_size_um,
-            "energies_ev": e, "r_pristine": ratio(ph.li_pristine), "r_charged": ratio(ph.li_charged),
-            "li_pristine": ph.li_pristine, "li_charged": ph.li_charged}
+    params = {"method": st.method, "n_views_per_180": nv, "rotation_axis": "z", "padded_width": npad,
+              "projection_noise": st.projection_noise, "seed": st.seed, "jump_threshold_per_um": thr}
+    return DeadAngleResult(pd.DataFrame(summary), parts, _orientation_table(parts), true_frac, params)

@@ -14,7 +14,7 @@ conductances ``g = area / length`` per direction (so anisotropic voxels are exac
 non-percolating voxels) and ``D_eff / D_0 = F L / (A dC)`` from the total flux ``F`` -- the
 definition used by TauFactor (Cooper et al., SoftwareX 5 (2016) 203; Kench et al., JOSS 8 (2023)
 5358). The system is solved on the voxel grid itself by conjugate gradients preconditioned with
-an aggregation multigrid W-cycle (:mod:`litomo.transport._mg`, matrix-free, both cores): the
+an aggregation multigrid W-cycle (:mod:`litomo.transport.multigrid`, matrix-free, both cores, ~30 bytes per voxel): the
 matrix is SPD and multigrid keeps the iteration count almost independent of the volume size,
 whereas TauFactor's over-relaxed Jacobi/SOR needs iterations growing with the edge length.
 """
@@ -36,7 +36,7 @@ from scipy.sparse.csgraph import connected_components
 from litomo.errors import DataError
 from litomo.phases import PHASE_CODES, to_canonical
 from litomo.progress import ProgressCallback
-from litomo.transport import _mg
+from litomo.transport import multigrid
 from litomo.volume import as_voxel_size
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,10 @@ class TortuosityResult:
         Wall time of the whole call in seconds.
     percolating_fraction : float
         Fraction of the phase voxels in clusters touching both faces.
-    dead_end_fraction : float
+    stagnant_flux_fraction : float
         Fraction of the phase voxels whose local flux magnitude is below 2 % of the maximum
-        (non-percolating voxels count as dead-end).
+        (non-percolating voxels count as stagnant). Flow-based: not the connectivity measure
+        ``dead_end_cluster_fraction`` of :mod:`litomo.metrics.summary`.
     reason : str
         Why ``tau`` is infinite or the solve did not converge; empty otherwise.
     flux : numpy.ndarray or None
@@ -98,7 +99,7 @@ class TortuosityResult:
     residual: float = 0.0
     elapsed_s: float = 0.0
     percolating_fraction: float = 0.0
-    dead_end_fraction: float = 1.0
+    stagnant_flux_fraction: float = 1.0
     reason: str = ""
     flux: np.ndarray | None = field(default=None, repr=False)
     axis: str = "z"
@@ -164,13 +165,13 @@ def percolating_mask(mask: np.ndarray, axis: int, periodic: bool = False) -> np.
     return out
 
 
-def _conductances(voxel: tuple[float, float, float]) -> tuple[float, float, float]:
+def conductances(voxel: tuple[float, float, float]) -> tuple[float, float, float]:
     """Face conductance ``area / length`` per axis (um)."""
     dz, dy, dx = voxel
     return (dy * dx / dz, dz * dx / dy, dz * dy / dx)
 
 
-def _neighbour_pairs(index: np.ndarray, d: int, periodic_wrap: bool) -> tuple[np.ndarray, np.ndarray]:
+def neighbour_pairs(index: np.ndarray, d: int, periodic_wrap: bool) -> tuple[np.ndarray, np.ndarray]:
     """Unknown-index pairs (i, j) of face neighbours along axis ``d`` (both in the system)."""
     n = index.shape[d]
     lo = [slice(None)] * 3
@@ -190,40 +191,38 @@ def _neighbour_pairs(index: np.ndarray, d: int, periodic_wrap: bool) -> tuple[np
     return i, j
 
 
-def _grid_system(
+def grid_system(
     perc: np.ndarray, axis: int, g: tuple[float, float, float], periodic: bool, *, outlet: bool = True
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-    """Face conductances ``(wz, wy, wx)``, Dirichlet conductance and RHS of the 7-point system.
+) -> tuple[multigrid.Faces, np.ndarray, float]:
+    """The 7-point system on the voxel grid: stencil, right-hand side (0/1 grid) and its scale.
 
-    ``w_d[c]`` couples cell ``c`` to its + neighbour along ``d`` (the last one wraps when that
-    side is periodic, and is 0 otherwise), so the grid itself is the matrix (see ``_mg``).
-    ``c = 1`` at the inlet face (index 0 along ``axis``) and, with ``outlet``, ``c = 0`` at
-    the last face; without it that face is closed (no flux).
+    ``w_d[c]`` (uint8 0/1, times ``g[d]``) couples cell ``c`` to its + neighbour along ``d``
+    (the last one wraps when that side is periodic, and is 0 otherwise), so the grid itself is
+    the matrix (see :mod:`litomo.transport.multigrid`). ``c = 1`` at the inlet face (index 0
+    along ``axis``) and, with ``outlet``, ``c = 0`` at the last face; without it that face is
+    closed (no flux). Both have conductance ``2 g[axis]`` (half a voxel to the face), which is
+    also the scale of the right-hand side.
     """
     faces = []
     for d in range(3):
-        nb = np.roll(perc, -1, axis=d)
-        w = np.multiply(perc, nb, dtype=np.float64)
-        del nb
-        w *= g[d]
-        wrap = periodic and d != axis and perc.shape[d] > 2
-        if not wrap:
+        w = np.roll(perc, -1, axis=d)
+        w &= perc
+        if not (periodic and d != axis and perc.shape[d] > 2):
             last = [slice(None)] * 3
             last[d] = -1
-            w[tuple(last)] = 0.0
-        faces.append(w)
+            w[tuple(last)] = False
+        faces.append(w.view(np.uint8))
     gb = 2.0 * g[axis]  # half a voxel from the centre to the Dirichlet face
-    dirichlet = np.zeros(perc.shape, np.float64)
-    b = np.zeros(perc.shape, np.float64)
     first = [slice(None)] * 3
     first[axis] = 0
     last = [slice(None)] * 3
     last[axis] = -1
-    dirichlet[tuple(first)] += gb * perc[tuple(first)]
+    b = np.zeros(perc.shape, np.uint8)
+    b[tuple(first)] = perc[tuple(first)]  # c = 1 at the inlet face, c = 0 at the outlet
+    dirichlet = b.copy()
     if outlet:
-        dirichlet[tuple(last)] += gb * perc[tuple(last)]
-    b[tuple(first)] = gb * perc[tuple(first)]  # c = 1 at the inlet face, c = 0 at the outlet
-    return (faces[0], faces[1], faces[2]), dirichlet, b
+        dirichlet[tuple(last)] = perc[tuple(last)]
+    return multigrid.Faces(faces[0], faces[1], faces[2], dirichlet, (*g, gb)), b, gb
 
 
 def amg_hierarchy(A: sp.csr_matrix, dtype: Any = np.float32) -> Any:
@@ -255,19 +254,30 @@ def amg_preconditioner(ml: Any, shape: tuple[int, int]) -> spla.LinearOperator:
 
 def _solve_grid(
     levels: list,
-    b: np.ndarray,
+    b: tuple[np.ndarray, float],
     x0: np.ndarray,
     rtol: float,
     flux_check,
     flux_tol: float,
     maxiter: int,
+    callback=None,
 ) -> tuple[np.ndarray, int, float, float, bool]:
-    """Multigrid-preconditioned CG, tightened until the flux balance is met too."""
+    """Multigrid-preconditioned CG, tightened until the flux balance is met too.
+
+    ``b`` is ``(grid, scale)``; ``callback(total_iterations, relative_residual)`` after each
+    iteration.
+    """
     x = x0
     total_it = 0
     tol = rtol
+
+    def _cb(it: int, rel: float) -> None:
+        if callback is not None:
+            callback(total_it + it, rel)
+
     while True:
-        x, it, rel = _mg.pcg(levels, b, x, tol, max(maxiter - total_it, 1))
+        x, it, rel = multigrid.pcg(levels, b[0], x, tol, max(maxiter - total_it, 1), callback=_cb,
+                                   b_scale=b[1])
         total_it += it
         balance = flux_check(x)
         log.debug("MG-CG: tol %.1e, %d iterations, residual %.2e, flux balance %.2e",
@@ -277,6 +287,80 @@ def _solve_grid(
         if tol <= 1e-13 or total_it >= maxiter:
             return x, total_it, rel, balance, False
         tol = tol * 0.1
+
+
+def _residual_progress(progress: ProgressCallback | None, description: str, rtol: float):
+    """``(report, total)``: ``report(it, rel)`` shows the residual decades reached (one line)."""
+    total = max(1, math.ceil(-math.log10(rtol) - 1e-9))
+    state = {"done": -1}
+
+    def report(it: int, rel: float) -> None:
+        done = min(total, max(0, int(-math.log10(max(rel, 1e-300)))))
+        log.debug("%s: iteration %d, relative residual %.2e", description, it, rel)
+        if progress is not None and done != state["done"] and done < total:
+            state["done"] = done
+            progress(done, total, description)
+
+    return report, total
+
+
+def _checked_mask(mask: np.ndarray, rtol: float, flux_tol: float, maxiter: int) -> np.ndarray:
+    """``mask`` as a 3D bool array; raises :class:`DataError` on a bad mask or bad tolerances."""
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise DataError(f"tortuosity needs a 3D (z, y, x) mask, got shape {mask.shape}")
+    if mask.dtype != bool:
+        if not np.isin(np.unique(mask), (0, 1)).all():
+            raise DataError("tortuosity: mask must be boolean (or 0/1); map labels to a phase first")
+        mask = mask.astype(bool)
+    if not (0.0 < rtol < 1.0 and 0.0 < flux_tol < 1.0 and maxiter >= 1):
+        # a negative tolerance is never met: the solver would iterate for ever (issue #20)
+        raise DataError(f"tortuosity: rtol and flux_tol must lie in (0, 1) and maxiter >= 1, got "
+                        f"rtol={rtol:g}, flux_tol={flux_tol:g}, maxiter={maxiter}")
+    return mask
+
+
+def _face_fluxes(perc: np.ndarray, ax: int, gb: float):
+    """``fluxes(c) -> (F_in, F_out)``: boundary fluxes through the inlet (c=1) and outlet (c=0) faces."""
+    inlet_sl = [slice(None)] * 3
+    inlet_sl[ax] = 0
+    outlet_sl = [slice(None)] * 3
+    outlet_sl[ax] = -1
+    inlet_sl, outlet_sl = tuple(inlet_sl), tuple(outlet_sl)
+    perc_in, perc_out = perc[inlet_sl], perc[outlet_sl]
+
+    def fluxes(c: np.ndarray) -> tuple[float, float]:
+        return (float(gb * np.sum(1.0 - c[inlet_sl][perc_in])),
+                float(gb * np.sum(c[outlet_sl][perc_out])))
+
+    return fluxes
+
+
+def _flux_density(c_grid: np.ndarray, faces, ax: int, voxel: tuple[float, float, float], mask: np.ndarray,
+                  n_perc: int, return_flux: bool) -> tuple[np.ndarray | None, int]:
+    """(flux-density map or None, number of percolating voxels below the dead-end flux threshold)."""
+    # Local flux density: per direction, the mean of the two face fluxes of each voxel.
+    mag = multigrid.flux_magnitude(c_grid, faces, ax, (voxel[1] * voxel[2], voxel[0] * voxel[2],
+                                                       voxel[0] * voxel[1]))
+    thresh = DEAD_END_FLUX_FRACTION * float(mag.max())
+    # mag is 0 outside the percolating voxels, which count as dead-end anyway
+    n_dead_perc = int(np.count_nonzero(mag < thresh)) - (mask.size - n_perc) if thresh > 0 else 0
+    if not return_flux:
+        return None, n_dead_perc
+    np.copyto(mag, np.float32(np.nan), where=~mask)
+    return mag, n_dead_perc
+
+
+def _no_path(reason: str, mask: np.ndarray, ax_name: str, return_flux: bool, t0: float) -> TortuosityResult:
+    """The result without a percolating path: infinite tortuosity, zero effective diffusivity."""
+    log.info("tortuosity along %s: %s", ax_name, reason)
+    n_phase = int(np.count_nonzero(mask))
+    flux = np.where(mask, np.float32(0), np.float32(np.nan)) if return_flux else None
+    return TortuosityResult(
+        tau=math.inf, eps=n_phase / mask.size, deff=0.0, mcmullin=math.inf, converged=True,
+        percolating_fraction=0.0, stagnant_flux_fraction=1.0 if n_phase else 0.0,
+        reason=reason, flux=flux, axis=ax_name, elapsed_s=time.perf_counter() - t0,
+    )
 
 
 def tortuosity(
@@ -327,13 +411,7 @@ def tortuosity(
     (1.0, 0.1111)
     """
     t0 = time.perf_counter()
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise DataError(f"tortuosity needs a 3D (z, y, x) mask, got shape {mask.shape}")
-    if mask.dtype != bool:
-        if not np.isin(np.unique(mask), (0, 1)).all():
-            raise DataError("tortuosity: mask must be boolean (or 0/1); map labels to a phase first")
-        mask = mask.astype(bool)
+    mask = _checked_mask(mask, rtol, flux_tol, maxiter)
     ax = axis_index(axis)
     ax_name = "zyx"[ax]
     voxel = as_voxel_size(voxel_size_um)
@@ -341,48 +419,24 @@ def tortuosity(
         raise DataError(f"tortuosity: the volume needs at least 2 voxels along axis {ax_name}")
     n_phase = int(np.count_nonzero(mask))
     eps = n_phase / mask.size
+    desc = f"tortuosity {ax_name}: residual decades"
+    report, n_decades = _residual_progress(progress, desc, rtol)
     if progress is not None:
-        progress(0, 4, "tortuosity")
+        progress(0, n_decades, desc)
 
-    def _inf(reason: str, perc_frac: float = 0.0) -> TortuosityResult:
-        log.info("tortuosity along %s: %s", ax_name, reason)
-        flux = None
-        if return_flux:
-            flux = np.where(mask, np.float32(0), np.float32(np.nan))
-        if progress is not None:
-            progress(4, 4, "tortuosity")
-        return TortuosityResult(
-            tau=math.inf, eps=eps, deff=0.0, mcmullin=math.inf, converged=True,
-            percolating_fraction=perc_frac, dead_end_fraction=1.0 if n_phase else 0.0,
-            reason=reason, flux=flux, axis=ax_name, elapsed_s=time.perf_counter() - t0,
-        )
-
-    if n_phase == 0:
-        return _inf("the phase is absent (no voxels)")
-    perc = percolating_mask(mask, ax, periodic=periodic)
-    n = int(np.count_nonzero(perc))
+    perc = percolating_mask(mask, ax, periodic=periodic) if n_phase else None
+    n = int(np.count_nonzero(perc)) if n_phase else 0
     if n == 0:
-        return _inf(f"no face-connected path of the phase joins the two faces normal to {ax_name}")
-    if progress is not None:
-        progress(1, 4, "tortuosity")
+        if progress is not None:
+            progress(n_decades, n_decades, desc)
+        reason = ("the phase is absent (no voxels)" if n_phase == 0 else
+                  f"no face-connected path of the phase joins the two faces normal to {ax_name}")
+        return _no_path(reason, mask, ax_name, return_flux, t0)
 
-    g = _conductances(voxel)
-    (wz, wy, wx), dirichlet, b_grid = _grid_system(perc, ax, g, periodic)
-    levels = _mg.build_hierarchy(wz, wy, wx, dirichlet)
-    del wz, wy, wx, dirichlet
-    gb = 2.0 * g[ax]
-    if progress is not None:
-        progress(2, 4, "tortuosity")
-    inlet_sl = [slice(None)] * 3
-    inlet_sl[ax] = 0
-    outlet_sl = [slice(None)] * 3
-    outlet_sl[ax] = -1
-    inlet_sl, outlet_sl = tuple(inlet_sl), tuple(outlet_sl)
-    perc_in, perc_out = perc[inlet_sl], perc[outlet_sl]
-
-    def fluxes(c: np.ndarray) -> tuple[float, float]:
-        return (float(gb * np.sum(1.0 - c[inlet_sl][perc_in])),
-                float(gb * np.sum(c[outlet_sl][perc_out])))
+    g = conductances(voxel)
+    faces, b_grid, gb = grid_system(perc, ax, g, periodic)
+    levels = multigrid.build_hierarchy(faces)
+    fluxes = _face_fluxes(perc, ax, gb)
 
     def balance(c: np.ndarray) -> float:
         fi, fo = fluxes(c)
@@ -393,46 +447,19 @@ def tortuosity(
     shape1[ax] = mask.shape[ax]
     profile = (1.0 - (np.arange(mask.shape[ax]) + 0.5) / mask.shape[ax]).reshape(shape1)
     x0 = np.where(perc, profile, 0.0)
-    c_grid, iters, rel, bal, ok = _solve_grid(levels, b_grid, x0, rtol, balance, flux_tol, maxiter)
-    del levels, b_grid
-    if progress is not None:
-        progress(3, 4, "tortuosity")
+    c_grid, iters, rel, bal, ok = _solve_grid(levels, (b_grid, gb), x0, rtol, balance, flux_tol, maxiter,
+                                              callback=report)
+    del levels, b_grid, x0
     f_in, f_out = fluxes(c_grid)
     f_mean = 0.5 * (f_in + f_out)
-    index = np.full(mask.shape, -1, np.int32)
-    index[perc] = np.arange(n, dtype=np.int32)
-    c = c_grid[perc]
-    del c_grid, perc
-    inlet = index[inlet_sl][perc_in]
-    outlet = index[outlet_sl][perc_out]
-
-    areas = [voxel[1] * voxel[2], voxel[0] * voxel[2], voxel[0] * voxel[1]]
     box_len = mask.shape[ax] * voxel[ax]
     box_area = math.prod(mask.shape[k] * voxel[k] for k in range(3) if k != ax)
     deff = f_mean * box_len / box_area
     tau = eps / deff if deff > 0 else math.inf
 
-    # Local flux density: per direction, the mean of the two face fluxes of each voxel.
-    mag2 = np.zeros(n, np.float64)
-    for d in range(3):
-        i, j = _neighbour_pairs(index, d, periodic_wrap=periodic and d != ax)
-        gd = g[d]
-        fd = gd * (c[i] - c[j]) / areas[d]
-        comp = np.bincount(i, weights=fd, minlength=n)
-        comp += np.bincount(j, weights=fd, minlength=n)
-        if d == ax:
-            comp[inlet] += gb * (1.0 - c[inlet]) / areas[d]
-            comp[outlet] += gb * c[outlet] / areas[d]
-        mag2 += (0.5 * comp) ** 2
-    mag = np.sqrt(mag2)
-    del mag2
-    thresh = DEAD_END_FLUX_FRACTION * float(mag.max())
-    n_dead = int(np.count_nonzero(mag < thresh)) + (n_phase - n)
-    flux_map = None
-    if return_flux:
-        flux_map = np.where(mask, np.float32(0), np.float32(np.nan))
-        sel = index >= 0
-        flux_map[sel] = mag[index[sel]].astype(np.float32)
+    flux_map, n_dead_perc = _flux_density(c_grid, faces, ax, voxel, mask, n, return_flux)
+    del c_grid, faces, perc
+    n_dead = n_dead_perc + (n_phase - n)
 
     reason = ""
     if not ok:
@@ -440,12 +467,12 @@ def tortuosity(
                   f"flux balance {bal:.2e} (flux_tol {flux_tol:g})")
         log.warning("tortuosity along %s %s", ax_name, reason)
     if progress is not None:
-        progress(4, 4, "tortuosity")
+        progress(n_decades, n_decades, desc)
     return TortuosityResult(
         tau=float(tau), eps=float(eps), deff=float(deff), mcmullin=float(tau / eps),
         converged=bool(ok), flux_in=f_in, flux_out=f_out, flux_balance=float(bal),
         iterations=int(iters), residual=float(rel), elapsed_s=time.perf_counter() - t0,
-        percolating_fraction=n / n_phase, dead_end_fraction=n_dead / n_phase, reason=reason,
+        percolating_fraction=n / n_phase, stagnant_flux_fraction=n_dead / n_phase, reason=reason,
         flux=flux_map, axis=ax_name,
     )
 

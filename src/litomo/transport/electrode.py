@@ -43,14 +43,14 @@ from scipy import ndimage
 
 from litomo.errors import DataError
 from litomo.progress import ProgressCallback
-from litomo.transport import _mg
+from litomo.transport import multigrid
 from litomo.transport.diffusion import (
-    _conductances,
-    _grid_system,
-    _neighbour_pairs,
     amg_hierarchy,
     amg_preconditioner,
     axis_index,
+    conductances,
+    grid_system,
+    neighbour_pairs,
     phase_mask,
 )
 from litomo.volume import as_voxel_size
@@ -155,14 +155,14 @@ def _system(
     n = int(np.count_nonzero(conn))
     index = np.full(cond.shape, -1, np.int32)
     index[conn] = np.arange(n, dtype=np.int32)
-    g = _conductances(voxel)
+    g = conductances(voxel)
     areas = (voxel[1] * voxel[2], voxel[0] * voxel[2], voxel[0] * voxel[1])
     diag = np.zeros(n)
     cap = np.zeros(n)
     rows, cols, vals = [], [], []
     for d in range(3):
         if with_matrix:
-            i, j = _neighbour_pairs(index, d, periodic_wrap=False)
+            i, j = neighbour_pairs(index, d, periodic_wrap=False)
             diag += (np.bincount(i, minlength=n) + np.bincount(j, minlength=n)) * g[d]
             rows += [i, j]
             cols += [j, i]
@@ -279,12 +279,12 @@ def electrode_tortuosity(
     if progress is not None:
         progress(1, 3, "electrode tortuosity")
     # the real (w -> 0) problem on the voxel grid by multigrid-CG, like the diffusion solve
-    (wz, wy, wx), dirichlet, _ = _grid_system(conn, ax, _conductances(voxel), False, outlet=False)
-    levels = _mg.build_hierarchy(wz, wy, wx, dirichlet)
-    del wz, wy, wx, dirichlet
+    faces, _, _ = grid_system(conn, ax, conductances(voxel), False, outlet=False)
+    levels = multigrid.build_hierarchy(faces)
+    del faces
     cap_grid = np.zeros(conn.shape)
     cap_grid[conn] = cap
-    x, iterations, rel = _mg.pcg(levels, cap_grid, np.zeros(conn.shape), rtol, 2000)
+    x, iterations, rel = multigrid.pcg(levels, cap_grid, np.zeros(conn.shape), rtol, 2000)
     del levels, cap_grid
     psi = x[conn]
     del x
@@ -299,7 +299,7 @@ def electrode_tortuosity(
     omegas = z_sim = z_hom = None
     if frequencies is not None:
         omegas = np.asarray(frequencies, float)
-        z_sim = electrode_impedance_from_system(A, cap, inlet, 2.0 * _conductances(voxel)[ax], omegas)
+        z_sim = electrode_impedance_from_system(A, cap, inlet, 2.0 * conductances(voxel)[ax], omegas)
         z_hom = _homogeneous_impedance(n_ax, r_vox, C / n_ax, omegas)
     reason = "" if converged else f"residual {rel:.2e} above rtol {rtol:g}"
     if progress is not None:

@@ -4,8 +4,9 @@ Modules
 -------
 spectra      ``Spectrum``, ``read_spectrum`` (XDI, Athena .prj, CSV, two-column text)
 threeenergy  ``edge_ratio``, ``jump_threshold``, ``am_mask_from_jump``, ``reference_ratios``,
-             ``calibrate_li``, ``classify_li``, ``check_edge_sensitivity``
-advisor      ``edge_sensitivity``, ``advise_edge_energy``
+             ``calibrate_li``, ``classify_li``, ``background_corrected_ratio``
+interior     ``interior_surface_li`` (binned Li from interior values + a surface layer)
+advisor      ``edge_sensitivity``, ``advise_edge_energy``, ``check_edge_sensitivity``
 normalize    ``normalize_spectra``, ``find_e0``, ``edge_energy_half``, ``white_line``
 lcf          ``lcf_fit`` (closed-form linear-combination fitting)
 decompose    ``pca_spectra``, ``nmf_spectra``
@@ -14,7 +15,7 @@ txm          ``optical_density``, ``edge_jump_map``, ``contrast_to_noise``, ``no
 align        ``align_energy_stack`` (itk-elastix, via ``litomo.register``)
 """
 
-from litomo.xanes.advisor import advise_edge_energy, edge_sensitivity
+from litomo.xanes.advisor import advise_edge_energy, check_edge_sensitivity, edge_sensitivity
 from litomo.xanes.lcf import LcfResult, lcf_fit
 from litomo.xanes.normalize import (
     NormResult,
@@ -27,7 +28,6 @@ from litomo.xanes.spectra import Spectrum, read_spectrum
 from litomo.xanes.threeenergy import (
     am_mask_from_jump,
     calibrate_li,
-    check_edge_sensitivity,
     classify_li,
     edge_ratio,
     jump_threshold,

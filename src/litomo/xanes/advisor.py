@@ -12,11 +12,16 @@ range, and reports the most sensitive one.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 
 from litomo.errors import DataError
 from litomo.xanes.spectra import Spectrum
 from litomo.xanes.threeenergy import reference_ratios
+
+log = logging.getLogger(__name__)
 
 
 def edge_sensitivity(
@@ -93,7 +98,7 @@ def advise_edge_energy(
     --------
     >>> from importlib.resources import files
     >>> from litomo.xanes.spectra import read_spectrum
-    >>> d = files("litomo") / "data"
+    >>> d = files("litomo.xanes") / "data"
     >>> adv = advise_edge_energy(read_spectrum(d / "ni_kedge_NiO.csv"),
     ...                          read_spectrum(d / "ni_kedge_LiNiO2.csv"), 8300, 8400,
     ...                          edge_ev=8350)
@@ -151,3 +156,60 @@ def advise_edge_energy(
         "post_edge_ev": float(post_ev),
         "table": table,
     }
+
+
+def check_edge_sensitivity(
+    r_pristine: float,
+    r_charged: float,
+    r_noise: float,
+    *,
+    pristine: Spectrum | None = None,
+    charged: Spectrum | None = None,
+    energies_ev: tuple[float, float, float] | None = None,
+    li_pristine: float = 1.0,
+    li_charged: float = 0.38,
+    k: float = 3.0,
+) -> str | None:
+    """Warn when the references' R difference is small compared with the noise in R.
+
+    Parameters
+    ----------
+    r_pristine, r_charged : float
+        Reference ratios at the configured energies.
+    r_noise : float
+        Noise (standard deviation) of R in the data, e.g. from repeats or a uniform region.
+    pristine, charged, energies_ev : optional
+        When given, the message names the edge energy with the largest dR/dx_Li
+        (:func:`litomo.xanes.advisor.advise_edge_energy`).
+    k : float
+        Warn when ``|r_charged - r_pristine| < k * r_noise``.
+
+    Returns
+    -------
+    str or None
+        The warning text (also issued as a ``UserWarning`` and logged), or None when sensitive.
+    """
+    diff = abs(float(r_charged) - float(r_pristine))
+    if diff >= k * float(r_noise):
+        return None
+    msg = (
+        f"edge energy is insensitive to Li: |R_charged - R_pristine| = {diff:.3g} is below "
+        f"{k:g} x the noise in R ({r_noise:.3g})"
+    )
+    if pristine is not None and charged is not None and energies_ev is not None:
+        adv = advise_edge_energy(
+            pristine,
+            charged,
+            energies_ev[0],
+            energies_ev[2],
+            edge_ev=energies_ev[1],
+            li_pristine=li_pristine,
+            li_charged=li_charged,
+        )
+        msg += (
+            f"; an edge energy of {adv['best_edge_ev']:.1f} eV would be "
+            f"{adv['ratio']:.1f}x more sensitive (dR/dx_Li {adv['best_sensitivity']:.3g})"
+        )
+    log.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    return msg

@@ -230,6 +230,54 @@ def _normalize_flat(e, mu, e0, pre_range, post_range, post_order, keep_curves):
     return norm, step, e0.copy(), pre, post
 
 
+@dataclass(frozen=True)
+class FitRanges:
+    """Fit windows relative to E0 (eV) and the post-edge order, as larch ``pre_edge`` picks them."""
+
+    pre_range: tuple[float, float]
+    post_range: tuple[float, float]
+    post_order: int
+
+
+def larch_default_ranges(energy_ev, e0_ev: float) -> FitRanges:
+    """The fit windows xraylarch's ``pre_edge`` uses when none are given (larch 0.9.80-2026.3).
+
+    So that a user who checks a spectrum in Athena/larch gets the same E0, edge step and
+    half-jump energy (fixed windows of -150..-30 / +50..+300 eV put the half-jump energy
+    0.5-0.7 eV and the edge step 3-15 % away from larch's on the real Ni K-edge spectra):
+
+    - ``pre1`` = the second energy point relative to E0, rounded to 5 eV (2 eV when E0 lies
+      within the first 21 points), at least the first point; ``pre2 = pre1 / 2``;
+    - ``norm2`` = the last energy relative to E0, rounded to 5 eV (at most the last point);
+      ``norm1 = min(25, norm2 / 15 rounded to 5 eV)``;
+    - post-edge order 2 if the post window spans >= 300 eV, 1 if >= 30 eV, else 0.
+
+    Examples
+    --------
+    >>> e = np.arange(8200.0, 8701.0, 2.0)
+    >>> r = larch_default_ranges(e, 8340.0)
+    >>> r.pre_range, r.post_range, r.post_order
+    ((-140.0, -70.0), (25.0, 360.0), 2)
+    """
+    e = np.asarray(energy_ev, dtype=float)
+    e0 = float(e0_ev)
+    ie0 = int(np.argmin(np.abs(e - e0)))
+    grid = 5.0 if ie0 > 20 else 2.0
+    pre1 = max(grid * round((e[1] - e0) / grid), e.min() - e0)
+    pre2 = 0.5 * pre1
+    pre1, pre2 = min(pre1, pre2), max(pre1, pre2)
+    norm2 = 5.0 * round((e.max() - e0) / 5.0)
+    if norm2 < 0:
+        norm2 = e.max() - e0 - norm2
+    norm2 = min(norm2, e.max() - e0)
+    norm1 = min(25.0, 5.0 * round(norm2 / 15.0))
+    norm1, norm2 = min(norm1, norm2), max(norm1, norm2)
+    norm1 = min(norm1, norm2 - 2.0)
+    span = norm2 - norm1
+    order = 2 if span >= 300 else 1 if span >= 30 else 0
+    return FitRanges((float(pre1), float(pre2)), (float(norm1), float(norm2)), order)
+
+
 def normalize_spectra(
     energy_ev,
     mu,

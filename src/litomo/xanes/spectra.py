@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from litomo.errors import DataError, InputFileError
+from litomo.io.guards import check_input_path
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def _to_ev(energy: np.ndarray, unit: str | None, header_unit: str | None, name: 
             energy = energy * 1000.0
     if energy.size and np.nanmax(energy) < 100.0:
         raise DataError(
-            f"spectrum '{name}': energies look like keV; pass energy_unit='keV' "
-            f"(CLI: --energy-unit keV); the largest energy is {np.nanmax(energy):.4g}"
+            f"spectrum '{name}': energies look like keV (largest {np.nanmax(energy):.6g}, eV expected "
+            "above 100): pass --energy-unit keV (manifest: energy_unit = \"keV\"; Python: energy_unit='keV')"
         )
     return energy
 
@@ -183,13 +184,11 @@ def read_spectrum(
     Examples
     --------
     >>> from importlib.resources import files
-    >>> s = read_spectrum(files("litomo") / "data" / "ni_kedge_NiO.csv")
+    >>> s = read_spectrum(files("litomo.xanes") / "data" / "ni_kedge_NiO.csv")
     >>> s.energy_ev[0]
     np.float64(8200.0)
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"spectrum file not found: {path}")
+    path = check_input_path(path, allow_dir=False)  # a FIFO would block the read
     text = _open_text(path)
     first = text.lstrip()[:200]
     if first.startswith("# XDI") or first.startswith("#XDI"):
@@ -349,7 +348,8 @@ def _read_athena(path: Path, text: str, energy_unit: str | None, column: str | N
     def label(g: dict) -> str:
         return str(g.get("args", {}).get("label", g.get("tag", ""))).strip()
 
-    labels = [label(g) for g in groups]
+    # a project may hold two groups of one label (NiO.prj: 'NiO.000' twice); list each once
+    labels = list(dict.fromkeys(label(g) for g in groups))
     if column is not None:
         want = column.strip()
         hits = [g for g in groups if label(g) == want or g.get("tag") == want]
@@ -369,7 +369,7 @@ def _read_athena(path: Path, text: str, energy_unit: str | None, column: str | N
             g = groups[0]
         else:
             raise DataError(
-                f"{path}: no merged group; choose one with column=, groups are {labels}"
+                f"{path}: no merged group; choose one with --column (Python: column=), groups are {labels}"
             )
     args = g.get("args", {})
     header_unit = "keV" if str(args.get("is_kev", "0")) == "1" else None

@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 
 from litomo.errors import DataError
+from litomo.particles import check_particle_labels, particle_table
 from litomo.volume import as_voxel_size
 
 log = logging.getLogger(__name__)
@@ -31,31 +32,11 @@ _MATCH_COLUMNS = [
 ]
 
 
-def _labels(a: Any, name: str) -> np.ndarray:
-    lab = np.asarray(a)
-    if lab.ndim != 3:
-        raise DataError(f"{name} must be a 3D (z, y, x) label volume, got shape {lab.shape}")
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise DataError(f"{name} must hold integer particle labels (0 = background), got dtype {lab.dtype}")
-    if lab.size and lab.min() < 0:
-        raise DataError(f"{name} has negative labels; use 0 for background and positive ids")
-    return lab
-
-
 def _centroids(lab: np.ndarray, vs: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, volumes in voxels, centroids (n, 3) in um) of the labels present."""
-    flat = lab.ravel().astype(np.intp)
-    n = int(flat.max()) + 1 if flat.size else 1
-    vox = np.bincount(flat, minlength=n).astype(np.float64)
-    ids = np.nonzero(vox)[0]
-    ids = ids[ids > 0]
-    cent = np.empty((ids.size, 3))
-    for axis in range(3):
-        shape = [1, 1, 1]
-        shape[axis] = lab.shape[axis]
-        coord = np.broadcast_to(np.arange(lab.shape[axis], dtype=np.float64).reshape(shape), lab.shape)
-        cent[:, axis] = (np.bincount(flat, weights=coord.ravel(), minlength=n)[ids] / vox[ids] + 0.5) * vs[axis]
-    return ids, vox[ids], cent
+    t = particle_table(lab, vs)
+    return (t["particle"].to_numpy(), t["n_voxels"].to_numpy(np.float64),
+            t[["centroid_z_um", "centroid_y_um", "centroid_x_um"]].to_numpy())
 
 
 def match_particles(
@@ -106,8 +87,8 @@ def match_particles(
     >>> m["status"].tolist(), int(m["particle_other"][0]), bool(pd.isna(m["particle_other"][1]))
     (['matched', 'vanished'], 7, True)
     """
-    ref = _labels(labels_ref, "labels_ref")
-    oth = _labels(labels_other, "labels_other")
+    ref = check_particle_labels(labels_ref, name="labels_ref")
+    oth = check_particle_labels(labels_other, name="labels_other")
     if ref.shape != oth.shape:
         raise DataError(
             f"label volumes differ in shape ({ref.shape} vs {oth.shape}); register the state onto the reference first"
@@ -116,70 +97,15 @@ def match_particles(
         raise DataError(f"min_iou must be in (0, 1], got {min_iou}")
     vs = as_voxel_size(voxel_size_um)
     moved_thr = 2.0 * max(vs) if moved_threshold_um is None else float(moved_threshold_um)
-    ids_r, vol_r, cen_r = _centroids(ref, vs)
-    ids_o, vol_o, cen_o = _centroids(oth, vs)
-    pos_r = {int(i): k for k, i in enumerate(ids_r)}
-    pos_o = {int(i): k for k, i in enumerate(ids_o)}
-
-    # sparse overlap table from the voxels labelled in both states
-    both = (ref > 0) & (oth > 0)
-    r_v = ref[both].astype(np.int64)
-    o_v = oth[both].astype(np.int64)
-    base = int(oth.max()) + 1
-    keys, inter = np.unique(r_v * base + o_v, return_counts=True)
-    pr = np.array([pos_r[int(k)] for k in keys // base], dtype=np.intp)
-    po = np.array([pos_o[int(k)] for k in keys % base], dtype=np.intp)
-    iou = inter / (vol_r[pr] + vol_o[po] - inter) if keys.size else np.zeros(0)
-    good = iou >= min_iou
-    pr, po, iou = pr[good], po[good], iou[good]
-
-    partner_r = np.full(ids_r.size, -1, dtype=np.intp)
-    pair_iou = np.zeros(ids_r.size)
-    via_distance = np.zeros(ids_r.size, dtype=bool)
-    if pr.size:
-        # Hungarian assignment per connected component of the overlap graph: components are
-        # tiny (a particle overlaps a few neighbours), a dense n_ref x n_other matrix is not
-        nr, no = ids_r.size, ids_o.size
-        graph = sparse.coo_matrix((np.ones(pr.size), (pr, nr + po)), shape=(nr + no, nr + no))
-        _, comp = connected_components(graph, directed=False)
-        order = np.argsort(comp[pr], kind="stable")
-        pr, po, iou = pr[order], po[order], iou[order]
-        bounds = np.flatnonzero(np.diff(comp[pr])) + 1
-        for a, b in zip(np.r_[0, bounds], np.r_[bounds, pr.size], strict=True):
-            if b - a == 1:
-                partner_r[pr[a]], pair_iou[pr[a]] = po[a], iou[a]
-                continue
-            ur, ir = np.unique(pr[a:b], return_inverse=True)
-            uo, io = np.unique(po[a:b], return_inverse=True)
-            cost = np.zeros((ur.size, uo.size))
-            cost[ir, io] = -iou[a:b]
-            rows, cols = linear_sum_assignment(cost)
-            for r_, c_ in zip(rows, cols, strict=True):
-                if cost[r_, c_] < 0:
-                    partner_r[ur[r_]], pair_iou[ur[r_]] = uo[c_], -cost[r_, c_]
-
-    # fallback: unmatched particles paired by centroid distance within the gate
-    free_r = np.flatnonzero(partner_r < 0)
-    used_o = np.zeros(ids_o.size, dtype=bool)
+    r = _centroids(ref, vs)
+    o = _centroids(oth, vs)
+    keys, inter, base, pr, po, iou = _overlaps(ref, oth, r, o, min_iou)
+    partner_r, pair_iou = _assign_by_overlap(pr, po, iou, r[0].size, o[0].size)
+    used_o = np.zeros(o[0].size, dtype=bool)
     used_o[partner_r[partner_r >= 0]] = True
-    free_o = np.flatnonzero(~used_o)
-    if free_r.size and free_o.size:
-        d = np.linalg.norm(cen_r[free_r, None, :] - cen_o[None, free_o, :], axis=-1)
-        vv = float(np.prod(vs))
-        gate = (
-            np.full(free_r.size, float(max_distance_um))
-            if max_distance_um is not None
-            else (6.0 * vol_r[free_r] * vv / np.pi) ** (1.0 / 3.0)
-        )
-        big = 1e12
-        cost = np.where(d <= gate[:, None], d, big)
-        rows, cols = linear_sum_assignment(cost)
-        for r_, c_ in zip(rows, cols, strict=True):
-            if cost[r_, c_] < big:
-                partner_r[free_r[r_]] = free_o[c_]
-                via_distance[free_r[r_]] = True
-                used_o[free_o[c_]] = True
-
+    via_distance = _assign_by_distance(partner_r, used_o, r, o, vs, max_distance_um)
+    ids_r, vol_r, cen_r = r
+    ids_o, vol_o, cen_o = o
     has = partner_r >= 0
     shift = np.full((ids_r.size, 3), np.nan)
     shift[has] = cen_o[partner_r[has]] - cen_r[has]
@@ -190,11 +116,12 @@ def match_particles(
     if via_distance.any():
         lut = {(int(a), int(b)): float(c) for a, b, c in zip(keys // base, keys % base, inter, strict=True)}
         for k in np.flatnonzero(via_distance):
-            o = partner_r[k]
-            i = lut.get((int(ids_r[k]), int(ids_o[o])), 0.0)
-            iou_col[k] = i / (vol_r[k] + vol_o[o] - i)
+            j = partner_r[k]
+            i = lut.get((int(ids_r[k]), int(ids_o[j])), 0.0)
+            iou_col[k] = i / (vol_r[k] + vol_o[j] - i)
 
     appeared = np.flatnonzero(~used_o)
+    nan_app = np.full(appeared.size, np.nan)
     out = pd.DataFrame(
         {
             "particle_ref": pd.array(np.r_[ids_r, np.zeros(appeared.size, np.int64)], dtype="Int64"),
@@ -202,11 +129,11 @@ def match_particles(
                 np.r_[np.where(has, ids_o[np.maximum(partner_r, 0)] if ids_o.size else 0, 0), ids_o[appeared]],
                 dtype="Int64",
             ),
-            "overlap_fraction": np.r_[np.where(has, iou_col, np.nan), np.full(appeared.size, np.nan)],
-            "centroid_shift_um": np.r_[dist, np.full(appeared.size, np.nan)],
-            "shift_z_um": np.r_[shift[:, 0], np.full(appeared.size, np.nan)],
-            "shift_y_um": np.r_[shift[:, 1], np.full(appeared.size, np.nan)],
-            "shift_x_um": np.r_[shift[:, 2], np.full(appeared.size, np.nan)],
+            "overlap_fraction": np.r_[np.where(has, iou_col, np.nan), nan_app],
+            "centroid_shift_um": np.r_[dist, nan_app],
+            "shift_z_um": np.r_[shift[:, 0], nan_app],
+            "shift_y_um": np.r_[shift[:, 1], nan_app],
+            "shift_x_um": np.r_[shift[:, 2], nan_app],
             "status": np.r_[status, np.full(appeared.size, "appeared")],
         },
         columns=_MATCH_COLUMNS,
@@ -214,6 +141,79 @@ def match_particles(
     out.loc[out["status"] == "vanished", "particle_other"] = pd.NA
     out.loc[out["status"] == "appeared", "particle_ref"] = pd.NA
     return out
+
+
+Centroids = tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, voxel counts, centroids (um)
+
+
+def _overlaps(ref: np.ndarray, oth: np.ndarray, r: Centroids, o: Centroids, min_iou: float) -> tuple[Any, ...]:
+    """Sparse overlap table from the voxels labelled in both states, and its pairs above ``min_iou``
+    (as positions into ``r``/``o``)."""
+    pos_r = {int(i): k for k, i in enumerate(r[0])}
+    pos_o = {int(i): k for k, i in enumerate(o[0])}
+    both = (ref > 0) & (oth > 0)
+    base = int(oth.max()) + 1
+    keys, inter = np.unique(ref[both].astype(np.int64) * base + oth[both].astype(np.int64), return_counts=True)
+    pr = np.array([pos_r[int(k)] for k in keys // base], dtype=np.intp)
+    po = np.array([pos_o[int(k)] for k in keys % base], dtype=np.intp)
+    iou = inter / (r[1][pr] + o[1][po] - inter) if keys.size else np.zeros(0)
+    good = iou >= min_iou
+    return keys, inter, base, pr[good], po[good], iou[good]
+
+
+def _assign_by_overlap(pr: np.ndarray, po: np.ndarray, iou: np.ndarray, nr: int,
+                       no: int) -> tuple[np.ndarray, np.ndarray]:
+    """Partner position (-1: none) and IoU of each reference particle, maximising total IoU.
+
+    Hungarian assignment per connected component of the overlap graph: components are tiny (a
+    particle overlaps a few neighbours), a dense n_ref x n_other matrix is not.
+    """
+    partner_r = np.full(nr, -1, dtype=np.intp)
+    pair_iou = np.zeros(nr)
+    if not pr.size:
+        return partner_r, pair_iou
+    graph = sparse.coo_matrix((np.ones(pr.size), (pr, nr + po)), shape=(nr + no, nr + no))
+    _, comp = connected_components(graph, directed=False)
+    order = np.argsort(comp[pr], kind="stable")
+    pr, po, iou = pr[order], po[order], iou[order]
+    bounds = np.flatnonzero(np.diff(comp[pr])) + 1
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, pr.size], strict=True):
+        if b - a == 1:
+            partner_r[pr[a]], pair_iou[pr[a]] = po[a], iou[a]
+            continue
+        ur, ir = np.unique(pr[a:b], return_inverse=True)
+        uo, io = np.unique(po[a:b], return_inverse=True)
+        cost = np.zeros((ur.size, uo.size))
+        cost[ir, io] = -iou[a:b]
+        rows, cols = linear_sum_assignment(cost)
+        for r_, c_ in zip(rows, cols, strict=True):
+            if cost[r_, c_] < 0:
+                partner_r[ur[r_]], pair_iou[ur[r_]] = uo[c_], -cost[r_, c_]
+    return partner_r, pair_iou
+
+
+def _assign_by_distance(partner_r: np.ndarray, used_o: np.ndarray, r: Centroids, o: Centroids,
+                        vs: tuple[float, float, float], max_distance_um: float | None) -> np.ndarray:
+    """Pair the still unmatched particles by centroid distance within the gate (in place);
+    returns which reference particles were paired this way."""
+    via_distance = np.zeros(partner_r.size, dtype=bool)
+    free_r = np.flatnonzero(partner_r < 0)
+    free_o = np.flatnonzero(~used_o)
+    if not (free_r.size and free_o.size):
+        return via_distance
+    d = np.linalg.norm(r[2][free_r, None, :] - o[2][None, free_o, :], axis=-1)
+    vv = float(np.prod(vs))
+    gate = (np.full(free_r.size, float(max_distance_um)) if max_distance_um is not None
+            else (6.0 * r[1][free_r] * vv / np.pi) ** (1.0 / 3.0))
+    big = 1e12
+    cost = np.where(d <= gate[:, None], d, big)
+    rows, cols = linear_sum_assignment(cost)
+    for r_, c_ in zip(rows, cols, strict=True):
+        if cost[r_, c_] < big:
+            partner_r[free_r[r_]] = free_o[c_]
+            via_distance[free_r[r_]] = True
+            used_o[free_o[c_]] = True
+    return via_distance
 
 
 def match_summary(matches: pd.DataFrame) -> dict[str, Any]:
@@ -260,8 +260,11 @@ def evolution_table(
     Parameters
     ----------
     particle_tables : mapping state -> DataFrame
-        :func:`litomo.statistics.particle_table` per state, in state order; the first state
-        is the reference.
+        Each state's own per-particle table (:func:`litomo.statistics.li_particle_table` on that
+        state's map and labels, i.e. its ``particles.csv``), in state order; the first state is
+        the reference. The carried columns keep their meaning: ``mean_li`` here is the same
+        number as in that state's ``particles.csv``. The matches' ``particle_other`` ids must
+        be ids of these tables (nearest-neighbour resampling of a label volume keeps its ids).
     matches : mapping state -> DataFrame
         :func:`match_particles` (reference labels vs that state's labels) for every state but
         the reference (an entry for the reference is ignored).

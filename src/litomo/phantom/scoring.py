@@ -1,7 +1,7 @@
 """Score a Li-mapping run against the ground truth of a synthetic phantom.
 
 The truth lives on the raw grid (``truth/<state>/{li,labels,particles}.tif``, written by
-:func:`litomo.phantom.operando.write_operando_phantom`); the run's Li maps live on the binned
+:func:`litomo.phantom.writer.write_operando_phantom`); the run's Li maps live on the binned
 grid. The comparison is made where both are defined:
 
 - ``rmse_li``: root-mean-square difference between the run's x_Li and the block-mean true x_Li
@@ -19,6 +19,7 @@ grid. The comparison is made where both are defined:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,27 @@ import numpy as np
 import pandas as pd
 
 from litomo.errors import InputFileError
+from litomo.phantom.operando import truth_on_binned_grid
 from litomo.xanes.threeenergy import class_fractions
 
 
-def score_state(li_run: np.ndarray, truth_li: np.ndarray, truth_labels: np.ndarray,
-                truth_particles: np.ndarray, particles_run: pd.DataFrame, *,
+@dataclass(frozen=True)
+class StateTruth:
+    """A phantom state's truth on the raw grid: ``li`` (NaN outside AM), ``labels`` (phase
+    codes), ``particles`` (particle ids)."""
+
+    li: np.ndarray
+    labels: np.ndarray
+    particles: np.ndarray
+
+
+def score_state(li_run: np.ndarray, truth: StateTruth, particles_run: pd.DataFrame, *,
                 factor: tuple[int, int, int], raw_voxel_size_um: float,
                 total_li_run_um3: float, poor_max: float = 0.6, rich_min: float = 0.9,
                 min_radius_vox: float = 2.0) -> dict[str, Any]:
     """Accuracy figures of one state (see the module docstring)."""
-    from litomo.phantom.operando import truth_on_binned_grid
-
-    am = truth_labels == 1
+    truth_li, truth_particles = truth.li, truth.particles
+    am = truth.labels == 1
     tb = truth_on_binned_grid(truth_li, am, factor)
     shape = tuple(min(a, b) for a, b in zip(tb.shape, li_run.shape, strict=True))
     tb = tb[: shape[0], : shape[1], : shape[2]]
@@ -115,11 +125,11 @@ def score_run(run_dir: str | Path, phantom_dir: str | Path) -> dict[str, Any]:
         name = str(row.state)
         li_run = read_ome_zarr(run_dir / "volumes" / name / "li.ome.zarr").numpy()
         tdir = phantom_dir / "truth" / name
-        t_li = read_volume(tdir / "li.tif").numpy()
-        t_lab = read_volume(tdir / "labels.tif").numpy()
-        t_par = read_volume(tdir / "particles.tif").numpy().astype(np.int64)
+        st_truth = StateTruth(li=read_volume(tdir / "li.tif").numpy(),
+                              labels=read_volume(tdir / "labels.tif").numpy(),
+                              particles=read_volume(tdir / "particles.tif").numpy().astype(np.int64))
         out["states"][name] = score_state(
-            li_run, t_li, t_lab, t_par, particles[particles["state"].astype(str) == name],
+            li_run, st_truth, particles[particles["state"].astype(str) == name],
             factor=factor, raw_voxel_size_um=float(truth["voxel_size_um"]),
             total_li_run_um3=float(row.total_li_um3), poor_max=p["li_poor_max"],
             rich_min=p["li_rich_min"])

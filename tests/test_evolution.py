@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from litomo.errors import DataError
-from litomo.operando import difference_map, evolution_table, match_particles, match_summary
-from litomo.statistics import particle_table
+from litomo.evolution import difference_map, evolution_table, match_particles, match_summary
+from litomo.statistics import li_particle_table
 
 
 def _spheres(shape, centres, radii, ids) -> np.ndarray:
@@ -103,8 +103,8 @@ def test_evolution_table_tracks_li(scene):
     for lab_o in np.unique(other[other > 0]):
         x_other[other == lab_o] = 1.0 - 0.01 * inv.get(int(lab_o), 0)
     tabs = {
-        "pristine": particle_table(x_ref, ref, voxel_size_um=0.5),
-        "charged": particle_table(x_other, other, voxel_size_um=0.5),
+        "pristine": li_particle_table(x_ref, ref, voxel_size_um=0.5),
+        "charged": li_particle_table(x_other, other, voxel_size_um=0.5),
     }
     m = match_particles(ref, other, voxel_size_um=0.5)
     evo = evolution_table(tabs, {"charged": m})

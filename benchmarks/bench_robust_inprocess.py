@@ -1,0 +1,90 @@
+"""The issue-16 robustness table, fast: registration once per state, map + statistics per setting.
+
+Same cases and scores as ``bench_robust.py`` (which runs ``litomo run`` per case and setting),
+but in process: the stages of ``litomo.workflows.limap`` run through their own stage cache
+(one per case under the workdir, ``--resume`` semantics), so the read, registration and warp
+stages run once per state and only the stages after them rerun for each setting.
+
+Run: ``python benchmarks/bench_robust_inprocess.py --workdir W [--cases a,b] [--rigid]``;
+prints one JSON line per case, state and setting (``before`` = pre-issue-16 defaults,
+``default`` = current defaults with ``[sample] composition``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import forward_models as fm
+
+COMPOSITION = "LiNi0.8Mn0.1Co0.1O2"
+
+
+def case_manifest(name: str, work: Path, *, rigid: bool) -> Any:
+    """The case's manifest (the case is written under ``work`` the first time)."""
+    from litomo.manifest import load_manifest
+
+    data = work / name
+    if not (data / "truth.json").exists():
+        fm.write_case(fm.CASES[name], data)
+    m = load_manifest(data / "experiment.toml")
+    if rigid:
+        m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, bspline=False))
+    return m
+
+
+def score(name: str, work: Path, m: Any, *, rigid: bool, **processing: Any) -> dict:
+    """Run the state stages (reusing the cached ones) with ``processing`` changed; score each state."""
+    from litomo.workflows.execution import dask_client
+    from litomo.workflows.limap.cache import StageCache
+    from litomo.workflows.limap.li import LiMap
+    from litomo.workflows.limap.options import RunOptions
+    from litomo.workflows.limap.run import STATE_STAGES, prepare_context
+    from litomo.workflows.limap.stage import StateRunner
+    from litomo.workflows.limap.stats import StateTables
+
+    m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
+    ctx = prepare_context(m, RunOptions(scheduler="synchronous"), None, [])
+    cache = StageCache(work / name / ("stages_rigid" if rigid else "stages"), resume=True)
+    stages = [s for s in STATE_STAGES if s.active(ctx)]
+    out = {}
+    case_dir = work / name
+    for st in m.states:
+        with dask_client("synchronous"):
+            StateRunner(stages, ctx, st, cache, []).run_all()
+        li = cache.load(st.name, "li", LiMap)
+        tables = cache.load(st.name, "statistics", StateTables)
+        tot = float(tables.states["total_li_um3"].iloc[0])
+        s = fm.score_state(li.li.astype(float), np.load(case_dir / st.name / "truth_am.npy"),
+                           np.load(case_dir / st.name / "truth_li.npy"), int(m.processing.bin[0]), tot,
+                           fm.CASES[name].voxel_size_um)
+        s["class_uncertainty_pct"] = 100 * float(tables.states["li_class_uncertainty"].iloc[0])
+        out[st.name] = s
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--cases", default=",".join(fm.CASES))
+    ap.add_argument("--rigid", action="store_true", help="register rigid-only (bspline = false)")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    for name in args.cases.split(","):
+        m0 = case_manifest(name, work, rigid=args.rigid)
+        m1 = dataclasses.replace(m0, sample=dataclasses.replace(m0.sample, composition=COMPOSITION))
+        for tag, m, shrink in (("before", m0, "none"), ("default", m1, "constrained_bayes")):
+            for st, s in score(name, work, m, rigid=args.rigid, li_shrinkage=shrink).items():
+                print(json.dumps({"case": name, "state": st, "settings": tag, "rigid": args.rigid, **s}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

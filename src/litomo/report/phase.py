@@ -1,0 +1,133 @@
+"""Figures of a ``litomo phase`` run: holograms per distance, retrieved phase, a slice, histogram."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from litomo.report.figures import save_figure
+
+
+def hologram_panel(images: np.ndarray, phase: np.ndarray, z1_mm: Any) -> Figure:
+    """One flat-corrected projection per distance (common grid) and its retrieved phase.
+
+    Examples
+    --------
+    >>> fig = hologram_panel(np.ones((2, 8, 8)), np.zeros((8, 8)), [5.0, 6.0])
+    >>> len(fig.axes) >= 3
+    True
+    """
+    n = images.shape[0]
+    fig = Figure(figsize=(3.0 * (n + 1), 3.2), layout="constrained")
+    axs = fig.subplots(1, n + 1, squeeze=False)[0]
+    for j in range(n):
+        axs[j].imshow(images[j], cmap="gray")
+        axs[j].set_title(f"z1 = {float(z1_mm[j]):g} mm")
+        axs[j].axis("off")
+    im = axs[n].imshow(phase, cmap="gray")
+    axs[n].set_title("retrieved phase (rad)")
+    axs[n].axis("off")
+    fig.colorbar(im, ax=axs[n], shrink=0.8)
+    return fig
+
+
+def slice_and_histogram(volume: np.ndarray, voxel_size_um: float, *, classes: int = 3) -> Figure:
+    """Central slice of the delta volume and its grey histogram with multi-Otsu thresholds and class peaks.
+
+    Examples
+    --------
+    >>> v = np.repeat([0.0, 1.0, 3.0], 64).reshape(3, 8, 8) + np.random.default_rng(0).normal(0, .1, (3, 8, 8))
+    >>> len(slice_and_histogram(v, 0.5).axes) >= 2
+    True
+    """
+    from skimage.filters import threshold_multiotsu
+
+    vol = np.asarray(volume)
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    ax0, ax1 = fig.subplots(1, 2)
+    sl = vol[vol.shape[0] // 2]
+    n = sl.shape[1]
+    im = ax0.imshow(sl, cmap="gray", extent=(0, n * voxel_size_um, n * voxel_size_um, 0))
+    ax0.set_title("central slice")
+    ax0.set_xlabel("x (um)")
+    fig.colorbar(im, ax=ax0, label="delta x 1e6", shrink=0.8)
+    vals = vol.ravel()[:: max(1, vol.size // 2_000_000)]
+    counts, edges = np.histogram(vals, bins=256)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    ax1.plot(centres, counts, color="k", lw=1)
+    thr = threshold_multiotsu(vals, classes=classes)
+    bounds = [-np.inf, *thr, np.inf]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        sel = (centres > lo) & (centres <= hi)
+        if sel.any():
+            peak = centres[sel][np.argmax(counts[sel])]
+            ax1.axvline(peak, color="tab:blue", ls="-", lw=0.8)
+    for t in thr:
+        ax1.axvline(t, color="tab:red", ls="--", lw=0.8)
+    ax1.set_xlabel("delta x 1e6")
+    ax1.set_ylabel("voxels")
+    ax1.set_title("histogram: class peaks (blue), multi-Otsu thresholds (red)")
+    return fig
+
+
+def phase_figures(result: Any, figures_dir: str | os.PathLike, z1_mm: Any) -> dict[str, Path]:
+    """Write both figures of a :class:`litomo.workflows.phase.PhaseResult` as PNG/SVG."""
+    out = {}
+    fig = hologram_panel(result.example_images, result.example_phase, z1_mm)
+    out["holograms"] = save_figure(fig, figures_dir, "phase_projections")["png"]
+    fig = slice_and_histogram(np.asarray(result.volume.array), result.volume.voxel_size_um[0])
+    out["slice_histogram"] = save_figure(fig, figures_dir, "phase_slice_histogram")["png"]
+    return out
+
+
+def phase_report_html(record: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    """The self-contained ``report.html`` page of a phase run (figures embedded as PNG).
+
+    Examples
+    --------
+    >>> page = phase_report_html({"settings": {"method": "ctf"}, "voxel_size_um": 0.2, "n_angles": 4}, {})
+    >>> "ctf" in page and page.startswith("<!DOCTYPE html>")
+    True
+    """
+    from litomo.report.blocks import CSS, dict_table, esc, figure_html
+
+    g, st, al = record.get("geometry", {}), record.get("settings", {}), record.get("alignment", {})
+    summary = {"method": st.get("method"), "delta/beta": st.get("delta_beta"),
+               "regularisation": st.get("regularization"), "energy (keV)": g.get("energy_kev"),
+               "z1 (mm)": g.get("z1_mm"), "z1+z2 (mm)": g.get("z12_mm"),
+               "magnification": g.get("magnification"), "Fresnel number": g.get("fresnel_number"),
+               "voxel size (um)": record.get("voxel_size_um"), "projections": record.get("n_angles"),
+               "alignment shift (px)": al.get("shift_px"), "alignment scale": al.get("scale"),
+               "alignment NCC": al.get("correlation")}
+    captions = {
+        "holograms": "One flat-corrected projection per distance on the common grid (Fresnel-scaled and "
+                     "aligned), and its retrieved phase.",
+        "slice_histogram": "Central slice of the reconstructed delta (x 1e6) and the grey histogram with "
+                           "the class peaks (blue) and multi-Otsu thresholds (red): pore, carbon-binder, "
+                           "active material from low to high delta.",
+    }
+    body = [f"<h2>Run</h2>{dict_table({k: v for k, v in summary.items() if v is not None})}"]
+    body += [f"<h2>{esc(k.replace('_', ' '))}</h2>" + figure_html(png, esc(captions.get(k, k)), k)
+             for k, png in pngs.items()]
+    title = "litomo phase report"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+def write_phase_report(rd: Any, result: Any, z1_mm: Any) -> dict[str, str]:
+    """Figures (``rd.figures``) and ``report.html`` of a phase run in an open :class:`~litomo.io.rundir.RunDir`.
+
+    Returns the written files by name (``holograms``, ``slice_histogram``, ``report_html``).
+    """
+    from litomo.io.atomic import write_text_atomic
+
+    figs = phase_figures(result, rd.figures, z1_mm)
+    page = phase_report_html(result.record, {k: Path(v).read_bytes() for k, v in figs.items()})
+    report = rd.report  # records report.html as owned before it is written
+    write_text_atomic(report, page)
+    return {**{k: str(v) for k, v in figs.items()}, "report_html": str(report)}

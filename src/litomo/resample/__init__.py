@@ -1,0 +1,487 @@
+"""Resampling: displacement fields, samplers, warp + bin kernels and the observed mask.
+
+The one place litomo moves voxels from one grid to another (registration results applied at
+full resolution, the Li-mapping warp + bin, the synthetic generator's misregistration).
+
+Frame convention (shared with :mod:`litomo.register`): the corner of voxel ``(0, 0, 0)`` is the
+origin, so voxel ``i`` of spacing ``s`` has its centre at ``(i + 0.5) * s``; block-mean binning
+keeps that frame. A displacement field ``u`` (um, z-first components, from
+:func:`litomo.register.displacement_field`) maps an output point ``p`` to ``p + u(p)`` in the
+moving volume; on a finer grid it is upsampled trilinearly (:func:`upsample_linear`).
+
+Samplers:
+
+* :func:`warp_slab` - scipy ``map_coordinates`` of any order (cubic by default);
+* :func:`warp_slab_linear` / :func:`warp_bin_slab` - the numba trilinear kernel on given source
+  indices, optionally binned on the fly;
+* :func:`warp_bin_field` - the field's upsampling evaluated inside the kernel, one field row per
+  output row, with masked bin means (:func:`selection_bits`); this is what makes a 1024^3 warp +
+  bin take tens of seconds instead of minutes, and stores neither the coordinates (~1.7 GB for a
+  70x1024x1024 slab) nor the full-resolution slab;
+* :func:`observed_mask` - output voxels whose source lies inside the moving volume;
+* :func:`litomo.resample.kernels.affine_rows` - affine + smooth-deformation pull (phantom).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+from litomo.errors import LitomoError
+from litomo.preprocess import bin_array
+from litomo.resample import kernels
+
+__all__ = ["FieldGrid", "field_grid", "linear_weights", "observed_mask", "selection_bits", "set_threads",
+           "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def _factors(factor: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    f = (factor,) * 3 if np.isscalar(factor) else tuple(factor)
+    if len(f) != 3 or any(int(k) < 1 for k in f):
+        raise LitomoError(f"bin factor must be 1 or 3 positive integers, got {factor!r}")
+    return tuple(int(k) for k in f)  # type: ignore[return-value]
+
+
+def _block_array(block: Any) -> np.ndarray:
+    block = np.asarray(block)
+    if block.ndim != 3 or 0 in block.shape:
+        raise LitomoError(f"block must be a non-empty 3D array, got shape {block.shape}")
+    if block.dtype not in (np.uint16, np.float32):
+        block = block.astype(np.float32)
+    return np.ascontiguousarray(block)
+
+
+def _coords(src_z: Any, src_y: Any, src_x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = [np.asarray(s) for s in (src_z, src_y, src_x)]
+    if src[0].ndim != 3 or any(s.shape != src[0].shape for s in src):
+        raise LitomoError("src_z, src_y, src_x must be 3D arrays of one shape, "
+                          f"got {[s.shape for s in src]}")
+    # float32 and float64 each get their own compiled kernel; anything else becomes float64
+    return tuple(s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
+                 for s in src)  # type: ignore[return-value]
+
+
+def _bin_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    return bin_array(a, f)
+
+
+def linear_weights(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower/upper neighbour indices and upper weight of fractional positions on ``n`` samples.
+
+    Positions outside ``[0, n - 1]`` are clamped (the edge value, ``mode="nearest"``).
+
+    Examples
+    --------
+    >>> i0, i1, w = linear_weights(np.array([-1.0, 0.25, 2.5]), 3)
+    >>> i0.tolist(), i1.tolist(), w.tolist()
+    ([0, 0, 2], [1, 1, 2], [0.0, 0.25, 0.0])
+    """
+    pos = np.clip(pos, 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(pos).astype(np.intp), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (pos - i0).astype(np.float32)
+    return i0, i1, w
+
+
+def upsample_linear(a: np.ndarray, positions: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Trilinear interpolation of ``a`` on the outer product of per-axis fractional positions.
+
+    Separable (one axis at a time, two neighbours each), so it costs a few operations per output
+    voxel instead of the eight-neighbour gather of ``map_coordinates``; positions outside the
+    grid take the edge value (``mode="nearest"``).
+    """
+    out = a.astype(np.float32, copy=False)
+    for axis, pos in enumerate(positions):
+        i0, i1, w = linear_weights(np.asarray(pos, float), a.shape[axis])
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        w = w.reshape(shape)
+        lo = np.take(out, i0, axis=axis)
+        hi = np.take(out, i1, axis=axis)
+        out = lo + w * (hi - lo)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+
+def warp_slab_linear(block: Any, z_offset: int, src_z: Any, src_y: Any, src_x: Any) -> np.ndarray:
+    """Trilinear resampling of ``block`` at given fractional voxel indices.
+
+    Identical (to float32 rounding) to ``scipy.ndimage.map_coordinates(block,
+    [src_z - z_offset, src_y, src_x], order=1, mode="nearest")``, but parallel.
+
+    Parameters
+    ----------
+    block : (bz, by, bx) array, uint16 or float32 (others are converted)
+        Rows ``[z_offset, z_offset + bz)`` of the moving volume.
+    z_offset : int
+        Moving-volume z index of ``block[0]``; ``src_z`` is in moving-volume indices.
+    src_z, src_y, src_x : (nz, ny, nx) float arrays
+        Source fractional voxel indices (voxel centres at integers) of each output voxel.
+        Out-of-range indices take the nearest edge value.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(nz, ny, nx)``.
+
+    Examples
+    --------
+    >>> b = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    >>> z = np.full((1, 1, 1), 0.5)
+    >>> float(warp_slab_linear(b, 0, z, z, z)[0, 0, 0])
+    3.5
+    """
+    block = _block_array(block)
+    sz, sy, sx = _coords(src_z, src_y, src_x)
+    out = np.empty(sz.shape, np.float32)
+    kernels.warp_rows(block, float(z_offset), sz, sy, sx, out)
+    return out
+
+
+def warp_bin_slab(block: Any, z_offset: int, src_z: Any, src_y: Any, src_x: Any,
+                  factor: int | tuple[int, int, int] = 7) -> np.ndarray:
+    """Trilinear resampling (as :func:`warp_slab_linear`) followed by block-mean binning.
+
+    The warped values are accumulated straight into the bins (float64 sums), so the
+    full-resolution slab is never stored. Output voxels beyond whole bins are dropped, as in
+    :func:`litomo.preprocess.bin_array`; NaN in ``block`` propagates into its bins.
+
+    Parameters
+    ----------
+    block, z_offset, src_z, src_y, src_x
+        As :func:`warp_slab_linear`.
+    factor : int or (fz, fy, fx)
+        Bin size (voxels).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(nz // fz, ny // fy, nx // fx)``.
+
+    Examples
+    --------
+    >>> b = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    >>> z, y, x = (a.astype(float) for a in np.indices((2, 2, 2)))
+    >>> warp_bin_slab(b, 0, z, y, x, 2).tolist()
+    [[[3.5]]]
+    """
+    f = _factors(factor)
+    block = _block_array(block)
+    sz, sy, sx = _coords(src_z, src_y, src_x)
+    shape = tuple(n // k for n, k in zip(sz.shape, f, strict=True))
+    out = np.empty(shape, np.float32)
+    if 0 in shape:
+        return out
+    kernels.warp_bin_rows(block, float(z_offset), sz, sy, sx, f[0], f[1], f[2], out)
+    return out
+
+
+@dataclass(frozen=True)
+class FieldGrid:
+    """A coarse displacement field and where a full-resolution output slab sits on it.
+
+    Built by :func:`field_grid`; ``centres`` are the physical output-voxel centres (um) along
+    z (the slab's rows), y and x, ``weights`` their :func:`linear_weights` into the field grid.
+    """
+
+    field: np.ndarray
+    voxel_size_um: np.ndarray
+    centres: tuple[np.ndarray, np.ndarray, np.ndarray]
+    weights: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
+
+    def moving_rows(self, n_moving: int) -> tuple[int, int]:
+        """Rows ``[lo, hi)`` of the moving volume the slab can touch (clipped to the volume).
+
+        The upsampled z displacement is a convex combination of the field planes the slab's
+        rows interpolate between, so their min/max bound it without evaluating it.
+        """
+        iz0, iz1, _ = self.weights[0]
+        cz = self.centres[0]
+        if cz.size == 0:
+            return 0, 1
+        planes = self.field[0, int(iz0.min()) : int(iz1.max()) + 1]
+        vz = self.voxel_size_um[0]
+        lo = int(math.floor((cz[0] + float(planes.min())) / vz - 0.5)) - 1
+        hi = int(math.ceil((cz[-1] + float(planes.max())) / vz - 0.5)) + 2
+        lo_c, hi_c = max(lo, 0), min(hi, n_moving)
+        if hi_c <= lo_c:  # the whole slab maps outside the volume: the edge row is all it needs
+            lo_c, hi_c = (0, 1) if hi <= 0 else (n_moving - 1, n_moving)
+        return lo_c, hi_c
+
+
+def field_grid(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
+               z_range: tuple[int, int], out_shape_yx: tuple[int, int]) -> FieldGrid:
+    """Validate a displacement field and place output slices ``z_range`` on its grid.
+
+    Examples
+    --------
+    >>> g = field_grid(np.zeros((3, 2, 2, 2)), (0.7,) * 3, (0.1,) * 3, (0, 7), (14, 14))
+    >>> g.moving_rows(14)  # rows 0-6 and one neighbour on each side
+    (0, 8)
+    """
+    field = np.ascontiguousarray(field_um, dtype=np.float32)
+    if field.ndim != 4 or field.shape[0] != 3:
+        raise LitomoError(f"field_um must have shape (3, z, y, x), got {field.shape}")
+    vs = np.asarray(voxel_size_um, float)
+    fvs = np.asarray(field_voxel_size_um, float)
+    if vs.shape != (3,) or fvs.shape != (3,) or (vs <= 0).any() or (fvs <= 0).any():
+        raise LitomoError("voxel sizes must be 3 positive numbers (um)")
+    z0, z1 = (int(v) for v in z_range)
+    ny, nx = (int(v) for v in out_shape_yx)
+    # physical output-voxel centres and their fractional indices into the field grid, exactly
+    # as warp_slab computes them
+    centres = ((np.arange(z0, z1) + 0.5) * vs[0], (np.arange(ny) + 0.5) * vs[1],
+               (np.arange(nx) + 0.5) * vs[2])
+    weights = tuple(linear_weights(c / fvs[i] - 0.5, field.shape[1 + i])
+                    for i, c in enumerate(centres))
+    return FieldGrid(field, vs, centres, weights)
+
+
+def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
+                   voxel_size_um: Any, z_range: tuple[int, int], out_shape_yx: tuple[int, int],
+                   factor: int | tuple[int, int, int] = 7, *,
+                   valid: np.ndarray | None = None, interior: np.ndarray | None = None,
+                   bits: np.ndarray | None = None) -> Any:
+    """Warp output slices ``z_range`` through a coarse displacement field and bin them.
+
+    Same transform and conventions as :func:`warp_slab` with ``order=1``
+    (the field is upsampled trilinearly to each output voxel, the moving volume sampled
+    trilinearly with edge clamping), followed by :func:`litomo.preprocess.bin_array`, in one
+    parallel pass that stores neither the coordinates nor the full-resolution slab.
+
+    Parameters
+    ----------
+    moving : array-like (numpy, dask or anything sliceable), (z, y, x)
+        The full-resolution moving volume; only the rows the slab needs are read (uint16 and
+        float32 are used as they are, other dtypes converted to float32).
+    field_um : (3, z, y, x) float
+        :func:`litomo.register.displacement_field` on a coarser grid of the same frame (um).
+    field_voxel_size_um, voxel_size_um : (z, y, x)
+        Voxel sizes of the field grid and of the full-resolution grid (um).
+    z_range : (z0, z1)
+        Full-resolution output slices; ``z1 - z0`` should be a multiple of the z factor.
+    out_shape_yx : (ny, nx)
+        In-plane full-resolution output size.
+    factor : int or (fz, fy, fx)
+        Bin size (voxels).
+    valid, interior : bool arrays, optional
+        Selections of output voxels (shape: the slab's whole bins at full resolution, in the
+        output frame). ``valid``: the bin means are taken over these voxels only (NaN in bins
+        without any). ``interior``: the means over ``interior & valid`` are returned too, from
+        the same pass, as :func:`litomo.preprocess.bin_masked` of the warped slab would give.
+    bits : uint8 array, optional
+        Both selections at once, from :func:`selection_bits` (to build them once for several
+        volumes warped onto the same slab); the interior means are then returned too.
+
+    Returns
+    -------
+    numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+        float32 ``((z1 - z0) // fz, ny // fy, nx // fx)``: the bin means, and with
+        ``interior`` the interior means.
+
+    Examples
+    --------
+    >>> mov = np.random.default_rng(0).random((14, 14, 14)).astype(np.float32)
+    >>> zero = np.zeros((3, 2, 2, 2), np.float32)
+    >>> out = warp_bin_field(mov, zero, (0.7,) * 3, (0.1,) * 3, (0, 14), (14, 14), 7)
+    >>> bool(np.allclose(out, mov.reshape(2, 7, 2, 7, 2, 7).mean(axis=(1, 3, 5)), atol=1e-6))
+    True
+    """
+    f = _factors(factor)
+    g = field_grid(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
+    if len(getattr(moving, "shape", ())) != 3:
+        raise LitomoError("moving must be a 3D array")
+    lo, hi = g.moving_rows(int(moving.shape[0]))
+    block = moving[lo:hi]
+    if hasattr(block, "compute"):  # dask: read in this thread, no nested distributed compute
+        block = block.compute(scheduler="synchronous")
+    block = _block_array(block)
+    (iz0, iz1, wz), (iy0, iy1, wy), (ix0, ix1, wx) = g.weights
+    cz, cy, cx = g.centres
+    shape = (cz.size // f[0], cy.size // f[1], cx.size // f[2])
+    out = np.empty(shape, np.float32)
+    full = tuple(n * k for n, k in zip(shape, f, strict=True))
+    both = bits is not None or interior is not None  # return the interior means too
+    if bits is None and (valid is not None or interior is not None):
+        bits = selection_bits(full, valid, interior)
+    if bits is not None and bits.shape != full:
+        raise LitomoError(f"selection of shape {bits.shape} does not cover the slab's bins {full}")
+    if 0 in shape:
+        return (out, out.copy()) if both else out
+    sums = np.zeros(shape if bits is not None else (1, 1, 1), np.float32)
+    kernels.warp_bin_field_rows(block, float(lo), g.field, cz, cy, cx, g.voxel_size_um,
+                                iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, f[0], f[1], f[2], out,
+                                bits if bits is not None else np.zeros((1, 1, 1), np.uint8),
+                                bits is not None, sums)
+    means = out if bits is None else (_masked_mean(out, bits & 1, f), _masked_mean(sums, bits >> 1, f))
+    return means if bits is None or both else means[0]
+
+
+def selection_bits(shape: tuple[int, int, int], valid: np.ndarray | None = None,
+                   interior: np.ndarray | None = None) -> np.ndarray:
+    """Pack two voxel selections into one uint8 array: bit 1 = valid, bit 2 = interior & valid.
+
+    Examples
+    --------
+    >>> selection_bits((1, 1, 3), np.array([[[1, 1, 0]]], bool), np.array([[[0, 1, 1]]], bool)).tolist()
+    [[[1, 3, 0]]]
+    """
+    out = []
+    for name, sel in (("valid", valid), ("interior", interior)):
+        if sel is None:
+            out.append(None)
+            continue
+        sel = np.asarray(sel, dtype=bool)[: shape[0], : shape[1], : shape[2]]
+        if sel.shape != tuple(shape):
+            raise LitomoError(f"{name} mask of shape {sel.shape} does not cover the slab's bins {tuple(shape)}")
+        out.append(sel)
+    v, i = out
+    if v is None:
+        bits = np.ones(shape, np.uint8)
+    else:
+        bits = np.ascontiguousarray(v).view(np.uint8).copy()
+    if i is not None:
+        bits |= (i if v is None else i & v).view(np.uint8) << 1
+    return bits
+
+
+def _masked_mean(sums: np.ndarray, mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    count = np.rint(_bin_mean(mask.astype(np.uint8, copy=False), f) * np.float32(np.prod(f)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, sums / count, np.nan).astype(np.float32)
+
+
+def observed_mask(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
+                  z_range: tuple[int, int], out_shape_yx: tuple[int, int],
+                  moving_shape: tuple[int, int, int]) -> np.ndarray:
+    """Output voxels of a slab whose transformed position lies inside the moving volume.
+
+    Near the faces of the field of view a translation makes part of the output map to points
+    the moving volume never saw; resampling with edge clamping (as every warp here does)
+    fills them with copies of the edge plane, which are not a measurement of that place. This
+    marks them (False) so they can be left out. Only layers within the largest displacement
+    of a face are evaluated (the interior is inside by construction), with the same field
+    upsampling as :func:`warp_bin_field`.
+
+    Returns
+    -------
+    bool array ``(z1 - z0, ny, nx)``.
+
+    Examples
+    --------
+    >>> field = np.zeros((3, 2, 2, 2), np.float32); field[2] = 0.25  # +2.5 voxels along x
+    >>> m = observed_mask(field, (0.7,) * 3, (0.1,) * 3, (0, 2), (3, 14), (14, 14, 14))
+    >>> m[0, 0].astype(int).tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+    """
+    g = field_grid(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
+    field, vs, centres = g.field, g.voxel_size_um, g.centres
+    fvs = np.asarray(field_voxel_size_um, float)
+    out = np.ones(tuple(c.size for c in centres), bool)
+    for axis in range(3):
+        n_in = int(moving_shape[axis])
+        reach = int(math.ceil(float(np.abs(field[axis]).max()) / vs[axis])) + 1
+        # output indices (along this axis) whose voxel centre is within `reach` of either face
+        # of the moving volume
+        idx = np.arange(centres[axis].size)
+        pos_in = centres[axis] / vs[axis] - 0.5
+        near = idx[(pos_in < reach) | (pos_in > n_in - 1 - reach)]
+        if near.size == 0:
+            continue
+        cent = [c if a != axis else c[near] for a, c in enumerate(centres)]
+        pos = [c / fvs[a] - 0.5 for a, c in enumerate(cent)]
+        # the few near-face positions first: the intermediate arrays stay a thin layer
+        order = [axis] + [a for a in range(3) if a != axis]
+        u = np.moveaxis(upsample_linear(np.moveaxis(field[axis], order, (0, 1, 2)),
+                                         tuple(pos[a] for a in order)), (0, 1, 2), order)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        src = (cent[axis].reshape(shape) + u) / vs[axis] - 0.5
+        inside = (src >= -0.5) & (src <= n_in - 0.5)
+        sub = [slice(None)] * 3
+        sub[axis] = near
+        out[tuple(sub)] &= inside
+    return out
+
+
+def set_threads(n: int) -> None:
+    """Threads the numba kernels use (clipped to numba's maximum)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def warp_slab(
+    moving: Any,
+    field_um: np.ndarray,
+    field_voxel_size_um: tuple[float, ...],
+    voxel_size_um: tuple[float, ...],
+    z_range: tuple[int, int],
+    out_shape_yx: tuple[int, int],
+    *,
+    order: int = 3,
+) -> np.ndarray:
+    """Resample output slices ``z_range`` of a full-resolution moving volume through a transform.
+
+    Parameters
+    ----------
+    moving : array-like (numpy, dask or anything sliceable), (z, y, x)
+        The full-resolution moving volume; only the z-range the slab needs is read.
+    field_um : (3, z, y, x) float
+        :func:`litomo.register.displacement_field` on a (coarser) grid of the same physical frame.
+    field_voxel_size_um, voxel_size_um : (z, y, x)
+        Voxel sizes of the field grid and of the full-resolution grid (um); both grids have
+        their first voxel corner at the origin.
+    z_range : (z0, z1)
+        Output slices to compute.
+    out_shape_yx : (ny, nx)
+        In-plane size of the output.
+    order : int
+        Interpolation order; cubic (default) keeps particle surfaces sharper than linear, which
+        matters for the edge ratio of surface voxels (phantom: x_Li RMSE 0.037 vs 0.041).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(z1 - z0, ny, nx)``; voxels mapping outside ``moving`` take the nearest edge value.
+    """
+    z0, z1 = z_range
+    ny, nx = out_shape_yx
+    vs = np.asarray(voxel_size_um, float)
+    fvs = np.asarray(field_voxel_size_um, float)
+    # physical centres of the output voxels, then fractional indices into the field grid
+    zc = (np.arange(z0, z1) + 0.5) * vs[0]
+    yc = (np.arange(ny) + 0.5) * vs[1]
+    xc = (np.arange(nx) + 0.5) * vs[2]
+    fz, fy, fx = zc / fvs[0] - 0.5, yc / fvs[1] - 0.5, xc / fvs[2] - 0.5
+    src = []
+    for axis, centres in enumerate((zc, yc, xc)):
+        u = upsample_linear(field_um[axis], (fz, fy, fx))
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        src.append((centres.reshape(shape) + u) / vs[axis] - 0.5)
+    lo = int(np.floor(src[0].min())) - 1
+    hi = int(np.ceil(src[0].max())) + 2
+    lo_c, hi_c = max(lo, 0), min(hi, moving.shape[0])
+    if hi_c <= lo_c:  # the whole slab maps outside the volume
+        lo_c, hi_c = (0, 1) if hi <= 0 else (moving.shape[0] - 1, moving.shape[0])
+    block = moving[lo_c:hi_c]
+    # each slab reads its own rows; slabs run in threads, so no nested distributed compute
+    if hasattr(block, "compute"):
+        block = block.compute(scheduler="synchronous")
+    block = np.asarray(block, dtype=np.float32)
+    src[0] = src[0] - lo_c
+    if order > 1 and not np.isfinite(block).all():
+        # a spline prefilter would spread each NaN along whole lines; linear keeps it local
+        order = 1
+    return ndimage.map_coordinates(block, src, order=order, mode="nearest").astype(np.float32)

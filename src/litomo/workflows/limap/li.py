@@ -1,0 +1,87 @@
+"""Stage ``li``: the final x_Li map of a state.
+
+With ``map_binning = "am_interior"`` the surface layer the interior means leave out is restored
+per particle from its Li balance (:func:`litomo.xanes.interior.interior_surface_li`). Then
+(issue 16) the noise variance of each bin is estimated from the background bins
+(:func:`litomo.xanes.noise.li_noise_variance`), with ``li_shrinkage = "constrained_bayes"`` each
+particle's bins are shrunk towards its mean by the noise share of their spread (the particle's
+true spread is kept, :func:`litomo.xanes.noise.constrained_bayes`), and the share of bins noise
+can put into the other Li class is computed from that variance by the statistics stage
+(``li_class_uncertainty``, run.json
+``li_map_regime``). Last, x_Li is clipped to ``processing.clip_li`` (a few percent clipped: a
+warning; more: refused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from litomo.manifest import StateSpec
+from litomo.preprocess import bin_factors
+from litomo.workflows.limap.mapping import ROLES, Mapped, denoised
+from litomo.workflows.limap.options import RunContext
+from litomo.workflows.limap.particles import Particles
+from litomo.workflows.limap.stage import StateStage
+from litomo.workflows.limap.warp import Warped
+from litomo.xanes.interior import interior_surface_li
+
+
+@dataclass
+class LiMap:
+    """Output of :class:`LiStage`: the state's x_Li map (float32, NaN outside AM)."""
+
+    li: np.ndarray
+    clipped_fraction: float
+    warnings: list[str]
+    #: median noise (standard deviation) of x_Li in full-AM bins, after the shrinkage
+    li_noise_sigma_full_bin: float = float("nan")
+    #: noise variance of x_Li per bin (after the shrinkage); the statistics stage turns it into
+    #: the share of mapped bins that noise can put in the other Li class, so that a changed
+    #: class threshold reruns the statistics only
+    li_variance: np.ndarray | None = None
+
+
+class LiStage(StateStage):
+    """The final x_Li map: surface layer restored per particle (am_interior), then clipped."""
+
+    name = "li"
+    needs = ("map", "particles", "warp")
+    output = LiMap
+
+    def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
+        p = ctx.manifest.processing
+        return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage}
+
+    def run(self, ctx: RunContext, state: StateSpec, *, map: Mapped, particles: Particles,
+            warp: Warped) -> LiMap:
+        from litomo.xanes import threeenergy as te
+        from litomo.xanes.noise import constrained_bayes, li_noise_variance
+
+        p, xs, cal = ctx.manifest.processing, ctx.manifest.xanes, ctx.calibration
+        x = map.li_plain
+        bin_voxels = int(np.prod(bin_factors(p.bin)))
+        if map.li_interior is not None:
+            x = interior_surface_li(map.li_interior, x, map.interior_count, map.am_fraction,
+                                       particles.labels, bin_voxels)
+        # the map stage's (denoised) images again: recomputed rather than stored twice
+        (pre, edge, post), _ = denoised(p, tuple(warp.plain[r] for r in ROLES), None)
+        v = li_noise_variance(pre, edge, post, x, map.am, jump_threshold=map.jump_threshold,
+                              calibration=(cal.r_pristine, cal.r_charged, xs.li_pristine, xs.li_charged),
+                              interior=None if map.interior_count is None
+                              else (map.interior_count, bin_voxels, map.j_full))
+        if p.li_shrinkage == "constrained_bayes":
+            x, c = constrained_bayes(x, particles.labels, v, map.am_fraction, local=True, return_factor=True)
+            v = v * c**2
+        full = map.am & (map.am_fraction > 0.95)
+        sigma = float(np.sqrt(np.nanmedian(v[full]))) if full.any() else float("nan")
+        x, clipped = te.clip_li(x, tuple(p.clip_li) if p.clip_li else None)
+        msgs = []
+        # more than a few percent clipped: a swapped/inverted volume or wrong references
+        warning = te.check_clipped_fraction(clipped, p.clip_li, f"state {state.name}")
+        if warning:
+            msgs.append(warning)
+        return LiMap(np.asarray(x, dtype=np.float32), float(clipped), msgs, sigma,
+                     np.asarray(v, dtype=np.float32))

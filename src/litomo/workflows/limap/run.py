@@ -1,0 +1,289 @@
+"""``run_experiment``: every charge state through the stage sequence, then tracking and outputs.
+
+The per-state stages, in order (each a :class:`~litomo.workflows.limap.stage.StateStage` with
+its own resume key):
+
+==============  =====================================================================
+``reconstruct`` only with a ``[reconstruction]`` section: the state's projection series
+                reconstructed with one geometry (the volumes then feed ``read``)
+``read``        read each energy volume lazily (dask), bin it for the map and for the
+                registration (not stored: redone only when a stage after it reruns)
+``register``    pre-edge and edge onto post-edge on the registration grid (itk-elastix)
+``warp``        the transforms applied at full resolution, slab by slab, then binned
+``map``         edge ratio -> x_Li (reference calibration), AM mask and AM fraction
+``particles``   particles separated on the registration grid, carried to the map grid
+``li``          the final x_Li map (surface layer per particle, clipping)
+``statistics``  the per-state tables
+==============  =====================================================================
+
+then, over all states, ``tracking`` (every state registered onto the first, particles
+matched), ``outputs`` (tables, OME-Zarr volumes), ``report`` and the completion record
+``run.json``, written last. Wall time, CPU time and peak RSS of every stage go into
+``run.json`` (``stages``) and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from litomo import __version__
+from litomo.errors import LitomoError
+from litomo.io.rundir import RunDir, to_jsonable
+from litomo.manifest import Manifest
+from litomo.progress import ProgressCallback
+from litomo.workflows.limap.cache import StageCache, file_sha256
+from litomo.workflows.limap.li import LiMap, LiStage
+from litomo.workflows.limap.mapping import MapStage
+from litomo.workflows.limap.options import RunContext, RunOptions, RunResult, StageTiming
+from litomo.workflows.limap.particles import Particles, ParticlesStage
+from litomo.workflows.limap.read import BinStage, check_input_volumes
+from litomo.workflows.limap.reconstruct import ReconstructStage, check_input_projections
+from litomo.workflows.limap.registration import RegisterStage
+from litomo.workflows.limap.stage import StateRunner, StateStage, measured
+from litomo.workflows.limap.stats import StateTables, StatisticsStage
+from litomo.workflows.limap.tracking import StateMaps, track_states
+from litomo.workflows.limap.warp import Warped, WarpStage
+
+log = logging.getLogger(__name__)
+
+#: the per-state stages in the order they run: the one place a new stage is added
+STATE_STAGES: tuple[StateStage, ...] = (ReconstructStage(), BinStage(), RegisterStage(), WarpStage(), MapStage(),
+                                        ParticlesStage(), LiStage(), StatisticsStage())
+STATE_TABLES = tuple(f.name for f in dataclasses.fields(StateTables))
+
+
+def prepare_context(manifest: Manifest, opts: RunOptions, progress: ProgressCallback | None,
+                    warn: list[str]) -> RunContext:
+    """Validate the experiment before anything is written; checksums and calibration."""
+    from litomo.workflows.limap.calibration import calibration_for, check_reference_coverage
+
+    for st in manifest.states:
+        if not st.three_energy:
+            raise LitomoError(
+                f"state {st.name!r} lists {len(st.energies_ev)} energies: `litomo run` maps Li "
+                "from three energies (pre_edge, edge, post_edge); use `litomo spectrum`/the "
+                "xanes module for full spectra"
+            )
+    if opts.force and opts.resume:
+        raise LitomoError("--force and --resume exclude each other")
+    if manifest.reconstruction is not None:  # the states name projection series
+        shapes, voxels = check_input_projections(manifest, warn)
+    else:
+        heads = check_input_volumes(manifest)
+        shapes = {n: tuple(v.shape) for n, v in heads.items()}
+        voxels = {n: tuple(v.voxel_size_um) for n, v in heads.items()}
+    check_reference_coverage(manifest)
+    cal = calibration_for(manifest)
+    adv = cal.advice
+    if adv.get("ratio", 1.0) and adv.get("ratio", 1.0) > 2.0:
+        msg = (f"the edge energy {manifest.xanes.edge_ev:g} eV is insensitive to Li: "
+               f"dR/dx_Li = {cal.sensitivity:.3g}; {adv['best_edge_ev']:g} eV would be "
+               f"{adv['ratio']:.1f}x more sensitive (see `litomo advise-energies`)")
+        log.warning(msg)
+        warn.append(msg)
+    if cal.background.law == "none" and manifest.processing.background_exponent is None:
+        msg = ("no background law: the edge ratio assumes the matrix absorbs equally at the three "
+               "energies (biases x_Li by ~0.03-0.04 for NMC); give [sample] composition, e.g. "
+               "\"LiNi0.8Mn0.1Co0.1O2\", for the tabulated law")
+        log.warning(msg)
+        warn.append(msg)
+    x = manifest.xanes
+    files = [*(p for st in manifest.states for p in st.volumes), x.reference_pristine, x.reference_charged]
+    do_register = manifest.processing.register if opts.register is None else opts.register
+    return RunContext(manifest, opts, cal, bool(do_register), shapes, voxels,
+                      {str(p): file_sha256(p) for p in files}, progress)
+
+
+def run_parameters(ctx: RunContext) -> dict[str, Any]:
+    """The processing parameters recorded in run.json."""
+    p, x, cal = ctx.manifest.processing, ctx.manifest.xanes, ctx.calibration
+    return {"bin": p.bin, "register": ctx.do_register, "bspline": p.bspline,
+            "register_bin": p.register_bin, "bspline_spacing_um": p.bspline_spacing_um,
+            "denoise": p.denoise, "map_binning": p.map_binning, "li_shrinkage": p.li_shrinkage,
+            "surface_erosion_vox": p.surface_erosion_vox,
+            "jump_threshold": p.jump_threshold, "sign_convention": p.sign_convention,
+            "li_poor_max": p.li_poor_max, "li_rich_min": p.li_rich_min,
+            "clip_li": p.clip_li, "background_exponent": p.background_exponent,
+            "background_law": list(cal.background.factors), "composition": ctx.manifest.sample.composition,
+            "li_pristine": x.li_pristine, "li_charged": x.li_charged, "energies_ev": cal.energies_ev,
+            "r_pristine": cal.r_pristine, "r_charged": cal.r_charged,
+            "voxel_size_um": ctx.manifest.sample.voxel_size_um}
+
+
+def _drop_old_states(rd: RunDir, names: list[str]) -> None:
+    """A resumed run with fewer states keeps no stage cache of the states it no longer has."""
+    import shutil
+
+    for d in rd.work.iterdir():
+        if d.is_dir() and d.name not in names and not d.name.startswith("."):
+            log.info("removing the cached stages of state %s (no longer in the manifest)", d.name)
+            shutil.rmtree(d)
+
+
+def run_states(ctx: RunContext, cache: StageCache, rd: RunDir, timings: list[StageTiming],
+               warn: list[str]) -> dict[str, pd.DataFrame]:
+    """Bring every state's stages up to date; returns the per-state tables, concatenated."""
+    from litomo.workflows.execution import dask_client
+
+    opts, states = ctx.options, ctx.manifest.states
+    stages = [s for s in STATE_STAGES if s.active(ctx)]
+    with dask_client(opts.scheduler, memory_limit=opts.memory_limit, n_workers=opts.n_workers):
+        for k, st in enumerate(states, start=1):
+            StateRunner(stages, ctx, st, cache, timings, on_stored=rd.keep, warnings=warn).run_all()
+            ctx.report(k, len(states), "states")
+    # read back from the cache, fresh or reused alike: the tables of a resumed run are
+    # identical to those of an uninterrupted one
+    per_state = [cache.load(st.name, "statistics", StateTables) for st in states]
+    return {n: pd.concat([getattr(t, n) for t in per_state], ignore_index=True) for n in STATE_TABLES}
+
+
+def _state_maps(cache: StageCache, name: str) -> StateMaps:
+    return StateMaps(cache.field(name, "warp", Warped, "plain")["post_edge"],
+                     cache.field(name, "particles", Particles, "labels"),
+                     cache.field(name, "li", LiMap, "li"),
+                     cache.field(name, "statistics", StateTables, "particles"))
+
+
+def write_outputs(ctx: RunContext, cache: StageCache, rd: RunDir, tables: dict[str, pd.DataFrame],
+                  timings: list[StageTiming]) -> dict[str, pd.DataFrame]:
+    """Tracking, then the run's tables and volumes; returns every table of the run."""
+    import dask
+
+    from litomo.workflows.limap.outputs import write_tables, write_volumes
+
+    names = [s.name for s in ctx.manifest.states]
+    vs = ctx.map_voxel_size_um(names[0])
+    with measured("tracking", "", True, timings):
+        tr = track_states(names, lambda n: _state_maps(cache, n), vs, ctx.do_register)
+    tables = {**{n: t for n, t in tables.items() if n != "registration"},
+              "matching": tr.matching, "evolution": tr.evolution,
+              "registration": pd.concat([tables["registration"], tr.registration], ignore_index=True)}
+    # outputs are small binned volumes written after the cluster is gone: local threads
+    with measured("outputs", "", True, timings), dask.config.set(scheduler="threads"):
+        write_tables(rd, tables)
+        for n in names:
+            m = _state_maps(cache, n)
+            write_volumes(rd, n, m.li, m.labels, tr.differences.get(n), vs, tiff=ctx.options.tiff)
+    return tables
+
+
+def background_record(ctx: RunContext, states: pd.DataFrame) -> dict[str, Any]:
+    """The background law of the map and how much it moved each state's mean x_Li (run.json)."""
+    law = ctx.calibration.background
+    col = states["background_li_shift"] if "background_li_shift" in states else pd.Series(0.0, index=states.index)
+    return {"law": law.law, "composition": law.composition, "factors": list(law.factors),
+            "effective_exponent": law.effective_exponent,
+            "mean_li_shift": dict(zip(states["state"].astype(str), col.astype(float), strict=True))}
+
+
+def regime_record(states: pd.DataFrame, *, limit: float = 0.02) -> tuple[dict[str, Any], str | None]:
+    """Per state, whether the map's noise leaves class fractions reliable to ~2 pp, and a warning.
+
+    "noise-limited" when more than ``limit`` of the mapped bins lie so close to a class threshold
+    that their noise can put them in the other class (litomo.xanes.noise.class_uncertainty).
+    """
+    out: dict[str, Any] = {}
+    for row in states.itertuples():
+        u = float(getattr(row, "li_class_uncertainty", float("nan")))
+        out[str(row.state)] = {"regime": "noise-limited" if u > limit else "resolved",
+                               "class_uncertainty_pct": 100 * u,
+                               "noise_sigma_full_bin": float(getattr(row, "li_noise_sigma_full_bin", float("nan")))}
+    bad = [f"{k} ({v['class_uncertainty_pct']:.1f} %)" for k, v in out.items() if v["regime"] == "noise-limited"]
+    if not bad:
+        return out, None
+    return out, ("noise-limited Li map: noise can put this share of the mapped bins in the wrong Li class, so "
+                 f"class fractions are uncertain by up to as many points: {', '.join(bad)}; image more counts "
+                 "or bin coarser")
+
+
+def run_record(ctx: RunContext, warn: list[str], timings: list[StageTiming], total_s: float,
+               states: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The completion record (run.json); ``states``: the run's states table (background, regime)."""
+    from litomo.workflows.limap.outputs import package_versions
+
+    walls: dict[str, float] = {}
+    for t in timings:
+        walls[t.stage] = walls.get(t.stage, 0.0) + t.wall_s
+    return to_jsonable({
+        "litomo_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": ctx.options.command,
+        "manifest": str(Path(ctx.manifest.path).resolve()),
+        "parameters": run_parameters(ctx),
+        "energy_advice": ctx.calibration.advice,
+        **({} if states is None else {"background": background_record(ctx, states),
+                                      "li_map_regime": regime_record(states)[0]}),
+        "inputs": ctx.checksums,
+        "versions": package_versions(),
+        "timings_s": {**walls, "total": total_s},
+        "stages": [dataclasses.asdict(t) for t in timings],
+        "warnings": warn,
+        "states": [s.name for s in ctx.manifest.states],
+        "voxel_size_um": list(ctx.map_voxel_size_um(ctx.manifest.states[0].name)),
+    })
+
+
+def run_experiment(manifest: Manifest | str | os.PathLike, out_dir: str | os.PathLike,
+                   options: RunOptions | None = None,
+                   progress: ProgressCallback | None = None) -> RunResult:
+    """Map Li in every charge state of an experiment and write tables, volumes and a report to ``out_dir``.
+
+    Parameters
+    ----------
+    manifest : litomo.manifest.Manifest or path
+        The experiment (states, energies, references, processing parameters).
+    out_dir : path
+        Run directory; refused if not empty unless ``options.force`` or ``options.resume``
+        (both touch only files litomo wrote there: :class:`litomo.io.rundir.RunDir`).
+    options : RunOptions
+        Resume/force, scheduler, TIFF export, ...
+    progress : callable, optional
+        ``progress(done, total, description)`` for long steps.
+
+    Returns
+    -------
+    RunResult
+        The tables written under ``out_dir/tables``, the warnings raised and the stage timings.
+
+    Examples
+    --------
+    >>> run_experiment("experiment.toml", "run-out")  # doctest: +SKIP
+    """
+    from litomo.manifest import load_manifest
+    from litomo.workflows.limap.outputs import write_report
+
+    t_start = time.perf_counter()
+    opts = options or RunOptions()
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    warn: list[str] = []
+    timings: list[StageTiming] = []
+    ctx = prepare_context(manifest, opts, progress, warn)
+    mode = "force" if opts.force else "resume" if opts.resume else "new"
+    inputs = [manifest.path, *ctx.checksums]
+    # only now touch the output folder: bad input leaves nothing behind
+    with RunDir.open(out_dir, kind="run", mode=mode, inputs=inputs) as rd:
+        _drop_old_states(rd, [s.name for s in manifest.states])
+        cache = StageCache(rd.work, resume=opts.resume)
+        tables = run_states(ctx, cache, rd, timings, warn)
+        tables = write_outputs(ctx, cache, rd, tables, timings)
+        regime_warning = regime_record(tables["states"])[1]
+        if regime_warning:
+            log.warning(regime_warning)
+            warn.append(regime_warning)
+        warn = list(dict.fromkeys(warn))
+        with measured("report", "", True, timings):
+            write_report(rd, run_record(ctx, warn, timings, time.perf_counter() - t_start, tables["states"]))
+        total = time.perf_counter() - t_start
+        rd.complete(run_record(ctx, warn, timings, total, tables["states"]))
+    return RunResult(rd.root, tables, warn,
+                     {**{f"{t.state}/{t.stage}".lstrip("/"): t.wall_s for t in timings}, "total": total},
+                     timings)

@@ -1,0 +1,134 @@
+"""The stage protocol of the Li-mapping run and the runner that resolves stages per state.
+
+A stage is a small object with a ``name``, the names of the stages whose outputs it reads
+(``needs``), its parameters (:meth:`StateStage.params`) and :meth:`StateStage.run`, which takes
+those outputs as keyword arguments and returns a dataclass. Its *resume key* is a hash of its
+parameters, the litomo version and the keys of the stages it needs, so a stage reruns exactly
+when something it depends on changed. The stage sequence lives in one place
+(:data:`litomo.workflows.limap.run.STATE_STAGES`); a new stage (a reconstruction before the
+binning, an N-energy map) is a new class added there, without editing the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+from litomo import __version__
+from litomo.manifest import StateSpec
+from litomo.workflows.limap.cache import StageCache, params_key
+from litomo.workflows.limap.options import RunContext, StageTiming
+from litomo.workflows.stage import stage as stage_log
+
+log = logging.getLogger(__name__)
+
+
+class StateStage:
+    """One step of the per-state pipeline (subclass it; see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: stored under work/ and reused by --resume (False: recomputed whenever it is needed)
+    persist: ClassVar[bool] = True
+    output: ClassVar[type] = object
+
+    def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
+        """Everything besides the needed stages' outputs that the result depends on."""
+        return {}
+
+    def active(self, ctx: RunContext) -> bool:
+        """Whether the run has this stage (an inactive stage is left out; stages needing it get no input)."""
+        return True
+
+    def run(self, ctx: RunContext, state: StateSpec, **inputs: Any) -> Any:
+        raise NotImplementedError
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@contextlib.contextmanager
+def measured(stage: str, state: str, ran: bool, sink: list[StageTiming]) -> Iterator[None]:
+    """Append the wall time, CPU time (all threads of this process) and peak RSS of the block."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    yield
+    sink.append(StageTiming(stage, state, ran, time.perf_counter() - w0, time.process_time() - c0,
+                            peak_rss_mib()))
+
+
+class StateRunner:
+    """Brings every persisted stage of one state up to date, reusing what ``--resume`` allows."""
+
+    def __init__(self, stages: Sequence[StateStage], ctx: RunContext, state: StateSpec,
+                 cache: StageCache, timings: list[StageTiming],
+                 on_stored: Callable[[], None] | None = None, warnings: list[str] | None = None):
+        self.order = list(stages)
+        self.stages = {s.name: s for s in stages}
+        self.ctx, self.state, self.cache, self.timings = ctx, state, cache, timings
+        self.on_stored = on_stored
+        #: warnings of the stages, in order (kept in the stage records, so --resume repeats them)
+        self.warnings = warnings if warnings is not None else []
+        self._pending: list[str] = []  # warnings of unstored stages, kept with the next stored one
+        self._keys: dict[str, str] = {}
+        self._outputs: dict[str, Any] = {}
+        self._timed: set[str] = set()
+
+    def key(self, name: str) -> str:
+        """The resume key of stage ``name`` (hash of its parameters and its inputs' keys)."""
+        if name not in self._keys:
+            s = self.stages[name]
+            self._keys[name] = params_key({"stage": name, "version": __version__,
+                                           "params": s.params(self.ctx, self.state),
+                                           "needs": [self.key(n) for n in s.needs if n in self.stages]})
+        return self._keys[name]
+
+    def _done(self, name: str) -> bool:
+        s = self.stages[name]
+        return s.persist and self.cache.is_done(self.state.name, name, self.key(name))
+
+    def get(self, name: str) -> Any:
+        """The output of stage ``name``: from memory, from the cache, or computed now."""
+        if name in self._outputs:
+            return self._outputs[name]
+        s, st = self.stages[name], self.state.name
+        if self._done(name):
+            sink = self.timings if name not in self._timed else []
+            with measured(name, st, False, sink):
+                out = self.cache.load(st, name, s.output)
+        else:
+            inputs = {n: self.get(n) for n in s.needs if n in self.stages}
+            # -v logs each stage and, when one fails, which one (litomo.workflows.stage)
+            with stage_log(log, "run", f"state {st}: {name}"), measured(name, st, True, self.timings):
+                out = s.run(self.ctx, self.state, **inputs)
+                msgs = [*self._pending, *getattr(out, "warnings", [])]
+                if s.persist:
+                    self.cache.store(st, name, self.key(name), out, {"warnings": msgs})
+                    self._pending = []
+                else:
+                    self._pending = msgs
+            if s.persist and self.on_stored is not None:
+                self.on_stored()
+        self._timed.add(name)
+        self._outputs[name] = out
+        return out
+
+    def run_all(self) -> None:
+        """Make every persisted stage's stored output current; free outputs no later stage needs."""
+        for i, s in enumerate(self.order):
+            if not s.persist:
+                continue
+            if not self._done(s.name):
+                self.get(s.name)
+            elif s.name not in self._timed:  # reused as it is: not even loaded
+                self.timings.append(StageTiming(s.name, self.state.name, False, 0.0, 0.0, peak_rss_mib()))
+                self._timed.add(s.name)
+            self.warnings += self.cache.warnings(self.state.name, s.name)
+            later = {n for t in self.order[i + 1:] for n in t.needs}
+            for held in [n for n in self._outputs if n not in later]:
+                del self._outputs[held]

@@ -1,0 +1,356 @@
+"""Microstructure workflow (``litomo micro``): label volume -> metrics, tables, figures, report.
+
+:func:`analyse_microstructure` computes (arrays in, a :class:`MicroResult` out, no I/O);
+:func:`run_micro` reads a label file, validates it before any computation, computes, and
+writes the output folder through :class:`litomo.io.rundir.RunDir`::
+
+    OUT/tables/{microstructure.json, metrics_table.csv, particles.csv, z_profile.csv, rev.csv, s2.csv,
+                rev_size.csv, pore_size_distribution.csv}
+    OUT/volumes/pore_radius_local_um.tif, pore_radius_mip_<axis>_um.tif (bottleneck maps)
+    OUT/figures/*.png|svg, OUT/report.html, OUT/run.json (completion record, last)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from litomo.errors import DataError
+from litomo.progress import ProgressCallback
+from litomo.workflows.stage import stage
+
+log = logging.getLogger(__name__)
+
+AXES = ("z", "y", "x")
+
+
+@dataclass(frozen=True)
+class MicroSettings:
+    """What ``litomo micro`` computes.
+
+    Attributes
+    ----------
+    voxel_size_um : float or (z, y, x)
+        Voxel edge length(s) in um (``--voxel-size-um``).
+    label_mapping : mapping, optional
+        Stored value of each phase, e.g. ``{"pore": 0, "am": 85, "cbd": 170}`` (``--labels``;
+        default pore=0, am=1, cbd=2).
+    axes : tuple of str
+        Percolation and S2 axes (``--axes``: ``("z",)`` or ``("z", "y", "x")``).
+    transport : bool
+        Tortuosity solves for pore and CBD along z (``--no-transport`` turns them off).
+    close_cracks : bool
+        Close one-voxel cracks and fill enclosed voids before separating particles, so a
+        cracked particle stays one (``--no-close-cracks`` turns it off).
+    expected : mapping, optional
+        Expected volume fractions shown beside the data (``--expected``).
+    seed : int
+        Seed of the random REV sub-volumes (``--seed``).
+    pore_sizes : bool
+        Continuous and simulated-MIP pore size distributions, constrictivity and the pore
+        radius maps (``--no-pore-sizes`` turns them off; ~20 s CPU at 256^3).
+    rev_tolerance : float
+        Relative tolerance of the REV size criterion (``--rev-tolerance``).
+    figures : bool
+        Draw figures and ``report.html`` (``--no-figures`` turns them off).
+    """
+
+    voxel_size_um: float | tuple[float, float, float]
+    label_mapping: Mapping[str, int] | None = None
+    axes: tuple[str, ...] = ("z",)
+    transport: bool = True
+    close_cracks: bool = True
+    expected: Mapping[str, float] | None = None
+    seed: int = 0
+    pore_sizes: bool = True
+    rev_tolerance: float = 0.05
+    figures: bool = True
+
+    def __post_init__(self) -> None:
+        from litomo.volume import as_voxel_size
+
+        object.__setattr__(self, "voxel_size_um", as_voxel_size(self.voxel_size_um))
+        bad = [a for a in self.axes if a not in AXES]
+        if bad or not self.axes:
+            raise DataError(f"--axes must be z or all (z, y, x), got {self.axes!r}")
+        if not 0 < self.rev_tolerance < 1:
+            raise DataError(f"--rev-tolerance must be in (0, 1), got {self.rev_tolerance!r}")
+
+
+@dataclass
+class MicroResult:
+    """What :func:`analyse_microstructure` returns (and :func:`run_micro` writes).
+
+    Attributes
+    ----------
+    summary : dict
+        The JSON summary (``tables/microstructure.json``; keys and their meaning in
+        :func:`litomo.metrics.summary.microstructure_report` and ``summary["definitions"]``).
+    particles : pandas.DataFrame
+        One row per AM particle (``tables/particles.csv``).
+    z_profile, rev, s2, metrics_table : pandas.DataFrame
+        Phase fractions per z-slice, REV curve, two-point correlations, the seed-style table.
+    rev_size, psd : pandas.DataFrame
+        REV size per quantity and the pore size distributions (empty without ``pore_sizes``).
+    pore_maps : dict of str to ndarray
+        Pore radius maps in um (``pore_radius_local_um``, ``pore_radius_mip_<axis>_um``).
+    out_dir : Path or None
+        The output folder (set by :func:`run_micro`).
+    files : list of Path
+        Files written, in order (the completion record last).
+    """
+
+    summary: dict[str, Any]
+    particles: pd.DataFrame
+    z_profile: pd.DataFrame
+    rev: pd.DataFrame
+    s2: pd.DataFrame
+    metrics_table: pd.DataFrame
+    rev_size: pd.DataFrame = field(default_factory=pd.DataFrame)
+    psd: pd.DataFrame = field(default_factory=pd.DataFrame)
+    pore_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    out_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def read_labels(path: str | os.PathLike, settings: MicroSettings) -> np.ndarray:
+    """Read a label file and map it to canonical codes (0 pore, 1 AM, 2 CBD), checking it first.
+
+    Raises
+    ------
+    DataError
+        The volume is not 3-D with at least 2 voxels along each axis (a 2-D image is refused
+        here, before any computation), or holds values outside the mapping.
+    """
+    from litomo.io import read_volume
+    from litomo.phases import parse_label_mapping, to_canonical
+
+    raw = read_volume(path, voxel_size_um=settings.voxel_size_um).numpy()
+    check_shape(raw.shape, str(path))
+    mapping = dict(settings.label_mapping) if settings.label_mapping else parse_label_mapping(None)
+    return to_canonical(raw, mapping)
+
+
+def check_shape(shape: tuple[int, ...], what: str) -> None:
+    """Refuse anything but a 3-D volume with at least 2 voxels along each axis.
+
+    Examples
+    --------
+    >>> check_shape((1, 64, 64), "slice.tif")
+    Traceback (most recent call last):
+    ...
+    litomo.errors.DataError: slice.tif: litomo micro needs a 3-D label volume (z, y, x) with at least 2 voxels along each axis, got shape (1, 64, 64)
+    """
+    if len(shape) != 3 or min(shape) < 2:
+        raise DataError(f"{what}: litomo micro needs a 3-D label volume (z, y, x) with at least 2 voxels "
+                        f"along each axis, got shape {tuple(shape)}")
+
+
+def _s2_table(labels: np.ndarray, settings: MicroSettings) -> pd.DataFrame:
+    from litomo.metrics.rev import two_point_correlation
+    from litomo.phases import PHASE_CODES, PHASES
+
+    present = np.bincount(labels.ravel(), minlength=3)
+    s2 = [two_point_correlation(labels, a, settings.voxel_size_um, phase=p).assign(phase=p, axis=a)
+          for p in PHASES if present[PHASE_CODES[p]] for a in settings.axes]
+    if not s2:
+        return pd.DataFrame(columns=["r_vox", "r_um", "s2", "phase", "axis"])
+    return pd.concat(s2, ignore_index=True)
+
+
+def _pore_sizes(labels: np.ndarray, settings: MicroSettings, summary: dict[str, Any]
+                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Constrictivity along each of ``settings.axes``, the PSD table and the radius maps."""
+    from litomo.metrics.constrictivity import constrictivity, pore_radius_maps, psd_table
+
+    pore = labels == 0
+    if not (settings.pore_sizes and pore.any()):
+        return pd.DataFrame(columns=["r_um", "cpsd_fraction", "mip_fraction", "axis"]), {}
+    maps: dict[str, np.ndarray] = {}
+    tables = []
+    for a in settings.axes:
+        local, mip = pore_radius_maps(pore, settings.voxel_size_um, axis=a)
+        c = constrictivity(pore, settings.voxel_size_um, axis=a, maps=(local, mip))
+        summary.setdefault("constrictivity", {}).setdefault("pore", {})[a] = c.beta
+        summary.setdefault("pore_r_min_um", {})[a] = c.r_min_um
+        summary.setdefault("mip_intruded_fraction", {})[a] = c.intruded_fraction
+        summary["pore_r_max_um"] = c.r_max_um
+        maps["pore_radius_local_um"] = local
+        maps[f"pore_radius_mip_{a}_um"] = mip
+        tables.append(psd_table(local, mip, pore).assign(axis=a))
+    return pd.concat(tables, ignore_index=True), maps
+
+
+def _s2_lengths(s2: pd.DataFrame) -> dict[str, dict[str, float]]:
+    from litomo.metrics.rev import characteristic_length_um
+
+    out: dict[str, dict[str, float]] = {}
+    for (p, a), g in s2.groupby(["phase", "axis"], sort=False):
+        out.setdefault(str(p), {})[str(a)] = characteristic_length_um(g)
+    return out
+
+
+def analyse_microstructure(labels: np.ndarray, settings: MicroSettings, *, sample: str = "sample",
+                           progress: ProgressCallback | None = None) -> MicroResult:
+    """Every ``litomo micro`` metric of a canonical label volume (no files written).
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, (z, y, x)
+        Canonical labels (0 pore, 1 AM, 2 CBD).
+    settings : MicroSettings
+    sample : str
+        Column name of the seed-style table.
+    progress : callable, optional
+        ``progress(done, total, description)``.
+
+    Examples
+    --------
+    >>> lab = np.zeros((12, 12, 12), np.uint8); lab[:, :, 6:] = 1; lab[:, :2] = 2
+    >>> r = analyse_microstructure(lab, MicroSettings(0.5, transport=False))
+    >>> r.summary["volume_fraction"]["am"], r.summary["dead_end_cluster_fraction"]["cbd"]["z"]
+    (0.4166666666666667, 0.0)
+    """
+    from litomo.metrics.fractions import z_profile_fractions
+    from litomo.metrics.rev import rev_curve, rev_size
+    from litomo.metrics.summary import microstructure_report, seed_table
+    from litomo.phases import PHASE_CODES, PHASES
+
+    check_shape(labels.shape, "labels")
+    v = settings.voxel_size_um
+    present = np.bincount(labels.ravel(), minlength=3)
+    for p in PHASES:
+        if present[PHASE_CODES[p]] == 0:
+            log.warning("phase %r is absent from %s: its metrics are NaN/inf", p, sample)
+    summary, particles = microstructure_report(
+        labels, v, axes=settings.axes, close_cracks_first=settings.close_cracks,
+        expected=dict(settings.expected) if settings.expected else None,
+        transport=settings.transport, progress=progress)
+    summary["seed"] = settings.seed
+    psd, maps = _pore_sizes(labels, settings, summary)
+    rev = rev_curve(labels, v, seed=settings.seed, progress=progress)
+    rsize = rev_size(rev, settings.rev_tolerance)
+    summary["rev_edge_um"] = {r.quantity: r.rev_edge_um for r in rsize.itertuples()}
+    summary["rev_tolerance"] = settings.rev_tolerance
+    s2 = _s2_table(labels, settings)
+    summary["characteristic_length_um"] = _s2_lengths(s2)
+    return MicroResult(
+        summary=summary,
+        particles=particles if particles is not None else pd.DataFrame(columns=["particle"]),
+        z_profile=z_profile_fractions(labels, v), rev=rev, s2=s2,
+        metrics_table=seed_table(summary, sample=sample), rev_size=rsize, psd=psd, pore_maps=maps)
+
+
+def write_micro(rd: Any, result: MicroResult, labels: np.ndarray, settings: MicroSettings) -> list[Path]:
+    """Write the tables (and, with ``settings.figures``, figures and ``report.html``) into ``rd``.
+
+    ``rd`` is an open :class:`litomo.io.rundir.RunDir`; returns the files written.
+    """
+    from litomo.io.atomic import write_csv_atomic, write_text_atomic
+    from litomo.io.rundir import to_jsonable
+
+    files = [rd.output("tables/microstructure.json")]
+    write_text_atomic(files[0], json.dumps(to_jsonable(result.summary), indent=2) + "\n")
+    for name in ("metrics_table", "particles", "z_profile", "rev", "s2", "rev_size", "psd"):
+        path = rd.output(f"tables/{'pore_size_distribution' if name == 'psd' else name}.csv")
+        write_csv_atomic(path, getattr(result, name))
+        files.append(path)
+    if result.pore_maps:
+        from litomo.io import write_tiff
+
+        for name, arr in result.pore_maps.items():
+            files.append(write_tiff(rd.output(f"volumes/{name}.tif"), arr, compression="zlib",
+                                    voxel_size_um=settings.voxel_size_um))
+    if settings.figures:
+        from litomo.report.figures import save_figure
+        from litomo.report.html import build_report
+        from litomo.report.workflow_figures import micro_figures
+
+        particles = result.particles if "touches_boundary" in result.particles else None
+        figs = micro_figures(labels, settings.voxel_size_um, result.summary, particles, result.rev, result.s2)
+        if result.pore_maps:
+            figs["pore_radius_maps"] = pore_map_figure(result.pore_maps, settings.voxel_size_um)
+        for name, fig in figs.items():
+            files += list(save_figure(fig, rd.figures, name, dpi=120).values())
+        report = rd.report  # records report.html as owned before it is written
+        files.append(build_report(report.parent, kind="micro"))
+    return files
+
+
+def pore_map_figure(maps: Mapping[str, np.ndarray], voxel_size_um: tuple[float, float, float]) -> Any:
+    """Centre (z, x) slices of the pore radius maps: local (c-PSD) radius and the radius that
+    reaches each voxel by simulated intrusion; where the second is smaller, a bottleneck upstream
+    limits transport."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(maps), 4.0), layout="constrained")
+    axs = fig.subplots(1, len(maps), squeeze=False)[0]
+    vmax = max(float(m.max()) for m in maps.values()) or 1.0
+    for ax, (name, m) in zip(axs, maps.items(), strict=True):
+        sl = m[:, m.shape[1] // 2, :]
+        extent = (0, sl.shape[1] * voxel_size_um[2], sl.shape[0] * voxel_size_um[0], 0)
+        im = ax.imshow(sl, cmap="magma", vmin=0, vmax=vmax, extent=extent, interpolation="nearest")
+        ax.set(title=name.replace("_", " "), xlabel="x (um)", ylabel="z (um)")
+    fig.colorbar(im, ax=list(axs), label="pore radius (um)")
+    return fig
+
+
+def run_micro(labels_path: str | os.PathLike, out_dir: str | os.PathLike, settings: MicroSettings, *,
+              mode: str = "new", progress: ProgressCallback | None = None) -> MicroResult:
+    """``litomo micro`` from Python: read, validate, compute, write ``out_dir``.
+
+    Parameters
+    ----------
+    labels_path : path
+        Three-phase label volume (TIFF, HDF5, OME-Zarr ...), indexed (z, y, x).
+    out_dir : path
+        Output folder (``--out``), opened with :meth:`litomo.io.rundir.RunDir.open`.
+    settings : MicroSettings
+    mode : {"new", "force"}
+        ``"new"`` refuses a non-empty folder; ``"force"`` replaces an earlier litomo output
+        there (only files litomo wrote; ``--force``).
+    progress : callable, optional
+
+    Raises
+    ------
+    LitomoError
+        Bad input (named by its option) or an output folder that may not be written.
+    """
+    from litomo.io.rundir import RunDir
+
+    labels_path = Path(labels_path)
+    with RunDir.open(out_dir, kind="micro", mode=mode, inputs=[labels_path]) as rd:
+        with stage(log, "micro", "reading labels"):
+            labels = read_labels(labels_path, settings)
+        with stage(log, "micro", "metrics"):
+            result = analyse_microstructure(labels, settings, sample=labels_path.stem, progress=progress)
+        result.summary["input"] = str(labels_path)
+        result.summary["label_mapping"] = dict(settings.label_mapping or {})
+        with stage(log, "micro", "writing outputs"):
+            result.files = write_micro(rd, result, labels, settings)
+        record = {"kind": "micro", "input": str(labels_path), "settings": _jsonable_settings(settings),
+                  "outputs": [str(p.relative_to(rd.root)) for p in result.files]}
+        result.files.append(rd.complete(record))
+        result.out_dir = rd.root
+    return result
+
+
+def _jsonable_settings(settings: MicroSettings) -> dict[str, Any]:
+    d = asdict(settings)
+    d["voxel_size_um"] = list(settings.voxel_size_um)
+    d["axes"] = list(settings.axes)
+    d["label_mapping"] = dict(settings.label_mapping) if settings.label_mapping else None
+    d["expected"] = dict(settings.expected) if settings.expected else None
+    return d
+
+
+__all__ = ["MicroResult", "MicroSettings", "analyse_microstructure", "check_shape", "read_labels",
+           "run_micro", "write_micro"]

@@ -1,0 +1,368 @@
+"""Segmentation workflow (``litomo segment``): greyscale volume -> pore / AM / CBD labels.
+
+A random forest trained on scribbles (or a saved model), or global multi-Otsu thresholds.
+:func:`segment_volume` works on arrays; :func:`run_segment` reads the files, checks the
+options before any computation and writes the output folder through
+:class:`litomo.io.rundir.RunDir` (an existing ``labels.tif`` / ``segmentation.json`` that
+litomo did not write is never replaced)::
+
+    OUT/labels.tif (0 pore, 1 AM, 2 CBD), OUT/model.joblib (classifier), OUT/segmentation.json,
+    OUT/segmentation.ome.zarr (forest: labels + one uint8 probability map per phase),
+    OUT/run.json (completion record, last)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from litomo.errors import DataError
+from litomo.phases import PHASE_CODES
+from litomo.progress import ProgressCallback
+from litomo.segment.forest import CLASSIFIERS
+from litomo.workflows.stage import stage
+
+log = logging.getLogger(__name__)
+
+METHODS = ("forest", "multi-otsu")
+DENOISE_STEPS = ("nlm", "unsharp", "median")
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """What ``litomo segment`` does (each field names its CLI option).
+
+    Attributes
+    ----------
+    method : {"forest", "multi-otsu"}
+        ``--method``.
+    classifier : {"hgb", "random-forest"}
+        ``--classifier`` (forest method; see :class:`litomo.segment.forest.ForestSettings`).
+    denoise : tuple of str
+        Denoising steps before segmentation, from nlm, unsharp, median (``--denoise``); with a
+        saved model, empty means "the model's own".
+    voxel_size_um : float, optional
+        Overrides the file's voxel size (``--voxel-size-um``).
+    scribble_values : mapping
+        Scribble value of each phase (``--scribble-values``); 0 means unlabelled.
+    phase_order : tuple of str
+        multi-otsu: phases by increasing grey value (``--phase-order``).
+    sigmas : tuple of float, optional
+        Feature scales in voxels (``--sigmas``).
+    n_estimators, max_samples_per_class, chunks, memory_mb, n_jobs, seed
+        ``--n-estimators``, ``--max-samples-per-class``, ``--chunks``, ``--memory-mb``,
+        ``--n-jobs``, ``--seed``.
+    """
+
+    method: str = "forest"
+    classifier: str = "random-forest"
+    denoise: tuple[str, ...] = ()
+    voxel_size_um: float | None = None
+    scribble_values: Mapping[str, int] = field(default_factory=lambda: {"pore": 1, "am": 2, "cbd": 3})
+    phase_order: tuple[str, ...] = ("pore", "cbd", "am")
+    sigmas: tuple[float, ...] | None = None
+    n_estimators: int = 30
+    max_samples_per_class: int = 20000
+    chunks: int | None = None
+    memory_mb: float = 512.0
+    n_jobs: int = -1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise DataError(f"--method must be 'forest' or 'multi-otsu', got {self.method!r}")
+        if self.classifier not in CLASSIFIERS:
+            raise DataError(f"--classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
+        bad = [s for s in self.denoise if s not in DENOISE_STEPS]
+        if bad:
+            raise DataError(f"--denoise: unknown step(s) {', '.join(bad)}; choose from {', '.join(DENOISE_STEPS)}")
+        order = self.phase_order
+        if any(p not in PHASE_CODES for p in order) or len(set(order)) != len(order) or len(order) < 2:
+            raise DataError(f"--phase-order: expected 2 or 3 distinct phases from {', '.join(PHASE_CODES)} "
+                            f"by increasing grey value, got {','.join(order)!r}")
+        if 0 in self.scribble_values.values():
+            raise DataError("--scribble-values: 0 means 'unlabelled' in scribbles; give each phase a non-zero value")
+        if self.n_estimators < 1 or self.max_samples_per_class < 1:
+            raise DataError("--n-estimators and --max-samples-per-class must be at least 1")
+
+
+@dataclass
+class SegmentResult:
+    """Labels (canonical codes 0 pore, 1 AM, 2 CBD), the report (``segmentation.json``), the model."""
+
+    labels: np.ndarray
+    report: dict[str, Any]
+    model: Any | None = None
+    out_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def check_options(settings: SegmentSettings, scribbles_path: Path | None, model_path: Path | None) -> None:
+    """Refuse option combinations that cannot work, before anything is read.
+
+    Examples
+    --------
+    >>> check_options(SegmentSettings(), None, None)
+    Traceback (most recent call last):
+    ...
+    litomo.errors.DataError: --method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model
+    """
+    if settings.method == "forest" and model_path is None and scribbles_path is None:
+        raise DataError("--method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model")
+    if model_path is not None and scribbles_path is not None:
+        raise DataError("give either --labels (train a new model) or --model (apply one), not both")
+    if model_path is not None and settings.method != "forest":
+        raise DataError("--model applies a random forest; drop --method multi-otsu")
+
+
+def _load_model(model_path: Path, settings: SegmentSettings) -> tuple[Any, tuple[str, ...]]:
+    """The saved model and the denoising steps to use with it (its training ones)."""
+    from litomo.segment.features import feature_params
+    from litomo.segment.model_file import load_model
+
+    expected = feature_params(settings.sigmas) if settings.sigmas else None
+    model = load_model(model_path, feature_params_expected=expected)
+    if not model.class_names:
+        raise DataError(f"{model_path}: model does not say which class is which phase; retrain it with litomo segment")
+    trained = tuple(model.preprocessing)
+    if settings.denoise and settings.denoise != trained:
+        raise DataError(f"--denoise {','.join(settings.denoise)} differs from the model's training preprocessing "
+                        f"{','.join(trained) or '(none)'}; the grey values would not match")
+    return model, trained
+
+
+def _prepare(grey: np.ndarray, steps: tuple[str, ...], settings: SegmentSettings,
+             report: dict[str, Any]) -> np.ndarray:
+    from litomo.denoise import denoise_pipeline, otsu_interclass_variance
+
+    before = otsu_interclass_variance(grey, seed=settings.seed)
+    report["otsu_interclass_variance"] = {"before": before, "after": before}
+    if steps:
+        grey, record = denoise_pipeline(grey, steps, chunks=settings.chunks, return_record=True)
+        report["parameters"]["denoise_steps"] = record
+        report["otsu_interclass_variance"]["after"] = otsu_interclass_variance(grey, seed=settings.seed)
+    return grey
+
+
+def _train(grey: np.ndarray, scribbles: np.ndarray, settings: SegmentSettings, steps: tuple[str, ...],
+           progress: ProgressCallback | None) -> Any:
+    from litomo.segment.features import DEFAULT_SIGMAS
+    from litomo.segment.forest import ForestSettings, train_forest
+
+    mapping = dict(settings.scribble_values)
+    unknown = sorted(set(np.unique(scribbles).tolist()) - set(mapping.values()) - {0})
+    if unknown:
+        raise DataError(f"--labels: scribble values {unknown[:8]} are not in --scribble-values "
+                        f"{mapping} (0 = unlabelled)")
+    forest = ForestSettings(classifier=settings.classifier, sigmas=settings.sigmas or DEFAULT_SIGMAS,
+                            n_estimators=settings.n_estimators, max_samples_per_class=settings.max_samples_per_class,
+                            seed=settings.seed, n_jobs=settings.n_jobs)
+    model = train_forest(grey, scribbles, forest, chunks=settings.chunks, memory_mb=settings.memory_mb,
+                         progress=progress)
+    inverse = {v: k for k, v in mapping.items()}
+    model.class_names = {int(c): inverse[int(c)] for c in model.classes_}
+    model.preprocessing = list(steps)
+    return model
+
+
+def _forest_labels(grey: np.ndarray, model: Any, settings: SegmentSettings, report: dict[str, Any],
+                   progress: ProgressCallback | None, store: Path | None = None) -> np.ndarray:
+    report["parameters"]["feature_params"] = model.feature_params
+    report["parameters"]["classifier"] = type(model.classifier).__name__
+    if store is None:
+        pred = model.predict(grey, chunks=settings.chunks, progress=progress, memory_mb=settings.memory_mb,
+                             n_jobs=settings.n_jobs)
+    else:  # labels and probabilities streamed block by block to a zarr store (run_segment publishes it)
+        import zarr
+
+        model.predict_to_zarr(grey, store, chunks=settings.chunks, memory_mb=settings.memory_mb,
+                              n_jobs=settings.n_jobs, progress=progress)
+        pred = zarr.open_group(str(store), mode="r")["labels"][...]
+    lut = np.zeros(int(max(model.classes_.max(), 0)) + 1, dtype=np.uint8)
+    for c, name in model.class_names.items():
+        lut[int(c)] = PHASE_CODES[name]
+    names = model.class_names
+    report["validation"] = model.validation
+    report["validation_accuracy"] = model.validation_accuracy
+    report["validation_accuracy_per_class"] = {names[c]: a for c, a in model.validation_accuracy_per_class.items()}
+    report["training_samples_per_class"] = {names[c]: n for c, n in model.n_samples_per_class.items()}
+    return lut[pred]
+
+
+def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np.ndarray | None = None,
+                   model: Any | None = None, progress: ProgressCallback | None = None,
+                   prediction_store: Path | None = None) -> SegmentResult:
+    """Segment a greyscale volume (no files written).
+
+    Parameters
+    ----------
+    grey : ndarray, (z, y, x)
+        Greyscale volume (checked by :func:`litomo.segment.features.check_grey`).
+    settings : SegmentSettings
+    scribbles : ndarray, optional
+        Scribbles on the same grid (forest training).
+    model : optional
+        A model from :func:`litomo.segment.model_file.load_model` (forest application); its
+        training preprocessing is applied when ``settings.denoise`` is empty.
+    progress : callable, optional
+    prediction_store : path, optional
+        Forest: stream labels and class probabilities to this zarr store
+        (:meth:`litomo.segment.forest.SegmentationModel.predict_to_zarr`).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> grey = rng.normal(0, 0.05, (8, 8, 8)) + np.repeat([0.0, 1.0], 4)[None, None, :]
+    >>> r = segment_volume(grey, SegmentSettings(method="multi-otsu", phase_order=("pore", "am")))
+    >>> r.report["volume_fractions"]
+    {'pore': 0.5, 'am': 0.5}
+    """
+    from litomo.segment.features import check_grey
+    from litomo.segment.forest import am_fraction_sensitivity
+    from litomo.segment.threshold import multi_otsu_labels
+
+    t0 = time.perf_counter()
+    check_grey(grey, "the greyscale volume")
+    steps = settings.denoise or (tuple(model.preprocessing) if model is not None else ())
+    report: dict[str, Any] = {"parameters": {"method": settings.method, "denoise": list(steps),
+                                             "seed": settings.seed}}
+    grey = _prepare(grey, steps, settings, report)
+    if settings.method == "multi-otsu":
+        report["parameters"]["phase_order"] = list(settings.phase_order)
+        labels = multi_otsu_labels(grey, classes=len(settings.phase_order), order=settings.phase_order,
+                                   seed=settings.seed)
+    else:
+        if model is None:
+            if scribbles is None:
+                raise DataError("--method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model")
+            model = _train(grey, scribbles, settings, steps, progress)
+            report["parameters"].update(scribble_values=dict(settings.scribble_values),
+                                        n_estimators=settings.n_estimators,
+                                        max_samples_per_class=settings.max_samples_per_class)
+        labels = _forest_labels(grey, model, settings, report, progress, prediction_store)
+    present = set(np.unique(labels).tolist())
+    keep = set(settings.phase_order) if settings.method == "multi-otsu" else set()
+    report["volume_fractions"] = {name: float((labels == code).mean()) for name, code in PHASE_CODES.items()
+                                  if code in present or name in keep}
+    if PHASE_CODES["am"] in present:
+        report["am_fraction_sensitivity"] = am_fraction_sensitivity(labels, PHASE_CODES["am"])
+    report["elapsed_s"] = time.perf_counter() - t0
+    return SegmentResult(labels=labels, report=report, model=model)
+
+
+def _read_inputs(grey_path: Path, scribbles_path: Path | None, model_path: Path | None,
+                 settings: SegmentSettings) -> tuple[Any, np.ndarray | None, Any, SegmentSettings]:
+    from dataclasses import replace
+
+    from litomo.io import read_volume
+
+    vol = read_volume(grey_path, voxel_size_um=settings.voxel_size_um)
+    scribbles = model = None
+    if model_path is not None:
+        model, trained = _load_model(model_path, settings)
+        settings = replace(settings, denoise=settings.denoise or trained)
+    if scribbles_path is not None:
+        scribbles = read_volume(scribbles_path, voxel_size_um=vol.voxel_size_um).numpy()
+    return vol, scribbles, model, settings
+
+
+def _publish_prediction(path: Path, store: Path, model: Any, vol: Any) -> Path:
+    """Labels (canonical codes) + one uint8 probability map per phase as OME-Zarr, from the
+    streamed prediction store, chunk by chunk (nothing is loaded whole)."""
+    import dask.array as da
+    import zarr
+
+    from litomo.io.omezarr import write_ome_zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    lut = np.zeros(int(max(model.classes_.max(), 0)) + 1, dtype=np.uint8)
+    for c, name in model.class_names.items():
+        lut[int(c)] = PHASE_CODES[name]
+    labels = da.from_zarr(group["labels"])
+    prob = da.from_zarr(group["probability"])
+    images = {"labels": vol.with_array(labels.map_blocks(lambda b: lut[b], dtype=np.uint8), step="segment")}
+    for i, c in enumerate(model.classes_):
+        name = model.class_names[int(c)]
+        images[f"probability_{name}"] = vol.with_array(prob[i], step="segment", probability_of=name,
+                                                       scale="probability x 255")
+    return write_ome_zarr(path, images, chunks=group["labels"].chunks, downsample={"labels": "nearest"})
+
+
+def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settings: SegmentSettings, *,
+                scribbles_path: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
+                reference_path: str | os.PathLike | None = None,
+                reference_values: Mapping[str, int] | None = None,
+                mode: str = "new", progress: ProgressCallback | None = None) -> SegmentResult:
+    """``litomo segment`` from Python: check, read, segment, write ``out_dir``.
+
+    ``mode="new"`` refuses a non-empty folder (so an existing ``labels.tif`` is never silently
+    replaced); ``"force"`` replaces only an earlier litomo output there (``--force``). With
+    ``reference_path`` (``--reference``; phase values ``reference_values``, voxels of other
+    values unlabelled) the report gets ``reference_agreement``
+    (:func:`litomo.metrics.agreement.reference_agreement`: Dice, IoU, volume-fraction differences).
+    """
+    from litomo.io import write_tiff
+    from litomo.io.atomic import write_text_atomic
+    from litomo.io.rundir import RunDir, to_jsonable
+
+    grey_path = Path(grey_path)
+    scribbles_path = Path(scribbles_path) if scribbles_path is not None else None
+    model_path = Path(model_path) if model_path is not None else None
+    reference_path = Path(reference_path) if reference_path is not None else None
+    check_options(settings, scribbles_path, model_path)
+    inputs = [p for p in (grey_path, scribbles_path, model_path, reference_path) if p is not None]
+    with RunDir.open(out_dir, kind="segment", mode=mode, inputs=inputs) as rd:
+        with stage(log, "segment", "reading inputs"):
+            vol, scribbles, model, settings = _read_inputs(grey_path, scribbles_path, model_path, settings)
+            ref = None
+            if reference_path is not None:  # read and checked before the (long) segmentation
+                from litomo.io import read_volume
+
+                ref = read_volume(reference_path, voxel_size_um=vol.voxel_size_um).numpy()
+                if ref.shape != tuple(vol.shape):
+                    raise DataError(f"--reference: shape {ref.shape} differs from the greyscale volume's "
+                                    f"{tuple(vol.shape)}")
+        store = rd.work / "prediction.zarr" if settings.method == "forest" else None
+        with stage(log, "segment", f"segmentation ({settings.method})"):
+            result = segment_volume(vol.numpy(), settings, scribbles=scribbles, model=model, progress=progress,
+                                    prediction_store=store)
+        if ref is not None:
+            from litomo.metrics.agreement import reference_agreement
+
+            with stage(log, "segment", "comparing with the reference"):
+                result.report["reference_agreement"] = reference_agreement(result.labels, ref, reference_values)
+                result.report["reference_agreement"]["reference"] = str(reference_path)
+        params = result.report["parameters"]
+        params.update(voxel_size_um=list(vol.voxel_size_um), grey=str(grey_path))
+        if scribbles_path is not None:
+            params["scribbles"] = str(scribbles_path)
+        if model_path is not None:
+            params["model"] = str(model_path)
+        with stage(log, "segment", "writing outputs"):
+            result.files = [rd.output("labels.tif")]
+            write_tiff(result.files[0], vol.with_array(result.labels, step="segment", method=settings.method))
+            if store is not None:
+                result.files.append(rd.output("segmentation.ome.zarr"))
+                _publish_prediction(result.files[-1], store, result.model, vol)
+                rd.remove("work")
+            if result.model is not None:
+                result.files.append(rd.output("model.joblib"))
+                result.model.save(result.files[-1])
+                result.report["model"] = str(result.files[-1])
+            result.files.append(rd.output("segmentation.json"))
+            write_text_atomic(result.files[-1], json.dumps(to_jsonable(result.report), indent=2) + "\n")
+        result.files.append(rd.complete({"kind": "segment", "parameters": params,
+                                         "outputs": [p.name for p in result.files]}))
+        result.out_dir = rd.root
+    return result
+
+
+__all__ = ["SegmentResult", "SegmentSettings", "check_options", "run_segment", "segment_volume"]

@@ -1,0 +1,94 @@
+"""Li maps on forward models independent of litomo (issue 16), run through ``litomo run``.
+
+The data come from ``tests/forward_models.py`` (its own geometry, Li fields, spectra, background
+and noise; nothing from litomo.phantom) and are scored from the run's output files. CI runs a
+small subset; ``benchmarks/bench_robust.py`` runs every case (table in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import forward_models as fm
+from pipeline_helpers import cli
+
+COMPOSITION = {"composition": "LiNi0.8Mn0.1Co0.1O2"}
+
+
+@pytest.fixture(scope="module")
+def fronts_run(tmp_path_factory):
+    """Reaction fronts both ways, shifted end members, tabulated background, 56^3.
+
+    Default settings except registration (the energies are not displaced here: registration
+    takes minutes on a CI machine; the benchmark runs every case with it).
+    """
+    case = dataclasses.replace(fm.CASES["fronts"], size=56, spectra="shifted", background="tabulated",
+                               shift_vox=0.0, seed=11)
+    base = tmp_path_factory.mktemp("robust")
+    manifest = fm.write_case(case, base / "data", sample=COMPOSITION, processing={"register": False})
+    code, _, err = cli(["run", str(manifest), "--out", str(base / "run"), "-q", "--scheduler", "synchronous"])
+    assert code == 0, err
+    return base
+
+
+def test_fronts_scored_from_run_files(fronts_run):
+    score = fm.score_run(fronts_run / "run", fronts_run / "data")
+    w = score["worst"]
+    # measured (seed 11, 56^3, bin 7, 282 bins per state): RMSE 0.0146 / 0.0155, class fractions
+    # 0.0 / 1.4 pp, total Li -0.20 / -0.57 %, Wasserstein 0.005 / 0.007, bias -0.0006 / -0.0037
+    assert w["rmse"] < 0.03
+    assert w["max_class_pp"] < 3.0
+    assert w["total_li_pct"] < 1.2
+    assert w["wasserstein"] < 0.014
+    for s in score["states"].values():
+        assert abs(s["bias"]) < 0.008
+
+
+def test_run_records_background_law_and_regime(fronts_run):
+    run = json.loads((fronts_run / "run" / "run.json").read_text())
+    bg = run["background"]
+    assert bg["law"] == "tabulated" and bg["composition"] == "LiNi0.8Mn0.1Co0.1O2"
+    # Elam tables for NMC811: E^-2.65 between 8330 and 8430 eV
+    assert 2.5 < bg["effective_exponent"] < 2.8
+    # the law lowers the mean x_Li (the plain ratio reads the falling background as Li)
+    for shift in bg["mean_li_shift"].values():
+        assert -0.04 < shift < -0.008  # measured -0.016 / -0.022
+    for reg in run["li_map_regime"].values():
+        # predicted noise of a full bin after shrinkage, measured 0.012 / 0.014
+        assert 0.006 < reg["noise_sigma_full_bin"] < 0.03
+        assert (reg["regime"] == "noise-limited") == (reg["class_uncertainty_pct"] > 2.0)
+
+
+def test_forward_model_is_what_it_says():
+    """The generator itself: partial-volume surfaces, Li field kinds, background laws."""
+    case = dataclasses.replace(fm.CASES["small_touching"], size=40)
+    f_am, f_li, f_cbd = fm.render(case, "front_charge", np.zeros(3))
+    part = (f_am > 0) & (f_am < 1)
+    assert part.mean() > 0.02  # surface voxels are partial
+    assert np.all(f_am + f_cbd <= 1 + 1e-6)
+    with np.errstate(invalid="ignore"):
+        x = f_li / f_am
+    assert np.nanmin(x) >= 0.42 - 1e-6 and np.nanmax(x) <= 0.99 + 1e-6
+    e = np.array(fm.ENERGIES_EV)
+    tab = fm.background_shape("tabulated", e)
+    p_eff = -np.log(tab[2] / tab[0]) / np.log(e[2] / e[0])
+    assert 2.3 < p_eff < 2.8  # Chantler total attenuation of NMC811
+
+
+def test_regime_flags_states_whose_noise_can_move_class_fractions():
+    """A state is "noise-limited" above 2 % of bins near a threshold, and only such states are named."""
+    import pandas as pd
+
+    from litomo.workflows.limap.run import regime_record
+
+    states = pd.DataFrame({"state": ["I", "II"], "li_class_uncertainty": [0.031, 0.004],
+                           "li_noise_sigma_full_bin": [0.022, 0.012]})
+    regime, warning = regime_record(states)
+    assert regime["I"]["regime"] == "noise-limited" and regime["II"]["regime"] == "resolved"
+    assert regime["I"]["class_uncertainty_pct"] == pytest.approx(3.1)
+    assert "I (3.1 %)" in warning and "II" not in warning
+    assert regime_record(states.iloc[1:])[1] is None
