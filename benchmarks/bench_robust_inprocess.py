@@ -7,7 +7,8 @@ stages run once per state and only the stages after them rerun for each setting.
 
 Run: ``python benchmarks/bench_robust_inprocess.py --workdir W [--cases a,b] [--rigid]``;
 prints one JSON line per case, state and setting (``before`` = pre-issue-16 defaults,
-``default`` = current defaults with ``[sample] composition``).
+``default`` = current defaults with ``[sample] composition``, ``shrink`` = the same with
+``li_shrinkage = "constrained_bayes"``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def case_manifest(name: str, work: Path, *, rigid: bool) -> Any:
     return m
 
 
-def score(name: str, work: Path, m: Any, *, rigid: bool, **processing: Any) -> dict:
+def score(name: str, work: Path, m: Any, *, rigid: bool, stages_dir: str = "stages", **processing: Any) -> dict:
     """Run the state stages (reusing the cached ones) with ``processing`` changed; score each state."""
     from litomo.workflows.execution import dask_client
     from litomo.workflows.limap.cache import StageCache
@@ -53,7 +54,7 @@ def score(name: str, work: Path, m: Any, *, rigid: bool, **processing: Any) -> d
 
     m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, **processing))
     ctx = prepare_context(m, RunOptions(scheduler="synchronous"), None, [])
-    cache = StageCache(work / name / ("stages_rigid" if rigid else "stages"), resume=True)
+    cache = StageCache(work / name / (stages_dir + ("_rigid" if rigid else "")), resume=True)
     stages = [s for s in STATE_STAGES if s.active(ctx)]
     out = {}
     case_dir = work / name
@@ -76,13 +77,14 @@ def main() -> None:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--cases", default=",".join(fm.CASES))
     ap.add_argument("--rigid", action="store_true", help="register rigid-only (bspline = false)")
+    ap.add_argument("--stages", default="stages", help="stage-cache folder per case (one per code version)")
     args = ap.parse_args()
     work = Path(args.workdir)
     for name in args.cases.split(","):
         m0 = case_manifest(name, work, rigid=args.rigid)
         m1 = dataclasses.replace(m0, sample=dataclasses.replace(m0.sample, composition=COMPOSITION))
-        for tag, m, shrink in (("before", m0, "none"), ("default", m1, "constrained_bayes")):
-            for st, s in score(name, work, m, rigid=args.rigid, li_shrinkage=shrink).items():
+        for tag, m, shrink in (("before", m0, "none"), ("default", m1, "none"), ("shrink", m1, "constrained_bayes")):
+            for st, s in score(name, work, m, rigid=args.rigid, stages_dir=args.stages, li_shrinkage=shrink).items():
                 print(json.dumps({"case": name, "state": st, "settings": tag, "rigid": args.rigid, **s}), flush=True)
 
 

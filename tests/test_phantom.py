@@ -229,7 +229,7 @@ def _contents(root: Path) -> dict[str, bytes]:
     """Every file's bytes; for TIFFs the pixel bytes (OME-TIFF headers carry a random UUID)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and ".litomo" not in p.parts:  # the ownership marker carries a run id
             out[str(p.relative_to(root))] = tifffile.imread(p).tobytes() if p.suffix == ".tif" else p.read_bytes()
     return out
 
@@ -271,10 +271,15 @@ def test_cli_writes_everything_and_is_deterministic(tmp_path: Path) -> None:
     assert vol.shape == (40, 40, 40) and vol.dtype == np.float32
     # same seed, bit-identical data in every file
     ca, cb = _contents(a), _contents(tmp_path / "b")
-    assert ca.keys() == cb.keys() and len(ca) == 3 * 6 + 2 + 3
+    assert ca.keys() == cb.keys() and len(ca) == 3 * 6 + 2 + 3 + 1  # + run.json
     assert all(ca[k] == cb[k] for k in ca)
-    # refusing to overwrite an existing dataset
+    # refusing to overwrite an existing dataset; --overwrite replaces only what litomo wrote
     assert _cli([*args, "--out", str(a)]) == 2
+    (a / "thesis.tex").write_text("mine")
+    assert _cli([*args, "--out", str(a), "--overwrite"]) == 2
+    assert (a / "thesis.tex").read_text() == "mine" and (a / "experiment.toml").is_file()
+    (a / "thesis.tex").unlink()
+    assert _cli([*args, "--out", str(a), "--overwrite"]) == 0
     assert _cli([*args, "--out", str(tmp_path / "c"), "--dtype", "int8"]) == 2
 
 

@@ -93,7 +93,7 @@ def test_run_json_and_report(cli_run):
     assert len(run["inputs"]) == 2 * 3 + 2
     for path, digest in run["inputs"].items():
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
-    stages = ["read", "register", "warp", "map", "particles", "li", "statistics"]
+    stages = ["read", "register", "warp", "map", "particles", "li", "statistics", "context"]
     assert {*stages, "tracking", "outputs", "report", "total"} <= set(run["timings_s"])
     assert all(v >= 0 for v in run["timings_s"].values())
     # every stage of every state ran once, with its wall and CPU time and the peak RSS so far
@@ -106,6 +106,7 @@ def test_run_json_and_report(cli_run):
     html = (out / "report.html").read_text()
     assert "<html" in html.lower() and "II" in html
     assert "peak RSS (MiB)" in html and ">particles<" in html  # the stage table
+    assert (out / "figures" / "li_projection.png").is_file() and "2-D projection versus 3-D" in html
     # report.html before run.json: the completion record is written last
     assert (out / "report.html").stat().st_mtime_ns <= (out / "run.json").stat().st_mtime_ns
 

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline_helpers import cli, make_phantom, variant
 
-STAGES = ("read", "register", "warp", "map", "particles", "li", "statistics")
+STAGES = ("read", "register", "warp", "map", "particles", "li", "statistics", "context")
 STORED = STAGES[1:]  # "read" is recomputed when needed, never stored
 COMPARED = ("states", "particles", "z_profile", "core_shell", "histograms", "evolution", "matching")
 
@@ -123,8 +123,9 @@ def test_resume_skips_finished_stages(manifest, tmp_path, monkeypatch, reference
 
 
 def test_changed_parameter_reruns_only_the_stages_that_read_it(manifest, tmp_path):
-    """--resume with a new statistics threshold reruns statistics only; a new interior
-    erosion reruns the warp and everything after it, but not the registration."""
+    """--resume with a new class threshold reruns the two stages that classify (statistics,
+    context) only; a new interior erosion reruns the warp and everything after it, but not the
+    registration."""
     from litomo.workflows.limap import RunOptions, run_experiment
     from litomo.workflows.limap.cache import load_array
 
@@ -133,9 +134,10 @@ def test_changed_parameter_reruns_only_the_stages_that_read_it(manifest, tmp_pat
     keys = _records(out)
     changed = variant(manifest, tmp_path / "rich08.toml", li_rich_min=0.8)
     res = run_experiment(changed, out, RunOptions(scheduler="synchronous", resume=True))
-    assert {n: res.ran(n) for n in STAGES} == {n: (["I", "II"] if n == "statistics" else []) for n in STAGES}
+    classify = ("statistics", "context")
+    assert {n: res.ran(n) for n in STAGES} == {n: (["I", "II"] if n in classify else []) for n in STAGES}
     new = _records(out)
-    assert {k for k in keys if new[k] != keys[k]} == {"I/statistics", "II/statistics"}
+    assert {k for k in keys if new[k] != keys[k]} == {f"{s}/{n}" for s in ("I", "II") for n in classify}
     states = pd.read_csv(out / "tables" / "states.csv").set_index("state")
     assert json.loads((out / "run.json").read_text())["parameters"]["li_rich_min"] == 0.8
     for name in ("I", "II"):
@@ -146,7 +148,7 @@ def test_changed_parameter_reruns_only_the_stages_that_read_it(manifest, tmp_pat
     eroded = variant(manifest, tmp_path / "ero2.toml", li_rich_min=0.8, surface_erosion_vox=2)
     res = run_experiment(eroded, out, RunOptions(scheduler="synchronous", resume=True))
     rerun = {n for n in STAGES if res.ran(n) == ["I", "II"]}
-    assert rerun == {"read", "warp", "map", "particles", "li", "statistics"}
+    assert rerun == {"read", "warp", "map", "particles", "li", "statistics", "context"}
     assert res.ran("register") == []
 
 

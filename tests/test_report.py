@@ -49,13 +49,21 @@ def make_run_dir(out: Path, *, with_volumes: bool = True, bad_pair: bool = True)
 
     from litomo.io import write_ome_zarr
     from litomo.volume import Volume
+    from litomo.workflows.limap.context import state_context
 
     rng = np.random.default_rng(1)
     labels = _particles(SHAPE)
+    # one internal pore (for the "Li next to internal voids" figure): the centre voxel of the
+    # first particle that surrounds its centre on all sides
+    for c in ndi.center_of_mass(labels > 0, labels, range(1, labels.max() + 1)):
+        z, y, x_ = np.rint(c).astype(int)
+        if np.all(labels[z - 1:z + 2, y - 1:y + 2, x_ - 1:x_ + 2] == labels[z, y, x_]):
+            labels[z, y, x_] = 0
+            break
     am = labels > 0
     depth_vox = ndi.distance_transform_edt(am)
     vvol = float(np.prod(VOXEL_UM))
-    rows, hist, zp, parts, cs, reg, evo, match = [], [], [], [], [], [], [], []
+    rows, hist, zp, parts, cs, reg, evo, match, ctx = [], [], [], [], [], [], [], [], []
     bins = np.linspace(0, 1.2, 25)
     for k, (s, lab, m) in enumerate(zip(STATES, LABELS, MEAN_LI, strict=True)):
         # delithiation starts at the particle surface: the shell is poorer than the core
@@ -65,6 +73,9 @@ def make_run_dir(out: Path, *, with_volumes: bool = True, bad_pair: bool = True)
             vdir = out / "volumes" / s
             write_ome_zarr(vdir / "li.ome.zarr", Volume(x, VOXEL_UM, {"name": "li"}))
             write_ome_zarr(vdir / "labels.ome.zarr", Volume(labels, VOXEL_UM, {"name": "particles"}))
+        ctx.append(state_context(s, x, am.astype(float), labels, VOXEL_UM, poor_max=0.6, rich_min=0.9, bins=bins))
+        if with_volumes:
+            write_ome_zarr(vdir / "li_projection.ome.zarr", Volume(ctx[-1].map_2d[None], VOXEL_UM))
         xa = x[am]
         rich, mod, poor = _classes(x)
         rows.append({"state": s, "label": lab, "mean_li": xa.mean(), "std_li": xa.std(),
@@ -115,7 +126,8 @@ def make_run_dir(out: Path, *, with_volumes: bool = True, bad_pair: bool = True)
     tables = {"states": pd.DataFrame(rows), "histograms": pd.concat(hist), "z_profile": pd.DataFrame(zp),
               "particles": pd.DataFrame(parts), "core_shell": pd.DataFrame(cs),
               "registration": pd.DataFrame(reg), "evolution": pd.DataFrame(evo),
-              "matching": pd.DataFrame(match)}
+              "matching": pd.DataFrame(match),
+              **{n: pd.concat([getattr(c, n) for c in ctx]) for n in ("li_context", "li_projection_hist")}}
     tdir = out / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
@@ -298,7 +310,7 @@ def test_build_report_tolerates_missing_tables(tmp_path):
     from litomo.report.html import build_report
 
     make_run_dir(tmp_path, with_volumes=False, bad_pair=False)
-    for name in ("registration", "core_shell", "matching"):
+    for name in ("registration", "core_shell", "matching", "li_context", "li_projection_hist"):
         (tmp_path / "tables" / f"{name}.csv").unlink()
     (tmp_path / "tables" / "particles.csv").write_text("")  # empty file = missing
     (tmp_path / "tables" / "evolution.csv").write_text("foo,bar\n1,2\n")  # malformed

@@ -133,6 +133,48 @@ def test_lock_refuses_a_second_command_on_the_same_folder(tmp_path):
         pass
 
 
+def test_update_takes_the_lock_and_never_overwrites_a_foreign_report(tmp_path):
+    """`litomo report DIR` (RunDir.update): lock, marker required, only its own report/figures."""
+    from litomo.report.html import rebuild_report
+
+    out = tmp_path / "out"
+    _a_run(out)
+    with RunDir.open(out, kind="run", mode="resume") as rd:  # holds the lock
+        rd.keep()
+        with pytest.raises(InputFileError, match="in use by another litomo process"):
+            rebuild_report(out)
+    with pytest.raises(InputFileError, match="holds no litomo output"):
+        rebuild_report(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my report")
+    with pytest.raises(InputFileError, match="holds no litomo output"):
+        rebuild_report(mine)
+    assert (mine / "report.html").read_text() == "my report"
+    (out / "report.html").write_text("not litomo's")  # a report litomo did not record
+    with pytest.raises(InputFileError, match="was not written by litomo"):
+        rebuild_report(out)
+    assert (out / "report.html").read_text() == "not litomo's"
+    (out / "report.html").unlink()
+    assert rebuild_report(out, kind="limap") == out / "report.html"
+    assert "report.html" in json.loads((out / ".litomo" / "owner.json").read_text())["owned"]
+
+
+def test_run_layout_is_the_one_description_of_the_folder(tmp_path):
+    from litomo.io.rundir import RunLayout
+
+    with RunDir.open(tmp_path / "o", kind="run") as rd:
+        lay = RunLayout(rd.root)
+        assert rd.tables == lay.tables and rd.volumes("I") == lay.volumes("I")
+        assert rd.report == lay.report and rd.work == lay.work and rd.figures == lay.figures
+        assert lay.volume("I", "li") == rd.root / "volumes" / "I" / "li.ome.zarr"
+        rd.output("volumes/II/li.ome.zarr").mkdir()
+        rd.output("volumes/I/li.ome.zarr").mkdir()
+        assert lay.state_folders() == ["I", "II"]
+        with pytest.raises(LitomoError):
+            lay.volumes("..")
+
+
 def test_output_paths_and_state_names():
     for bad in ("..", ".", "", "I ", " I", "a/b", "a\\b", "a\0b", ".hidden", "tab\t"):
         with pytest.raises(LitomoError, match="not a safe folder name"):
@@ -286,3 +328,23 @@ def test_item6_and_12_state_names_and_out_that_is_a_file(manifest, tmp_path):
     (tmp_path / "afile").write_text("keep")
     _one_line_error(*_run(manifest, tmp_path / "afile")[::2], "is an existing file")
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_demo_data_folder_follows_the_rules(tmp_path):
+    """`litomo demo` writes OUT/data through RunDir: a user's files there are never replaced."""
+    data = tmp_path / "d" / "data"
+    data.mkdir(parents=True)
+    (data / "experiment.toml").write_text("mine")
+    for extra in ([], ["--force"]):
+        code, _, err = cli(["demo", "--out", str(tmp_path / "d"), "--size", "24", "--states", "1", "-q", *extra])
+        assert code == 2 and "holds no earlier litomo run" in err and "Traceback" not in err
+    assert (data / "experiment.toml").read_text() == "mine"
+    assert not (tmp_path / "d" / "results").exists()
+
+
+def test_deadangle_out_follows_the_rules(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine")
+    code, _, err = cli(["deadangle", "--size", "16", "--ranges", "180", "--out", str(tmp_path / "o"), "-q"])
+    assert code == 2 and "holds no earlier litomo run" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["notes.txt"]

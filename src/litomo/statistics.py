@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from litomo.errors import DataError
+from litomo.manifest.model import SEPARATOR_SIDES
 from litomo.particles import check_particle_labels, particle_table
 from litomo.volume import as_voxel_size
 from litomo.xanes.threeenergy import class_fractions, classify_li
@@ -202,12 +203,41 @@ def state_summary(
     return out
 
 
+def depth_from_separator_um(z_um: Any, thickness_um: float, separator_side: str = "z_min") -> np.ndarray:
+    """Depth below the separator of positions ``z_um`` measured from the z = 0 face.
+
+    Parameters
+    ----------
+    z_um : array_like of float
+        Positions along z (um) from the z = 0 face, e.g. slice centres or particle centroids.
+    thickness_um : float
+        Extent of the volume along z (um): ``n_z * voxel_z``.
+    separator_side : {"z_min", "z_max"}
+        The face of the volume on the separator side: z = 0 (``"z_min"``) or the last slice.
+
+    Returns
+    -------
+    ndarray of float
+        Depth from the separator face (um); the current-collector side has the largest depth.
+
+    Examples
+    --------
+    >>> depth_from_separator_um([0.5, 1.5, 2.5], 3.0, "z_max").tolist()
+    [2.5, 1.5, 0.5]
+    """
+    if separator_side not in SEPARATOR_SIDES:
+        raise DataError(f"separator_side must be one of {SEPARATOR_SIDES}, got {separator_side!r}")
+    z = np.asarray(z_um, dtype=np.float64)
+    return z if separator_side == "z_min" else float(thickness_um) - z
+
+
 def z_profile(
     x_li: Any,
     *,
     voxel_size_um: Any,
     poor_max: float = 0.6,
     rich_min: float = 0.9,
+    separator_side: str = "z_min",
 ) -> pd.DataFrame:
     """Through-plane (z) profile of the Li content and classes, one row per z slice.
 
@@ -219,11 +249,14 @@ def z_profile(
         Voxel size in um.
     poor_max, rich_min : float
         Class thresholds (SPEC 2.1).
+    separator_side : {"z_min", "z_max"}
+        The face on the separator side (:func:`depth_from_separator_um`).
 
     Returns
     -------
     pandas.DataFrame
-        ``z_index, z_um`` (slice centre, from the z = 0 face), ``mean_li, std_li,
+        ``z_index, z_um`` (slice centre, from the z = 0 face), ``depth_um`` (slice centre,
+        from the separator face), ``mean_li, std_li,
         frac_li_rich, frac_li_moderate, frac_li_poor`` (over the slice's AM voxels; NaN for
         slices without AM) and ``am_fraction`` (AM voxels / slice voxels).
 
@@ -250,6 +283,7 @@ def z_profile(
         {
             "z_index": np.arange(nz),
             "z_um": (np.arange(nz) + 0.5) * vz,
+            "depth_um": depth_from_separator_um((np.arange(nz) + 0.5) * vz, nz * vz, separator_side),
             "mean_li": mean,
             "std_li": std,
             "frac_li_rich": fr[0],

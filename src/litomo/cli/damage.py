@@ -34,6 +34,9 @@ def damage(
     window_um: float = typer.Option(10.0, "--window-um", help="Height of the depth windows for class populations (um)."),
     mild: float = typer.Option(0.03, "--mild-threshold", help="Damage index at and above which a particle is 'mild'."),
     severe: float = typer.Option(0.6, "--severe-threshold", help="Damage index at and above which a particle is 'severe'."),
+    separator_side: str = typer.Option("z_min", "--separator-side", help="Side of the separator (z_min or z_max): the Canny-edge damage windows count depth from it."),
+    li_run: Path = typer.Option(None, "--li-run", help="A litomo run folder (or its tables/particles.csv), same frame in um: pair particles by centroid and correlate damage with Li content (tables/crack_li*.csv)."),
+    li_state: str = typer.Option(None, "--li-state", help="State of --li-run to correlate with (default: the last)."),
     k: int = typer.Option(3, "--k", help="Neighbours per particle in the network of severely damaged particles."),
     bbox_um: str = typer.Option(None, "--bbox-um", help="Region of the sphere-pack export, 'z0:z1,y0:y1,x0:x1' in um (default: all)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
@@ -42,7 +45,10 @@ def damage(
 ) -> None:
     """Crack/void fraction, crack surface density, edge density, detachment gap and a damage
     index per particle; classes least/mild/severe; depth profiles, the k-NN network of severely
-    damaged particles and a sphere-pack (centres, radii in um) for finite-element models."""
+    damaged particles and a sphere-pack (centres, radii in um) for finite-element models.
+    Also the crack paper's method: median filter, Canny edges per slice, crack-edge density per
+    particle and per --window-um window from the separator, and each particle's detachment gap
+    from the carbon-binder (label volumes): tables/damage_edges_{particles,depth}.csv."""
     from litomo.damage import DamageParams
     from litomo.phases import parse_label_mapping
     from litomo.workflows.damage import DamageSettings, run_damage
@@ -51,9 +57,9 @@ def damage(
     settings = DamageSettings(
         voxel_size_um=voxel_size_um, kind=kind, label_mapping=parse_label_mapping(labels) if labels else None,
         params=DamageParams(mild_threshold=mild, severe_threshold=severe), window_um=window_um, k=k,
-        bbox_um=_parse_bbox(bbox_um))
+        bbox_um=_parse_bbox(bbox_um), separator_side=separator_side.strip().lower(), li_state=li_state)
     result = run_damage(volume, out, settings, mode="force" if force else "new",
-                        progress=progress_bar(not (quiet or json_out)))
+                        progress=progress_bar(not (quiet or json_out)), li_run=li_run)
     if json_out:
         print_json({**result.summary, "out": str(result.out_dir)})
     else:

@@ -23,6 +23,19 @@ def _parse_voxel(text: str) -> float | tuple[float, float, float]:
     return vals[0] if len(vals) == 1 else (vals[0], vals[1], vals[2])
 
 
+def _parse_supplier(text: str | None) -> tuple[float, float, float] | None:
+    """``--supplier-psd D10,D50,D90`` (um, increasing, positive)."""
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise LitomoError(f"--supplier-psd: expected three numbers D10,D50,D90 in um, got {text!r}") from None
+    if len(vals) != 3 or not all(v > 0 for v in vals) or not vals[0] <= vals[1] <= vals[2]:
+        raise LitomoError(f"--supplier-psd must be three increasing positive numbers D10,D50,D90 in um, got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
 @app.command()
 def micro(
     labels_path: Path = typer.Argument(..., metavar="LABELS", help="Three-phase label volume (TIFF, ...), indexed (z, y, x)."),
@@ -34,10 +47,13 @@ def micro(
     no_transport: bool = typer.Option(False, "--no-transport", help="Skip the tortuosity solves (pore and CBD along z)."),
     no_close_cracks: bool = typer.Option(False, "--no-close-cracks", help="Separate particles on the AM mask as it is (default: close one-voxel cracks and fill enclosed voids first, so a cracked particle stays one)."),
     expected: str = typer.Option(None, "--expected", help="Expected volume fractions, e.g. am=0.6,cbd=0.1,pore=0.3 (shown beside the data)."),
+    supplier_psd: str = typer.Option(None, "--supplier-psd", help="A supplier's volume-based D10,D50,D90 in um (laser diffraction), compared with the particles' edge-corrected volume PSD."),
+    tile_um: float = typer.Option(None, "--tile-um", help="Local property maps: volume fractions, specific surfaces and pore tortuosity (z) on tiles of this edge in um (tables/local_maps.csv, local_profile.csv)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random REV sub-volumes."),
     rev_tolerance: float = typer.Option(0.05, "--rev-tolerance", help="REV size criterion: relative tolerance of mean and spread (0.05 = 5 %)."),
     no_pore_sizes: bool = typer.Option(False, "--no-pore-sizes", help="Skip the pore size distributions, constrictivity and pore radius maps (~20 s CPU at 256^3)."),
     no_figures: bool = typer.Option(False, "--no-figures", help="Write tables only."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Compute out of core in blocks of this edge in voxels (automatic, 128, above 2^28 voxels): fractions, areas, TPB, percolation, REV and S2 exact; no particles, transport, pore sizes or figures."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (microstructure.json) on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each stage (and which one failed)."),
@@ -57,7 +73,8 @@ def micro(
     --rev-tolerance. "definitions" in the JSON says the same.
 
     Writes OUT/tables/{microstructure.json, metrics_table.csv, particles.csv, z_profile.csv,
-    rev.csv, s2.csv, rev_size.csv, pore_size_distribution.csv}, OUT/volumes/pore_radius_*.tif
+    rev.csv, s2.csv, rev_size.csv, pore_size_distribution.csv, particle_size_distribution.csv
+    (laser-diffraction-style volume PSD, edge-corrected), coverage_by_size.csv}, OUT/volumes/pore_radius_*.tif
     (pore radius and bottleneck maps), PNG+SVG figures under OUT/figures, OUT/report.html and
     OUT/run.json.
     """
@@ -74,7 +91,8 @@ def micro(
         axes=("z", "y", "x") if ax_mode == "all" else ("z",),
         transport=not no_transport, close_cracks=not no_close_cracks,
         expected=parse_phase_items(expected, float, option="--expected", example="am=0.6,cbd=0.1") if expected else None,
-        seed=seed, figures=not no_figures, pore_sizes=not no_pore_sizes, rev_tolerance=rev_tolerance)
+        seed=seed, figures=not no_figures, pore_sizes=not no_pore_sizes, rev_tolerance=rev_tolerance,
+        supplier_psd_um=_parse_supplier(supplier_psd), chunk_vox=chunk_size, tile_um=tile_um)
     result = run_micro(labels_path, out, settings, mode="force" if force else "new",
                        progress=progress_bar(not (quiet or as_json)))
     rep = result.summary

@@ -28,7 +28,7 @@ def operando(
     voxel_size_um: float = typer.Option(0.125, "--voxel-size-um", min=1e-4, help="Raw voxel size (um); default puts D50 = 4.7 um over ~38 voxels."),
     bin_factor: str = typer.Option("7", "--bin", help="Bin factor written to the manifest (processing.bin): one integer or z,y,x such as 1,8,8."),
     snr: float = typer.Option(5.0, "--snr", min=0.0, help="AM edge jump / noise sigma per raw voxel (0 = no noise)."),
-    energies: str = typer.Option("8330,8345,8430", "--energies", help="Imaging energies in eV, comma separated, increasing (3 = pre,edge,post)."),
+    energies: str = typer.Option("8330,8345,8430", "--energies", help="Imaging energies in eV, comma separated, increasing (3 = pre,edge,post); or a count such as 30 for an N-energy TXM-XANES scan across the edge."),
     final_li: float = typer.Option(0.45, "--final-li", help="Mean Li content x_Li of the last state."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     streamed: Optional[bool] = typer.Option(  # noqa: UP045 - typer needs Optional here
@@ -46,20 +46,30 @@ def operando(
     """
     if out.exists() and not out.is_dir():  # checked before the imports and minutes of generation
         raise LitomoError(f"--out {out} is a file; give a folder")
-    from litomo.phantom.writer import write_operando_phantom
+    from litomo.io.rundir import RunDir
+    from litomo.phantom.writer import dataset_entries, write_operando_phantom
 
     setup_logging(verbose)
     try:
         energy_list = tuple(float(e) for e in energies.split(",") if e.strip())
+        if len(energy_list) == 1 and energy_list[0] < 1000:  # a count: the N-energy scan (issue 16)
+            from litomo.phantom.spectra import txm_energies
+
+            energy_list = txm_energies(int(energy_list[0]))
     except ValueError:
         raise LitomoError(f"--energies: expected numbers in eV like 8330,8345,8430, got {energies!r}") from None
     if dtype not in ("float32", "uint16"):
         raise LitomoError(f"--dtype must be float32 or uint16, got {dtype!r}")
-    truth = write_operando_phantom(
-        out, size=size, n_states=states, seed=seed, dtype=dtype, voxel_size_um=voxel_size_um,
-        bin_factor=parse_factors(bin_factor, "--bin"), overwrite=overwrite, streamed=streamed, snr=snr, energies_ev=energy_list,
-        final_mean_li=final_li, progress=progress_bar(not (quiet or json_out)),
-    )
+    # --overwrite replaces only a dataset litomo wrote there (the output-folder rules of RunDir)
+    with RunDir.open(out, kind="phantom", mode="force" if overwrite else "new", flag="--out") as rd:
+        for entry in dataset_entries(states):
+            rd.output(entry)
+        truth = write_operando_phantom(
+            rd.root, size=size, n_states=states, seed=seed, dtype=dtype, voxel_size_um=voxel_size_um,
+            bin_factor=parse_factors(bin_factor, "--bin"), overwrite=overwrite, streamed=streamed, snr=snr,
+            energies_ev=energy_list, final_mean_li=final_li, progress=progress_bar(not (quiet or json_out)),
+        )
+        rd.complete({"kind": "phantom", "size": size, "states": states, "seed": seed})
     if json_out:
         print_json(truth)
     else:

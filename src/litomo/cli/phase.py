@@ -43,7 +43,7 @@ def _material_delta_beta(text: str, energy_kev: float) -> float:
 
 @app.command()
 def phase(
-    holograms: str = typer.Argument(..., metavar="HOLOGRAMS", help="litomo holotomography HDF5 (/d0, /d1, ... with data and flats), or comma-separated NXtomo files, one per distance."),
+    holograms: str = typer.Argument(..., metavar="HOLOGRAMS", help="litomo holotomography HDF5 (/d0, /d1, ... with data and flats), or comma-separated scans, one per distance: ESRF EDF folders or anything `litomo reconstruct` reads (NXtomo/DXchange HDF5, .txrm, .xrm folder, TIFF)."),
     out: Path = typer.Option(..., "--out", help="Output folder (new or empty unless --force): volume.ome.zarr, volume.tif (delta), figures/, report.html, phase.json, run.json."),
     energy_kev: float = typer.Option(None, "--energy-kev", help="Photon energy in keV (e.g. 29.6)."),
     z1_mm: str = typer.Option(None, "--z1-mm", help="Focus-to-sample distance per distance, increasing, comma-separated (mm)."),
@@ -54,7 +54,9 @@ def phase(
     method: str = typer.Option("ctf", "--method", help="ctf (multi-distance, default), multi-paganin, or paganin (first distance only)."),
     regularization: float = typer.Option(None, "--regularization", help="Tikhonov alpha (multi-paganin, ctf); default per method."),
     pad: str = typer.Option("reflect", "--pad", help="FFT padding: reflect (default), edge, mean or none."),
-    center_px: float = typer.Option(None, "--center-px", help="Rotation axis column on the common grid (default: image centre)."),
+    iterations: int = typer.Option(0, "--iterations", help="Recursive Paganin (paganin, multi-paganin): corrections with the exact Fresnel model's residual (3 is a good choice; 0: single pass)."),
+    center_px: float = typer.Option(None, "--center-px", help="Rotation axis column on the common grid, from 0 (default: found automatically)."),
+    half_acquisition: bool = typer.Option(False, "--half-acquisition", help="360-degree scan with the axis near one edge of the field: stitch to a double-width 180-degree sinogram."),
     no_align: bool = typer.Option(False, "--no-align", help="Use the nominal Fresnel scaling only (no shift/scale registration)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier litomo output in --out (only files litomo wrote)."),
     json_out: bool = typer.Option(False, "--json", help="Print the run record as JSON."),
@@ -63,15 +65,15 @@ def phase(
 ) -> None:
     """Phase retrieval (Paganin, multi-distance Paganin-like or CTF) and FBP of holotomography scans."""
     from litomo.holo.geometry import HoloGeometry
-    from litomo.holo.io import read_holo_hdf5, read_nxtomo_distances
+    from litomo.holo.io import read_holo_input
     from litomo.holo.retrieve import RetrievalSettings
     from litomo.workflows.phase import PhaseOptions, run_phase
 
     setup_logging(verbose)
     t0 = time.time()
-    RetrievalSettings(method, delta_beta, regularization, pad)  # validate the options first
+    RetrievalSettings(method, delta_beta, regularization, pad, iterations)  # validate the options first
     paths = [p for p in holograms.split(",") if p]
-    scan = read_holo_hdf5(paths[0]) if len(paths) == 1 else read_nxtomo_distances(paths)
+    scan = read_holo_input(paths)
     a = scan.attrs
     geometry = HoloGeometry(
         _pick(energy_kev, a, "energy_kev", "--energy-kev"),
@@ -81,9 +83,10 @@ def phase(
     )
     if material is not None:
         delta_beta = _material_delta_beta(material, geometry.energy_kev)
-    settings = RetrievalSettings(method, delta_beta, regularization, pad)
+    settings = RetrievalSettings(method, delta_beta, regularization, pad, iterations)
     progress = progress_bar(not (quiet or json_out))
-    result = run_phase(scan, geometry, settings, out, PhaseOptions(center_px=center_px, n_align=0 if no_align else 8),
+    result = run_phase(scan, geometry, settings, out, PhaseOptions(center_px=center_px, half_acquisition=half_acquisition,
+                                                                        n_align=0 if no_align else 8),
                        mode="force" if force else "new", progress=progress)
     summary = {"out": str(out), "voxel_size_um": geometry.common_pixel_um, "seconds": round(time.time() - t0, 1),
                **result.record}

@@ -17,8 +17,8 @@ def report(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Rebuild the self-contained report.html (and figures/) of a finished run."""
-    from litomo.report.html import build_report
+    from litomo.report.html import rebuild_report
 
     setup_logging(verbose)
-    path = build_report(run_dir, kind=kind)
+    path = rebuild_report(run_dir, kind=kind)
     typer.echo(f"report: {path}")

@@ -90,8 +90,9 @@ def demo(
 ) -> None:
     """Generate the built-in synthetic operando electrode (OUT/data) and run the whole
     Li-mapping pipeline on it (OUT/results), then score the result against the known truth."""
+    from litomo.io.rundir import RunDir
     from litomo.phantom.scoring import score_run
-    from litomo.phantom.writer import write_operando_phantom
+    from litomo.phantom.writer import dataset_entries, write_operando_phantom
     from litomo.workflows.limap import RunOptions, run_experiment
 
     setup_logging(verbose)
@@ -102,11 +103,14 @@ def demo(
     data_dir, res_dir = Path(out) / "data", Path(out) / "results"
     manifest_path = data_dir / "experiment.toml"
     if not (resume and manifest_path.exists()):
-        if data_dir.exists() and any(data_dir.iterdir()) and not force:
-            raise LitomoError(f"{data_dir} exists: pass --force to regenerate or --resume to reuse it")
         typer.echo(f"generating the synthetic operando electrode ({size}^3, {states} states) in {data_dir}")
-        write_operando_phantom(data_dir, size=size, n_states=states, seed=seed, overwrite=True,
-                              progress=progress_bar(not quiet))
+        # the data folder follows the output-folder rules too: --force replaces only what litomo wrote
+        with RunDir.open(data_dir, kind="phantom", mode="force" if force else "new", flag="--out") as rd:
+            for entry in dataset_entries(states):
+                rd.output(entry)
+            write_operando_phantom(rd.root, size=size, n_states=states, seed=seed, overwrite=True,
+                                  progress=progress_bar(not quiet))
+            rd.complete({"kind": "phantom", "size": size, "states": states, "seed": seed})
     opts = RunOptions(force=force, resume=resume, tiff=tiff, scheduler=scheduler,
                       register=False if no_register else None,
                       command=_command_line("demo", [], {"out": out, "size": size, "states": states,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,52 @@ def _write_flux(path: Path, flux, voxel_size_um) -> None:
     write_tiff(path, flux, voxel_size_um=voxel_size_um)
 
 
+def _cbd_diffusivity(cbd_diffusivity: float | None, cbd_porosity: float | None, phase: str) -> float | None:
+    """``D_CBD / D_0`` from ``--cbd-diffusivity`` or ``--cbd-porosity`` (None: binary pore phase)."""
+    from litomo.transport.multiphase import cbd_relative_diffusivity
+
+    if cbd_diffusivity is None and cbd_porosity is None:
+        return None
+    if cbd_diffusivity is not None and cbd_porosity is not None:
+        raise LitomoError("give --cbd-diffusivity or --cbd-porosity, not both")
+    if phase != "pore":
+        raise LitomoError("--cbd-diffusivity/--cbd-porosity need --phase pore (electrolyte in pores and CBD)")
+    if cbd_porosity is not None:
+        return cbd_relative_diffusivity(cbd_porosity)
+    if not (math.isfinite(cbd_diffusivity) and 0.0 <= cbd_diffusivity <= 1.0):
+        raise LitomoError(f"--cbd-diffusivity must lie in [0, 1] (D_CBD/D_0), got {cbd_diffusivity:g}")
+    return float(cbd_diffusivity)
+
+
+def _run_multiphase(arr, mapping, d_cbd: float, axis: str, voxel, rtol: float, want_flux: bool, prog,
+                    periodic: bool):
+    from litomo.transport.multiphase import diffusivity_map, multiphase_tortuosity
+
+    if periodic:
+        raise LitomoError("--periodic is not supported with --cbd-diffusivity/--cbd-porosity")
+    field = diffusivity_map(arr, {"pore": 1.0, "cbd": d_cbd}, mapping)
+    return multiphase_tortuosity(field, axis, voxel_size_um=voxel, rtol=rtol, return_flux=want_flux,
+                                 progress=prog)
+
+
+def _solve_native(arr, phase: str, mapping, axes: list[str], voxel, *, d_cbd: float | None, periodic: bool,
+                  rtol: float, want_flux: bool, progress) -> dict[str, Any]:
+    """``{axis: result}`` of the binary (or, with ``d_cbd``, multiphase) solver; flux of the first axis."""
+    from litomo.transport.diffusion import phase_mask
+    from litomo.transport.diffusion import tortuosity as run_tortuosity
+
+    mask = phase_mask(arr, phase, mapping) if d_cbd is None else None
+    results = {}
+    for k, a in enumerate(axes):
+        if d_cbd is not None:
+            results[a] = _run_multiphase(arr, mapping, d_cbd, a, voxel, rtol, want_flux and k == 0, progress,
+                                         periodic)
+        else:
+            results[a] = run_tortuosity(mask, a, voxel_size_um=voxel, periodic=periodic, rtol=rtol,
+                                        return_flux=want_flux and k == 0, progress=progress)
+    return results
+
+
 def _json_summary(labels: Path, phase: str, voxel: Any, results: dict[str, Any]) -> dict[str, Any]:
     first = next(iter(results.values()))
     return {
@@ -36,6 +83,8 @@ def _json_summary(labels: Path, phase: str, voxel: Any, results: dict[str, Any])
         "phase": phase,
         "voxel_size_um": voxel,
         "eps": first.eps,
+        **({"d_mean": first.d_mean, "cbd_diffusivity": "D_CBD/D_0 from --cbd-*; tau = d_mean/deff, N_M = 1/deff"}
+           if hasattr(first, "d_mean") else {}),
         "tau": {a: r.tau for a, r in results.items()},
         "deff": {a: r.deff for a, r in results.items()},
         "mcmullin": {a: r.mcmullin for a, r in results.items()},
@@ -53,7 +102,9 @@ def _json_summary(labels: Path, phase: str, voxel: Any, results: dict[str, Any])
 
 
 def _echo(labels: Path, phase: str, results: dict[str, Any], out: dict[str, Any], flux_map: Path | None) -> None:
-    typer.echo(f"{labels}: phase {phase}, eps = {out['eps']:.4f}")
+    extra = (f" (pores + CBD conducting; D_mean = {out['d_mean']:.4f}, tau = D_mean/deff, N_M = 1/deff)"
+             if "d_mean" in out else "")
+    typer.echo(f"{labels}: phase {phase}, eps = {out['eps']:.4f}{extra}")
     for a, r in results.items():
         line = (f"  axis {a}: tau = {r.tau:.4f}, D_eff/D_0 = {r.deff:.4f}, N_M = {r.mcmullin:.3f}, "
                 f"stagnant (<2 % of max flux) {r.stagnant_flux_fraction:.1%}, percolating {r.percolating_fraction:.1%}")
@@ -103,6 +154,9 @@ def tortuosity(
     periodic: bool = typer.Option(False, "--periodic", help="Periodic instead of no-flux side faces."),
     flux_map: Path = typer.Option(None, "--flux-map", help="Write the flux-density magnitude (float32, NaN outside the phase) of the first axis to this TIFF."),
     rtol: float = typer.Option(1e-6, "--rtol", help="Relative residual of the linear solve."),
+    cbd_diffusivity: float = typer.Option(None, "--cbd-diffusivity", help="Multiphase: the CBD conducts too, with this D_CBD/D_0 (pores 1, AM 0); needs --phase pore."),
+    cbd_porosity: float = typer.Option(None, "--cbd-porosity", help="Multiphase: D_CBD/D_0 = porosity^1.5 (Bruggeman) of the CBD's nano-porosity (e.g. 0.47)."),
+    classes: Path = typer.Option(None, "--classes", help="Write the phase's transport classes (uint8 TIFF: 1 through-flowing, 2 stagnant, 3 dead-end, 4 isolated) along the first axis."),
     backend: str = typer.Option("native", "--backend", help="Solver: native (multigrid-CG on this machine, ~33 bytes per voxel) or petsc (PETSc CG + GAMG over MPI: mpiexec -n N litomo tortuosity ... --backend petsc; each rank reads its own z-slab; needs petsc4py and mpi4py)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
@@ -116,8 +170,6 @@ def tortuosity(
     dead_end_cluster_fraction (clusters touching one face only) is a different, connectivity one.
     "definitions" in the JSON says the same."""
     from litomo.phases import PHASE_CODES, parse_label_mapping
-    from litomo.transport.diffusion import phase_mask
-    from litomo.transport.diffusion import tortuosity as run_tortuosity
 
     setup_logging(verbose)
     phase = phase.strip().lower()
@@ -133,24 +185,31 @@ def tortuosity(
     backend = backend.strip().lower()
     if backend not in ("native", "petsc"):
         raise LitomoError(f"--backend must be native or petsc, got {backend!r}")
-    if backend == "petsc" and (periodic or electrode or flux_map is not None):
-        raise LitomoError("--backend petsc does not support --periodic, --electrode or --flux-map")
-    if flux_map is not None:
-        check_output_file(flux_map, "--flux-map", inputs=[labels])
+    native_only = periodic or electrode or flux_map is not None or classes is not None
+    d_cbd = _cbd_diffusivity(cbd_diffusivity, cbd_porosity, phase)
+    if backend == "petsc" and (native_only or d_cbd is not None):
+        raise LitomoError("--backend petsc does not support --periodic, --electrode, --flux-map, --classes, "
+                          "--cbd-diffusivity or --cbd-porosity")
+    for opt, path in (("--flux-map", flux_map), ("--classes", classes)):
+        if path is not None:
+            check_output_file(path, opt, inputs=[labels])
     mapping = parse_label_mapping(label_map)
     if backend == "petsc":
         _run_petsc(labels, phase, axes, voxel_size_um, mapping, rtol, quiet=quiet, as_json=as_json)
         return
     arr, voxel = _read_labels(labels, voxel_size_um)
-    mask = phase_mask(arr, phase, mapping)
     prog = progress_bar(not (quiet or as_json))
-    results = {}
-    for k, a in enumerate(axes):
-        results[a] = run_tortuosity(mask, a, voxel_size_um=voxel, periodic=periodic, rtol=rtol,
-                                    return_flux=flux_map is not None and k == 0, progress=prog)
+    results = _solve_native(arr, phase, mapping, axes, voxel, d_cbd=d_cbd, periodic=periodic, rtol=rtol,
+                            want_flux=flux_map is not None or classes is not None, progress=prog)
     first = results[axes[0]]
     if flux_map is not None:
         _write_flux(flux_map, first.flux, voxel)
+    if classes is not None:
+        import numpy as np
+
+        from litomo.transport.multiphase import transport_classes
+
+        _write_flux(classes, transport_classes(np.isfinite(first.flux), axes[0], first.flux), voxel)
     out = _json_summary(labels, phase, voxel, results)
     if electrode:
         from litomo.transport.electrode import electrode_tortuosity

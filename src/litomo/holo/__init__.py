@@ -6,7 +6,11 @@
   refinement with QA (:class:`DistanceAlignment`).
 * :mod:`litomo.holo.retrieve` -- Paganin, multi-distance Paganin-like and multi-distance CTF
   (:class:`PhaseRetriever`).
-* :mod:`litomo.holo.io` -- reading scans (litomo HDF5 layout, NXtomo per distance).
+* :mod:`litomo.holo.recursive` -- recursive Paganin (:class:`RecursivePaganin`), residual
+  corrections with the exact Fresnel model.
+* :mod:`litomo.holo.axis` -- automatic rotation centre and half-acquisition stitching.
+* :mod:`litomo.holo.io` -- reading scans (litomo HDF5 layout, NXtomo or ESRF EDF folders per
+  distance).
 
 The chain to a volume is :func:`litomo.workflows.phase.run_phase` (``litomo phase``).
 """
@@ -14,6 +18,7 @@ The chain to a volume is :func:`litomo.workflows.phase.run_phase` (``litomo phas
 from litomo.holo.align import DistanceAlignment, estimate_alignment, to_common_grid
 from litomo.holo.geometry import HoloGeometry, wavelength_um
 from litomo.holo.io import HoloScan, read_holo_hdf5, write_holo_hdf5
+from litomo.holo.recursive import RecursivePaganin, build_retriever
 from litomo.holo.retrieve import METHODS, PhaseRetriever, RetrievalSettings, retrieve_phase
 
 __all__ = [
@@ -22,7 +27,9 @@ __all__ = [
     "HoloGeometry",
     "HoloScan",
     "PhaseRetriever",
+    "RecursivePaganin",
     "RetrievalSettings",
+    "build_retriever",
     "estimate_alignment",
     "read_holo_hdf5",
     "retrieve_phase",

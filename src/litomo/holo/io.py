@@ -11,6 +11,8 @@ litomo's layout (written by :func:`write_holo_hdf5`, read by :func:`read_holo_hd
 
 ESRF scans converted to NeXus (nxtomomill, one NXtomo per distance) are read with
 :func:`litomo.io.nexus.read_nxtomo` (``image_key`` splits projections, flats and darks).
+Raw ESRF scans, one folder of EDF files per distance, are read by :func:`read_edf_distances`
+(see there for the layout).
 Projections stay on disk (h5py datasets) and are read one angle at a time.
 """
 
@@ -82,14 +84,16 @@ class HoloScan:
     def image_shape(self) -> tuple[int, int]:
         return tuple(self.projections[0].shape[1:])  # type: ignore[return-value]
 
+    def intensity(self, index: int, distance: int = 0) -> np.ndarray:
+        """Flat/dark-corrected image of projection ``index`` at one distance (float32)."""
+        f, d = self.flats[distance], self.darks[distance]
+        den = f - d
+        t = (np.asarray(self.projections[distance][index], dtype=np.float32) - d) / np.where(den > 0, den, np.nan)
+        return np.where(np.isfinite(t), t, 1.0).astype(np.float32)
+
     def intensities(self, index: int) -> list[np.ndarray]:
         """Flat/dark-corrected images of projection ``index``, one per distance (float32)."""
-        out = []
-        for p, f, d in zip(self.projections, self.flats, self.darks, strict=True):
-            den = f - d
-            t = (np.asarray(p[index], dtype=np.float32) - d) / np.where(den > 0, den, np.nan)
-            out.append(np.where(np.isfinite(t), t, 1.0).astype(np.float32))
-        return out
+        return [self.intensity(index, j) for j in range(self.n_distances)]
 
 
 def _median_frames(ds: Any, name: str, path: Path, required: bool, shape: tuple[int, ...]) -> np.ndarray:
@@ -132,18 +136,109 @@ def read_holo_hdf5(path: str | os.PathLike) -> HoloScan:
     return HoloScan(projs, flats, darks, np.asarray(f["angles_deg"], dtype=float).ravel(), attrs, str(p))
 
 
-def read_nxtomo_distances(paths: Sequence[str | os.PathLike]) -> HoloScan:
-    """One NXtomo file per distance (e.g. ESRF scans converted by nxtomomill), in increasing z1."""
-    from litomo.io.nexus import read_nxtomo
+def read_projection_distances(paths: Sequence[str | os.PathLike]) -> HoloScan:
+    """One projection series per distance, in increasing z1, in any format ``litomo reconstruct`` reads.
 
-    scans = [read_nxtomo(q) for q in paths]
-    for q, s in zip(paths, scans, strict=True):
+    Each path goes through :func:`litomo.io.projections.read_projections` (DXchange or NXtomo
+    HDF5, e.g. ESRF scans converted by nxtomomill; Xradia ``.txrm`` / ``.xrm`` folder; TIFF
+    stacks with their angles in the file), so a scan ``litomo reconstruct`` takes is a
+    distance of ``litomo phase``; the series are loaded into memory. The energy, when a file
+    records it, is passed on (``energy_kev``).
+    """
+    from litomo.io.projections import read_projections
+
+    series = []
+    for q in paths:
+        s = read_projections(q)
         if s.flats.shape[0] == 0:
-            raise InputFileError(f"HOLOGRAMS: {q}: missing flats (no image_key == 1 frames)")
-    shape = scans[0].data.shape[1:]
-    return HoloScan([s.data for s in scans], [np.median(s.flats, axis=0) for s in scans],
-                    [np.median(s.darks, axis=0) if s.darks.shape[0] else np.zeros(shape, np.float32)
-                     for s in scans], np.asarray(scans[0].theta_deg, dtype=float), {}, ",".join(map(str, paths)))
+            raise InputFileError(f"HOLOGRAMS: {q}: missing flats (no flat-field frames in the file)")
+        series.append(s)
+    shape = series[0].data.shape[1:]
+    attrs = {"energy_kev": series[0].energy_ev / 1e3} if series[0].energy_ev else {}
+    return HoloScan([s.data for s in series], [np.median(np.asarray(s.flats, np.float32), axis=0) for s in series],
+                    [np.median(np.asarray(s.darks, np.float32), axis=0) if s.darks.shape[0]
+                     else np.zeros(shape, np.float32) for s in series],
+                    np.asarray(series[0].angles_deg, dtype=float), attrs, ",".join(map(str, paths)))
+
+
+def read_nxtomo_distances(paths: Sequence[str | os.PathLike]) -> HoloScan:
+    """One NXtomo file per distance (kept name; :func:`read_projection_distances` reads them)."""
+    return read_projection_distances(paths)
+
+
+def read_holo_input(paths: Sequence[str | os.PathLike]) -> HoloScan:
+    """``litomo phase``'s HOLOGRAMS: the one reader choice for every input form.
+
+    * folders of EDF files: :func:`read_edf_distances` (ESRF raw scans, one folder per distance);
+    * one HDF5 file in litomo's layout (``/d0``, ``/d1``, ...): :func:`read_holo_hdf5`;
+    * anything else, one path per distance: :func:`read_projection_distances` (the readers of
+      ``litomo reconstruct``; a single path is a single-distance scan for ``--method paganin``).
+    """
+    ps = [Path(p) for p in paths]
+    if not ps:
+        raise InputFileError("HOLOGRAMS: no input given")
+    if any(p.is_dir() and any(p.glob("*.edf")) for p in ps):
+        return read_edf_distances(ps)
+    if len(ps) == 1 and ps[0].is_file() and h5py.is_hdf5(ps[0]):
+        with h5py.File(ps[0], "r") as f:
+            holo_layout = "d0" in f and "exchange" not in f
+        if holo_layout:
+            return read_holo_hdf5(ps[0])
+    return read_projection_distances(ps)
+
+
+#: ESRF EDF scan folder: projections ``<prefix>NNNN.edf``, flats ``refHST*.edf``, darks ``dark*.edf``.
+EDF_FLATS, EDF_DARKS = "refHST*.edf", "dark*.edf"
+
+
+def _info_angles(folder: Path, n_files: int) -> np.ndarray:
+    """Angles from the ``*.info`` file of an ESRF scan folder (``TOMO_N`` views over ``ScanRange``)."""
+    infos = sorted(folder.glob("*.info"))
+    if not infos:
+        raise InputFileError(f"HOLOGRAMS: {folder} has no .info file (TOMO_N, ScanRange): the angles are unknown")
+    keys = {}
+    for line in infos[0].read_text(errors="replace").splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            keys[k.strip()] = v.strip()
+    try:
+        n, span = int(keys["TOMO_N"]), float(keys["ScanRange"])
+    except (KeyError, ValueError):
+        raise InputFileError(f"HOLOGRAMS: {infos[0]} lacks TOMO_N or ScanRange") from None
+    if n < 1 or n > n_files:
+        raise InputFileError(f"HOLOGRAMS: {infos[0]} gives TOMO_N = {n} but {folder} holds {n_files} projections")
+    return np.linspace(0.0, span, n, endpoint=False)
+
+
+def read_edf_distances(folders: Sequence[str | os.PathLike]) -> HoloScan:
+    """One ESRF EDF scan folder per distance, in increasing z1; projections stay on disk.
+
+    Each folder holds the projections (every ``*.edf`` that is not a flat or dark, sorted by
+    name; the first ``TOMO_N`` are used: ESRF scans append a few reference views after the
+    scan), flats ``refHST*.edf`` (required; their median is used), darks ``dark*.edf``
+    (optional) and a ``*.info`` file whose ``TOMO_N`` and ``ScanRange`` (degrees) give the
+    angles (``TOMO_N`` views from 0, the end excluded).
+    """
+    from litomo.io.edf import EdfStack
+
+    projs, flats, darks, angles = [], [], [], None
+    for q in map(Path, folders):
+        if not q.is_dir():
+            raise InputFileError(f"HOLOGRAMS: {q} is not a folder of EDF files")
+        ref, drk = sorted(q.glob(EDF_FLATS)), sorted(q.glob(EDF_DARKS))
+        skip = set(ref) | set(drk)
+        files = [f for f in sorted(q.glob("*.edf")) if f not in skip]
+        if not files:
+            raise InputFileError(f"HOLOGRAMS: {q} holds no EDF projections")
+        if not ref:
+            raise InputFileError(f"HOLOGRAMS: {q}: missing flats ({EDF_FLATS}): flat fields are required for every distance")
+        th = _info_angles(q, len(files))
+        angles = th if angles is None else angles
+        stack = EdfStack(files[: th.size])
+        projs.append(stack)
+        flats.append(EdfStack(ref).median())
+        darks.append(EdfStack(drk).median() if drk else np.zeros(stack.frame_shape, np.float32))
+    return HoloScan(projs, flats, darks, np.asarray(angles), {}, ",".join(map(str, folders)))
 
 
 def write_holo_hdf5(path: str | os.PathLike, projections: Sequence[np.ndarray], flats: Sequence[np.ndarray],

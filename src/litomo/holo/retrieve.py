@@ -50,6 +50,9 @@ DEFAULT_PAD_MODE = "reflect"
 #: model the CTF's correlation with the true phase was 0.9828 / 0.9829 / 0.9831 / 0.9729 at
 #: 1e-3 / 1e-2 / 1e-1 / 1 (12 projections, docs/benchmarks.md).
 DEFAULT_REGULARIZATION = {"paganin": 0.0, "multi-paganin": 0.0, "ctf": 1e-2}
+#: Recursive Paganin: more iterations amplify the frequencies above chi = pi (litomo.holo.recursive);
+#: on the electrode forward model the phase error was smallest at 3-5 and grew again at 8.
+MAX_ITERATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,16 @@ class RetrievalSettings:
         :data:`DEFAULT_REGULARIZATION`.
     pad_mode : {"edge", "reflect", "mean", "none"}
         Padding before the FFTs (to the next fast length >= 2 n unless "none").
+    iterations : int
+        Recursive Paganin (``paganin`` / ``multi-paganin`` only): corrections with the residual
+        of the exact Fresnel model after the single pass (:mod:`litomo.holo.recursive`); 0 = off.
     """
 
     method: str = "ctf"
     delta_beta: float = 137.0
     regularization: float | None = None
     pad_mode: str = DEFAULT_PAD_MODE
+    iterations: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -85,6 +92,11 @@ class RetrievalSettings:
         if not np.isfinite(reg) or reg < 0:
             raise DataError(f"--regularization must be >= 0, got {self.regularization!r}")
         object.__setattr__(self, "regularization", float(reg))
+        if self.iterations != int(self.iterations) or self.iterations < 0 or self.iterations > MAX_ITERATIONS:
+            raise DataError(f"--iterations must be an integer 0 .. {MAX_ITERATIONS}, got {self.iterations!r}")
+        if self.iterations and self.method == "ctf":
+            raise DataError("--iterations (recursive Paganin) applies to --method paganin or multi-paganin, not ctf")
+        object.__setattr__(self, "iterations", int(self.iterations))
 
 
 def padded_shape(shape: tuple[int, int], pad_mode: str) -> tuple[int, int]:
@@ -175,29 +187,47 @@ class PhaseRetriever:
             t = 1.0 + np.pi * lam * db * d_um[:, None, None] * f2[None]
             self._weights = (t / (np.sum(t * t, axis=0) + settings.regularization)).astype(np.float32)
 
-    def __call__(self, intensities: np.ndarray) -> np.ndarray:
-        """Phase (rad, float32, ``shape``) from flat-corrected intensities ``(n_dist, ny, nx)``."""
+    def check_stack(self, intensities: np.ndarray) -> np.ndarray:
+        """``(n_dist, ny, nx)`` float32 images, at least ``n_used`` of ``shape`` (else DataError)."""
         stack = np.asarray(intensities, dtype=np.float32)
         if stack.ndim == 2:
             stack = stack[None]
         if stack.shape[1:] != self.shape or stack.shape[0] < self.n_used:
             raise DataError(f"expected {self.n_used} images of shape {self.shape}, got {stack.shape}")
+        return stack
+
+    def filter_padded(self, padded: np.ndarray) -> np.ndarray:
+        """The retrieval filter on images already padded to ``pad_shape`` (``I - 1`` for the CTF)."""
         acc = None
         for j in range(self.n_used):
-            img = stack[j] - 1.0 if self.settings.method == "ctf" else stack[j]
-            spec = sfft.rfft2(pad_image(img, self.pad_shape, self.settings.pad_mode), workers=-1)
+            spec = sfft.rfft2(padded[j], workers=-1)
             spec *= self._weights[j]
             acc = spec if acc is None else acc + spec
-        out = sfft.irfft2(acc, s=self.pad_shape, workers=-1)
+        return sfft.irfft2(acc, s=self.pad_shape, workers=-1)
+
+    def crop(self, padded: np.ndarray) -> np.ndarray:
+        """The image region of a ``pad_shape`` array."""
         oy = (self.pad_shape[0] - self.shape[0]) // 2
         ox = (self.pad_shape[1] - self.shape[1]) // 2
-        out = out[oy : oy + self.shape[0], ox : ox + self.shape[1]]
-        if self.settings.method == "ctf":
-            return np.ascontiguousarray(out, dtype=np.float32)
-        if np.any(out <= 0):
+        return padded[oy : oy + self.shape[0], ox : ox + self.shape[1]]
+
+    def phase_from_transmission(self, x: np.ndarray) -> np.ndarray:
+        """``phi = (delta/beta)/2 ln x`` of a homogeneous object with intensity transmission ``x``."""
+        if np.any(x <= 0):
             raise DataError("Paganin-filtered intensity is not positive: are the projections "
                             "flat-field corrected (about 1 in air)?")
-        return (0.5 * self.settings.delta_beta * np.log(out)).astype(np.float32)
+        return (0.5 * self.settings.delta_beta * np.log(x)).astype(np.float32)
+
+    def __call__(self, intensities: np.ndarray) -> np.ndarray:
+        """Phase (rad, float32, ``shape``) from flat-corrected intensities ``(n_dist, ny, nx)``."""
+        stack = self.check_stack(intensities)
+        ctf = self.settings.method == "ctf"
+        padded = np.stack([pad_image(stack[j] - 1.0 if ctf else stack[j], self.pad_shape, self.settings.pad_mode)
+                           for j in range(self.n_used)])
+        out = self.crop(self.filter_padded(padded))
+        if ctf:
+            return np.ascontiguousarray(out, dtype=np.float32)
+        return self.phase_from_transmission(out)
 
 
 def retrieve_phase(intensities: np.ndarray, geometry: HoloGeometry, settings: RetrievalSettings) -> np.ndarray:

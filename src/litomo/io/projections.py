@@ -251,6 +251,7 @@ def read_projections(
     path: str | os.PathLike,
     *,
     angles: str | os.PathLike | Sequence[float] | None = None,
+    fallback_angles: str | os.PathLike | Sequence[float] | None = None,
     flats: Sequence[str | os.PathLike] | None = None,
     darks: Sequence[str | os.PathLike] | None = None,
     pixel_size_um: float | None = None,
@@ -266,6 +267,8 @@ def read_projections(
     angles : path-like, str or sequence, optional
         Angle list (see :func:`read_angle_list`) or values in degrees. Required for TIFF; for other
         formats it replaces the angles in the file.
+    fallback_angles : path-like, str or sequence, optional
+        Used only when the data record no angles (TIFF); the manifest's ``reconstruction.angles``.
     flats, darks : sequence of path-like, optional
         Separately stored reference / dark frames (``.xrm``/``.txrm``/TIFF); added to those in the file.
     pixel_size_um, energy_ev : float, optional
@@ -298,11 +301,14 @@ def read_projections(
         series = _read_tiff_series(p)
     else:
         raise InputFileError(f"PROJECTIONS: {p} has an unknown format (expected .h5/.nxs, .txrm, .xrm folder or TIFF)")
+    if angles is None and np.isnan(series.angles_deg).any():
+        angles = fallback_angles
     if angles is not None:
         theta = read_angle_list(angles) if isinstance(angles, str | os.PathLike) else np.asarray(angles, float).ravel()
         series = replace(series, angles_deg=theta)
     elif np.isnan(series.angles_deg).any():
-        raise InputFileError(f"PROJECTIONS: {p} is a TIFF stack without angles; give them with --angles")
+        raise InputFileError(f"PROJECTIONS: {p} is a TIFF stack without angles; give them with --angles "
+                             "(manifest: reconstruction.angles)")
     shape = series.data.shape[1:]
     extra_f = _read_refs(flats, shape, "flats")
     extra_d = _read_refs(darks, shape, "darks")

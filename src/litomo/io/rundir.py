@@ -22,6 +22,7 @@ user's files safe:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import fcntl
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MARKER_DIR = ".litomo"
 COMPLETION_RECORD = "run.json"
-KINDS = ("run", "micro", "segment", "damage", "reconstruct", "phase", "map2d")
+KINDS = ("run", "micro", "segment", "damage", "reconstruct", "phase", "map2d", "phantom", "deadangle")
 MODES = ("new", "force", "resume")
 #: entries owned as whole trees: litomo's stage cache and the report's figures
 OWNED_TREES = ("work", "figures")
@@ -108,6 +109,76 @@ def _leftover_base(name: str) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """Where each output of a run folder lives: the one description of the layout.
+
+    Read-only (it creates, locks and records nothing): readers of a finished folder (the
+    report, ``litomo view``, scoring) use it; :class:`RunDir` uses it to write.
+
+    Examples
+    --------
+    >>> lay = RunLayout(Path("out"))
+    >>> lay.volume("II", "li").as_posix()
+    'out/volumes/II/li.ome.zarr'
+    >>> lay.table("states").as_posix(), lay.record.name
+    ('out/tables/states.csv', 'run.json')
+    """
+
+    root: Path
+
+    @property
+    def work(self) -> Path:
+        """``OUT/work``: the stage cache."""
+        return self.root / "work"
+
+    @property
+    def figures(self) -> Path:
+        """``OUT/figures``: the report's figures."""
+        return self.root / "figures"
+
+    @property
+    def tables(self) -> Path:
+        """``OUT/tables``."""
+        return self.root / "tables"
+
+    @property
+    def report(self) -> Path:
+        """``OUT/report.html``."""
+        return self.root / "report.html"
+
+    @property
+    def record(self) -> Path:
+        """``OUT/run.json``, the completion record."""
+        return self.root / COMPLETION_RECORD
+
+    @property
+    def volumes_root(self) -> Path:
+        """``OUT/volumes``."""
+        return self.root / "volumes"
+
+    def volumes(self, state: str) -> Path:
+        """``OUT/volumes/<state>``."""
+        return self.volumes_root / check_path_component(state, "state name")
+
+    def volume(self, state: str, name: str, suffix: str = ".ome.zarr") -> Path:
+        """``OUT/volumes/<state>/<name><suffix>`` (an OME-Zarr image by default)."""
+        return self.volumes(state) / f"{name}{suffix}"
+
+    def table(self, name: str, suffix: str = ".csv") -> Path:
+        """``OUT/tables/<name><suffix>``."""
+        return self.tables / f"{name}{suffix}"
+
+    def state_folders(self) -> list[str]:
+        """The state folders under ``volumes/``, sorted (empty if there are none)."""
+        vdir = self.volumes_root
+        return sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the root, as RunDir records it."""
+        return path.relative_to(self.root).as_posix()
+
+
 class RunDir:
     """An output folder that litomo owns; open it with :meth:`RunDir.open`.
 
@@ -127,6 +198,7 @@ class RunDir:
 
     def __init__(self, root: Path, kind: str, marker: dict[str, Any]):
         self.root = root
+        self.layout = RunLayout(root)
         self.kind = kind
         self._marker = marker
         self._keep = False
@@ -184,6 +256,38 @@ class RunDir:
             if lock_fd >= 0:
                 os.close(lock_fd)
 
+    @classmethod
+    @contextlib.contextmanager
+    def update(cls, out_dir: str | os.PathLike, *, touches: Iterable[str] = ("report.html", "figures"),
+               flag: str = "RUN_DIR") -> Iterator[RunDir]:
+        """Take a folder an earlier litomo command wrote, under its lock, to rewrite a few outputs.
+
+        Nothing is deleted; the outputs named in ``touches`` may be rewritten only if litomo
+        wrote them (or they are absent). Used by ``litomo report DIR``.
+
+        Raises
+        ------
+        InputFileError
+            ``out_dir`` is not a folder litomo wrote, is in use, or holds one of ``touches``
+            that litomo did not write.
+        """
+        root = Path(out_dir).absolute()
+        if not root.is_dir():
+            raise InputFileError(f"{flag} {root}: no such folder")
+        if _read_marker(root) is None:
+            raise InputFileError(f"{flag} {root} holds no litomo output (no {MARKER_DIR}/owner.json): "
+                                 "litomo rewrites files only in folders it wrote")
+        lock_fd = _lock(root, flag)
+        try:
+            marker = _read_marker(root) or {"owned": []}  # re-read under the lock
+            for rel in touches:
+                if (root / rel).exists() and rel not in marker["owned"]:
+                    raise InputFileError(f"{flag} {root / rel} was not written by litomo; move it away "
+                                         "(litomo never overwrites a file it did not write)")
+            yield cls(root, str(marker.get("kind", "run")), marker)
+        finally:
+            os.close(lock_fd)
+
     # ------------------------------------------------------------------ layout
 
     @property
@@ -199,16 +303,16 @@ class RunDir:
     @property
     def tables(self) -> Path:
         """``OUT/tables`` (files in it are owned one by one, through :meth:`output`)."""
-        return self.root / "tables"
+        return self.layout.tables
 
     @property
     def report(self) -> Path:
         """``OUT/report.html``, recorded as owned."""
-        return self.output("report.html")
+        return self.output(self.layout.rel(self.layout.report))
 
     def volumes(self, state: str) -> Path:
         """``OUT/volumes/<state>`` (files in it are owned one by one)."""
-        return self.root / "volumes" / check_path_component(state, "state name")
+        return self.layout.volumes(state)
 
     @property
     def owned(self) -> list[str]:

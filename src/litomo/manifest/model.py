@@ -11,6 +11,8 @@ from litomo.errors import ManifestError
 
 #: The three image roles of a three-energy state, in energy order.
 ENERGY_ROLES: tuple[str, str, str] = ("pre_edge", "edge", "post_edge")
+#: ``[sample] separator_side``: the z face of the volumes on the separator side (depth is measured from it)
+SEPARATOR_SIDES: tuple[str, str] = ("z_min", "z_max")
 
 @dataclass(frozen=True)
 class SampleSpec:
@@ -22,6 +24,8 @@ class SampleSpec:
     #: chemical formula of the active material, e.g. "LiNi0.8Mn0.1Co0.1O2": sets the tabulated
     #: non-resonant background law of the Li map (litomo.xanes.background)
     composition: str | None = None
+    #: the z face on the separator side, "z_min" (z = 0) or "z_max": depth profiles start there
+    separator_side: str = "z_min"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from litomo.io.rundir import check_path_component
 from litomo.manifest.fields import FieldReader, parse_energy_ev
 from litomo.manifest.model import (
     ENERGY_ROLES,
+    SEPARATOR_SIDES,
     Manifest,
     ProcessingSpec,
     SampleSpec,
@@ -22,7 +23,7 @@ from litomo.manifest.model import (
     XanesSpec,
 )
 
-_SAMPLE_KEYS = ("name", "voxel_size_um", "expected", "composition")
+_SAMPLE_KEYS = ("name", "voxel_size_um", "expected", "composition", "separator_side")
 _XANES_KEYS = (
     "pre_edge_ev", "edge_ev", "post_edge_ev", "energy_shift_ev",
     "reference_pristine", "reference_charged", "li_pristine", "li_charged", "energy_unit",
@@ -80,8 +81,9 @@ def _parse_sample(ctx: FieldReader, t: dict) -> SampleSpec:
         if len(fr) == 3 and abs(sum(fr) - 1.0) > 0.02:
             raise ctx.err(f"volume fractions am + cbd + pore must sum to 1, got {sum(fr):.3f}", "sample.expected")
     composition = _parse_composition(ctx, t["composition"]) if "composition" in t else None
+    side = ctx.string(t.get("separator_side", "z_min"), "sample.separator_side", choices=SEPARATOR_SIDES)
     return SampleSpec(name=name, voxel_size_um=voxel, expected=expected,  # type: ignore[arg-type]
-                      composition=composition)
+                      composition=composition, separator_side=side)
 
 
 def _parse_composition(ctx: FieldReader, value: Any) -> str:

@@ -99,6 +99,8 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     if s.expected:
         kv("expected", {k: float(v) for k, v in s.expected.items()})
     _kv_optional(kv, "composition", s.composition)
+    if s.separator_side != "z_min":
+        kv("separator_side", s.separator_side)
     x = manifest.xanes
     lines += ["", "[xanes]"]
     for key in ("pre_edge_ev", "edge_ev", "post_edge_ev"):

@@ -69,34 +69,71 @@ def rev_curve(
     labels = check_labels(labels)
     v = as_voxel_size(voxel_size_um)
     metric = default_rev_metric if metric is None else metric
-    nmin = min(labels.shape)
+    edges = rev_edges(labels.shape, edge_lengths_vox)
+    if mode not in ("random", "centred", "centered"):
+        raise DataError(f"REV mode must be 'random' or 'centred', got {mode!r}")
+    plan = rev_plan(labels.shape, edges, n_samples=n_samples, mode=mode, seed=seed)
+    return rev_table(plan, lambda st, e: metric(labels[st[0]:st[0] + e, st[1]:st[1] + e, st[2]:st[2] + e], v),
+                     v, progress=progress)
+
+
+def rev_edges(shape: tuple[int, ...], edge_lengths_vox: Sequence[int] | None = None) -> list[int]:
+    """Sub-volume edges of :func:`rev_curve` (default: 8 from 8 voxels to the smallest dimension).
+
+    Examples
+    --------
+    >>> rev_edges((16, 20, 40))
+    [8, 9, 10, 11, 12, 13, 14, 16]
+    """
+    nmin = min(shape)
     if edge_lengths_vox is None:
         lo = min(8, nmin)
         edge_lengths_vox = np.unique(np.geomspace(lo, nmin, 8).round().astype(int))
-    edges = sorted({int(min(max(e, 1), nmin)) for e in edge_lengths_vox})
-    if mode not in ("random", "centred", "centered"):
-        raise DataError(f"REV mode must be 'random' or 'centred', got {mode!r}")
+    return sorted({int(min(max(e, 1), nmin)) for e in edge_lengths_vox})
+
+
+def rev_plan(shape: tuple[int, ...], edges: Sequence[int], *, n_samples: int = 8, mode: str = "random",
+             seed: int = 0) -> list[tuple[int, list[list[int]]]]:
+    """Sub-volume corners of :func:`rev_curve`: ``[(edge_vox, [start (z, y, x), ...]), ...]``.
+
+    One seeded sequence, shared by the in-memory and the out-of-core REV
+    (:mod:`litomo.metrics.chunked_report`), so both evaluate the same sub-volumes.
+
+    Examples
+    --------
+    >>> rev_plan((16, 16, 16), [16], n_samples=3)
+    [(16, [[0, 0, 0]])]
+    """
     rng = np.random.default_rng(seed)
-    rows = []
-    vmean = float(np.prod(v) ** (1 / 3))
-    for k, e in enumerate(edges):
+    plan = []
+    for e in edges:
         if mode == "random":
             # a sub-volume as large as the volume has one position only along that axis
-            reps = n_samples if any(s > e for s in labels.shape) else 1
-            starts = [[int(rng.integers(0, s - e + 1)) for s in labels.shape] for _ in range(reps)]
+            reps = n_samples if any(s > e for s in shape) else 1
+            starts = [[int(rng.integers(0, s - e + 1)) for s in shape] for _ in range(reps)]
         else:
-            starts = [[(s - e) // 2 for s in labels.shape]]
+            starts = [[(s - e) // 2 for s in shape]]
+        plan.append((int(e), starts))
+    return plan
+
+
+def rev_table(plan: list[tuple[int, list[list[int]]]], evaluate: Callable[[list[int], int], dict[str, float]],
+              voxel_size_um: tuple[float, float, float], progress: ProgressCallback | None = None
+              ) -> pd.DataFrame:
+    """The REV curve table of ``evaluate(start, edge) -> {name: value}`` over a :func:`rev_plan`."""
+    rows = []
+    vmean = float(np.prod(voxel_size_um) ** (1 / 3))
+    for k, (e, starts) in enumerate(plan):
         values: dict[str, list[float]] = {}
         for st in starts:
-            sub = labels[st[0]:st[0] + e, st[1]:st[1] + e, st[2]:st[2] + e]
-            for name, val in metric(sub, v).items():
+            for name, val in evaluate(st, e).items():
                 values.setdefault(name, []).append(float(val))
         for name, vals in values.items():
             arr = np.asarray(vals)
             rows.append({"edge_vox": e, "edge_um": e * vmean, "quantity": name, "mean": float(arr.mean()),
                          "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0, "n": int(arr.size)})
         if progress is not None:
-            progress(k + 1, len(edges), "REV")
+            progress(k + 1, len(plan), "REV")
     return pd.DataFrame(rows)
 
 
@@ -141,6 +178,15 @@ def two_point_correlation(
     v = as_voxel_size(voxel_size_um)
     n = mask.shape[ax]
     max_lag = n // 2 if max_lag_vox is None else int(min(max_lag_vox, n - 1))
+    power, n_lines = s2_power(mask, ax)
+    return s2_from_power(power, n_lines, n, max_lag, v[ax])
+
+
+def s2_power(mask: np.ndarray, ax: int) -> tuple[np.ndarray, int]:
+    """Summed power spectrum of the lines of ``mask`` along axis ``ax`` (zero-padded to twice
+    their length) and the number of lines: the additive part of :func:`two_point_correlation`,
+    so slabs of a volume too large for memory can be summed (``metrics.chunked_report``)."""
+    n = mask.shape[ax]
     m = np.moveaxis(mask, ax, -1).reshape(-1, n)
     nfft = 2 * n
     power = np.zeros(nfft // 2 + 1)
@@ -150,10 +196,15 @@ def two_point_correlation(
         # float64: float32 sums over ~10^7 voxels lose S2(0) = phi in the 6th digit
         f = scipy.fft.rfft(m[i:i + chunk].astype(np.float64), n=nfft, axis=-1, workers=-1)
         power += (f.real ** 2 + f.imag ** 2).sum(axis=0)
-    acf = scipy.fft.irfft(power, n=nfft)[: max_lag + 1]
+    return power, int(m.shape[0])
+
+
+def s2_from_power(power: np.ndarray, n_lines: int, n: int, max_lag: int, voxel_um: float) -> pd.DataFrame:
+    """S2 table (``r_vox, r_um, s2``) from :func:`s2_power`'s sums over lines of length ``n``."""
+    acf = scipy.fft.irfft(power, n=2 * n)[: max_lag + 1]
     r = np.arange(max_lag + 1)
-    s2 = acf / (m.shape[0] * (n - r))
-    return pd.DataFrame({"r_vox": r, "r_um": r * v[ax], "s2": s2})
+    s2 = acf / (n_lines * (n - r))
+    return pd.DataFrame({"r_vox": r, "r_um": r * voxel_um, "s2": s2})
 
 
 def characteristic_length_um(s2: pd.DataFrame, phi: float | None = None) -> float:

@@ -100,7 +100,8 @@ class OperandoSettings:
     electrode_kwargs: dict[str, Any] | None = None
 
 
-def _roman(n: int) -> str:
+def roman(n: int) -> str:
+    """State name of the n-th state (1 -> "I"), as the seed papers number charge states."""
     vals = [(1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"), (50, "L"),
             (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]
     out = ""
@@ -288,7 +289,7 @@ def _plan(s: OperandoSettings) -> tuple[tuple[float, ...], tuple[str, ...], list
         raise DataError(f"n_states must be >= 1, got {n_states}")
     roles = ROLES if len(energies) == 3 else tuple(f"e{i:02d}" for i in range(len(energies)))
     rng = np.random.default_rng([seed, 1])
-    names = [_roman(i + 1) for i in range(n_states)]
+    names = [roman(i + 1) for i in range(n_states)]
 
     motions, energy_t = [], []
     for k in range(n_states):

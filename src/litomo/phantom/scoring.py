@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from litomo.errors import InputFileError
+from litomo.io.rundir import RunLayout
 from litomo.phantom.operando import truth_on_binned_grid
 from litomo.xanes.threeenergy import class_fractions
 
@@ -115,15 +116,16 @@ def score_run(run_dir: str | Path, phantom_dir: str | Path) -> dict[str, Any]:
     if not truth_file.exists():
         raise InputFileError(f"{phantom_dir} has no truth/truth.json: not a litomo phantom")
     truth = json.loads(truth_file.read_text())
-    run = json.loads((run_dir / "run.json").read_text())
+    lay = RunLayout(run_dir)
+    run = json.loads(lay.record.read_text())
     factor = tuple(int(f) for f in np.broadcast_to(run["parameters"]["bin"], 3))
     p = run["parameters"]
-    states = pd.read_csv(run_dir / "tables" / "states.csv")
-    particles = pd.read_csv(run_dir / "tables" / "particles.csv")
+    states = pd.read_csv(lay.table("states"))
+    particles = pd.read_csv(lay.table("particles"))
     out: dict[str, Any] = {"states": {}}
     for row in states.itertuples():
         name = str(row.state)
-        li_run = read_ome_zarr(run_dir / "volumes" / name / "li.ome.zarr").numpy()
+        li_run = read_ome_zarr(lay.volume(name, "li")).numpy()
         tdir = phantom_dir / "truth" / name
         st_truth = StateTruth(li=read_volume(tdir / "li.tif").numpy(),
                               labels=read_volume(tdir / "labels.tif").numpy(),

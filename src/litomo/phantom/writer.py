@@ -33,6 +33,7 @@ from litomo.phantom.operando import (
     OperandoPhantom,
     OperandoSettings,
     build_operando_phantom,
+    roman,
     row_range,
 )
 from litomo.phantom.spectra import (
@@ -381,6 +382,19 @@ def _manifest(ph: OperandoPhantom, written: dict[str, Any], out: Path, *, seed: 
         states=states,
     )
     return manifest, per_state, transforms
+
+
+def dataset_entries(n_states: int) -> tuple[str, ...]:
+    """The top-level entries :func:`write_operando_phantom` writes for ``n_states`` states.
+
+    A :class:`~litomo.io.rundir.RunDir` records them as owned before the data is written.
+
+    Examples
+    --------
+    >>> dataset_entries(2)
+    ('experiment.toml', 'refs', 'truth', 'I', 'II')
+    """
+    return ("experiment.toml", "refs", "truth", *(roman(k + 1) for k in range(n_states)))
 
 
 def write_operando_phantom(

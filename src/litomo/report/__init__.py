@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from litomo.errors import DataError
+from litomo.io.rundir import RunLayout
 from litomo.progress import ProgressCallback
 
 #: OME-Zarr images of each state that the viewer hand-off knows, in display order
@@ -24,11 +25,10 @@ VOLUME_NAMES = ("li", "labels", "li_diff_vs_first")
 
 def run_states(run_dir: str | os.PathLike) -> list[str]:
     """The state names of a run: ``run.json``'s order, else the folders under ``volumes/``."""
-    d = Path(run_dir)
-    vdir = d / "volumes"
-    found = sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
+    lay = RunLayout(Path(run_dir))
+    found = lay.state_folders()
     try:
-        order = [str(s) for s in json.loads((d / "run.json").read_text()).get("states", [])]
+        order = [str(s) for s in json.loads(lay.record.read_text()).get("states", [])]
     except (OSError, json.JSONDecodeError):
         order = []
     return [s for s in order if s in found] + [s for s in found if s not in order]
@@ -63,6 +63,7 @@ def run_volumes(run_dir: str | os.PathLike, names: tuple[str, ...] = VOLUME_NAME
     from litomo.io import read_ome_zarr
 
     d = Path(run_dir)
+    lay = RunLayout(d)
     known = run_states(d)
     if states:
         unknown = [s for s in states if s not in known]
@@ -72,7 +73,7 @@ def run_volumes(run_dir: str | os.PathLike, names: tuple[str, ...] = VOLUME_NAME
     for state in states or known:
         vols = {}
         for name in names:
-            path = d / "volumes" / state / f"{name}.ome.zarr"
+            path = lay.volume(state, name)
             if path.exists():
                 vols[name] = read_ome_zarr(path)
         if vols:
@@ -101,7 +102,7 @@ def export_vti(run_dir: str | os.PathLike, names: tuple[str, ...] = ("li", "labe
     jobs = [(s, n, v) for s, d in vols.items() for n, v in d.items()]
     written = []
     for k, (state, name, vol) in enumerate(jobs, start=1):
-        path = Path(run_dir) / "volumes" / state / f"{name}.vti"
+        path = RunLayout(Path(run_dir)).volume(state, name, ".vti")
         written.append(write_vti(path, vol, name=name))
         if progress is not None:
             progress(k, len(jobs), "export .vti")

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from litomo.io.rundir import RunLayout
+
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1150px;margin:1.5em auto;
 padding:0 1em;color:#1d1d1f;line-height:1.45}
@@ -115,7 +117,7 @@ def note(text: str) -> str:
 
 def read_table(run_dir: Path, name: str, notes: list[str] | None = None) -> pd.DataFrame | None:
     """``run_dir/tables/<name>.csv`` as a DataFrame, or None (with a note) if absent or empty."""
-    path = run_dir / "tables" / f"{name}.csv"
+    path = RunLayout(run_dir).table(name)
     why = None
     if not path.is_file():
         why = "not found"

@@ -240,7 +240,7 @@ def z_profiles(z_profile: pd.DataFrame, *, order: Sequence[str] | None = None) -
     Parameters
     ----------
     z_profile : DataFrame
-        ``tables/z_profile.csv``: ``state``, ``z_um`` (depth from the separator side),
+        ``tables/z_profile.csv``: ``state``, ``depth_um`` (from the separator side; else ``z_um``),
         ``mean_li``, optional ``std_li``, ``frac_li_rich``, ``frac_li_poor``.
 
     Returns
@@ -249,11 +249,12 @@ def z_profiles(z_profile: pd.DataFrame, *, order: Sequence[str] | None = None) -
         Three axes (mean Li, Li-rich fraction, Li-poor fraction), one line per state each.
     """
     names = _state_order(z_profile, order)
+    depth = "depth_um" if "depth_um" in z_profile else "z_um"  # older runs: z = 0 is the separator
     fig, axs = _figure(1, 3, width_in=12.0, height_in=3.8, sharex=True)
     colours = _state_colours(len(names))
     for name, colour in zip(names, colours, strict=True):
-        g = z_profile[z_profile["state"].astype(str) == name].sort_values("z_um")
-        z = g["z_um"].to_numpy(float)
+        g = z_profile[z_profile["state"].astype(str) == name].sort_values(depth)
+        z = g[depth].to_numpy(float)
         m = g["mean_li"].to_numpy(float)
         axs[0, 0].plot(z, m, color=colour, label=name)
         if "std_li" in g:
@@ -266,9 +267,9 @@ def z_profiles(z_profile: pd.DataFrame, *, order: Sequence[str] | None = None) -
     axs[0, 1].set_ylabel("Li-rich share of AM in slice (%)")
     axs[0, 2].set_ylabel("Li-poor share of AM in slice (%)")
     for ax in axs[0]:
-        ax.set_xlabel("depth z from the separator side (um)")
+        ax.set_xlabel("depth from the separator side (um)")
     fig.legend(*axs[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, title="state")
-    fig.suptitle("Through-plane profiles (z = 0: separator side)")
+    fig.suptitle("Through-plane profiles (depth 0: separator side)")
     return fig
 
 
@@ -338,7 +339,7 @@ def particle_scatter(particles: pd.DataFrame, *, order: Sequence[str] | None = N
                                vmin=0, vmax=1, **kw)
         axs[0, 1].scatter(g[depth_col], g["mean_li"], c=colour, cmap="viridis", vmin=0, vmax=1, **kw)
     axs[0, 0].set_xlabel("equivalent-sphere diameter (um)")
-    axs[0, 1].set_xlabel("particle depth z from the separator side (um)")
+    axs[0, 1].set_xlabel("particle depth from the separator side (um)")
     for ax in axs[0]:
         ax.set_ylabel(f"particle mean {LI_LABEL}")
     leg = axs[0, 0].legend(fontsize=8, title="state (marker)")

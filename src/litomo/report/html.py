@@ -25,7 +25,10 @@ import pandas as pd
 
 from litomo.errors import DataError, LitomoError
 from litomo.io.atomic import write_text_atomic
+from litomo.io.rundir import RunLayout
 from litomo.progress import ProgressCallback
+from litomo.report import li_context as ctx_fig
+from litomo.report import spectral as spectral_report
 from litomo.report.blocks import (
     dict_table,
     esc,
@@ -94,6 +97,12 @@ FIGURES: dict[str, FigureSpec] = {
         "registration. After-NCC should be high and higher than before; a red x marks a pair that did "
         "not improve: check it before trusting that state's Li map."),
 }
+FIGURES.update({k: FigureSpec(*v) for k, v in ctx_fig.CONTEXT_FIGURES.items()})  # issue 16 item 5
+
+
+#: figures of N-energy runs only (volumes/<state>/edge_ev.ome.zarr present; issue 16)
+SPECTRAL_FIGURES: dict[str, FigureSpec] = {k: FigureSpec(title, (), caption)
+                                           for k, (title, caption) in spectral_report.FIGURE_TEXT.items()}
 
 
 def _states_from(run: dict[str, Any], tables: dict[str, pd.DataFrame | None], run_dir: Path) -> list[str]:
@@ -102,8 +111,7 @@ def _states_from(run: dict[str, Any], tables: dict[str, pd.DataFrame | None], ru
     st = tables.get("states")
     if st is not None:
         return list(dict.fromkeys(st["state"].astype(str)))
-    vdir = run_dir / "volumes"
-    return sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
+    return RunLayout(run_dir).state_folders()
 
 
 def _li_slices(run_dir: Path, states: Sequence[str], notes: list[str]) -> tuple[dict[str, Any], Any]:
@@ -112,7 +120,7 @@ def _li_slices(run_dir: Path, states: Sequence[str], notes: list[str]) -> tuple[
 
     maps, vs = {}, None
     for s in states:
-        path = run_dir / "volumes" / s / "li.ome.zarr"
+        path = RunLayout(run_dir).volume(s, "li")
         if not path.exists():
             continue
         try:
@@ -180,7 +188,8 @@ def glance_limap(run: dict[str, Any], tables: dict[str, pd.DataFrame | None]) ->
     zp = tables.get("z_profile")
     if zp is not None and st is not None and len(st) and {"z_um", "mean_li"} <= set(zp.columns):
         last = str(st["state"].iloc[-1])
-        g = zp[zp["state"].astype(str) == last].dropna(subset=["mean_li"]).sort_values("z_um")
+        g = zp[zp["state"].astype(str) == last].dropna(subset=["mean_li"])
+        g = g.sort_values("depth_um" if "depth_um" in g else "z_um")
         if len(g) >= 6:
             third = len(g) // 3
             top, bottom = g["mean_li"].iloc[:third].mean(), g["mean_li"].iloc[-third:].mean()
@@ -244,6 +253,10 @@ def _draw(name: str, tables: dict[str, pd.DataFrame | None], states: list[str], 
         return F.evolution_lines(tables["evolution"], order=states)
     if name == "registration_qa":
         return F.registration_qa(tables["registration"])
+    if name in SPECTRAL_FIGURES:
+        return spectral_report.draw(name, extra)
+    if name in ctx_fig.CONTEXT_FIGURES:
+        return ctx_fig.draw_context(name, tables, extra)
     raise KeyError(name)
 
 
@@ -281,7 +294,7 @@ _STATE_COLS = ("state", "label", "mean_li", "std_li", "fwhm_li", "iqr_li", "frac
 
 def _limap_body(run_dir: Path, progress: ProgressCallback | None,
                 run: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    run_path = run_dir / "run.json"
+    run_path = RunLayout(run_dir).record
     notes: list[str] = []
     # a run builds its report before it writes run.json (its completion record, written last)
     if run is None:
@@ -294,16 +307,22 @@ def _limap_body(run_dir: Path, progress: ProgressCallback | None,
             except json.JSONDecodeError as exc:
                 notes.append(f"run.json unreadable ({exc})")
     names = ("states", "histograms", "z_profile", "particles", "core_shell", "registration",
-             "evolution", "matching")
+             "evolution", "matching", "li_projection_hist", "li_context")
     tables = {n: read_table(run_dir, n, notes) for n in names}
     states = _states_from(run, tables, run_dir)
     li_maps, li_vs = _li_slices(run_dir, states, notes) if states else ({}, None)
     extra = {"parameters": run.get("parameters") or {}, "li_maps": li_maps,
-             "li_voxel_size_um": li_vs or run.get("voxel_size_um") or 1.0}
+             "li_voxel_size_um": li_vs or run.get("voxel_size_um") or 1.0,
+             **ctx_fig.context_extra(run_dir, states, li_maps, run.get("parameters") or {}),
+             "nenergy": run.get("nenergy"), "edge_ev": spectral_report.state_maps(run_dir, states, "edge_ev"),
+             "r_factor": spectral_report.state_maps(run_dir, states, "r_factor")}
+    figures = {**FIGURES, **SPECTRAL_FIGURES} if extra["edge_ev"] else FIGURES
 
     def available(spec: FigureSpec, name: str) -> str | None:
         if name == "li_orthoslices" and not li_maps:
             return "no Li maps found under volumes/<state>/li.ome.zarr"
+        if name in ctx_fig.CONTEXT_FIGURES and (why := ctx_fig.context_unavailable(name, tables, extra)):
+            return why
         gone = [t for t in spec.tables if tables.get(t) is None]
         return f"tables/{gone[0]}.csv not found or empty" if gone else None
 
@@ -317,8 +336,8 @@ def _limap_body(run_dir: Path, progress: ProgressCallback | None,
     for w in run.get("warnings") or []:
         body.append(f'<div class="warning">Warning: {esc(w)}</div>')
     body.append('<h2 id="figures">Figures</h2>')
-    body += _render_figures(FIGURES, available, lambda n: _draw(n, tables, states, extra),
-                            run_dir / "figures", progress)
+    body += _render_figures(figures, available, lambda n: _draw(n, tables, states, extra),
+                            RunLayout(run_dir).figures, progress)
 
     body.append('<h2 id="states">Per-state statistics</h2>')
     st = tables["states"]
@@ -388,10 +407,11 @@ def _stage_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def detect_kind(run_dir: str | os.PathLike) -> str:
     """``"limap"`` for a Li-mapping run, ``"micro"`` for a ``litomo micro`` output directory."""
     d = Path(run_dir)
+    lay = RunLayout(d)
     # micro first: a micro folder has a run.json (completion record) too
-    if (d / "tables" / "microstructure.json").is_file() or (d / "tables" / "metrics_table.csv").is_file():
+    if lay.table("microstructure", ".json").is_file() or lay.table("metrics_table").is_file():
         return "micro"
-    if (d / "tables" / "states.csv").is_file() or (d / "run.json").is_file():
+    if lay.table("states").is_file() or lay.record.is_file():
         return "limap"
     raise DataError(f"{d}: not a litomo run directory (no run.json, tables/states.csv or "
                     "tables/microstructure.json)")
@@ -447,10 +467,30 @@ def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
         title = "litomo microstructure report"
     stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     page = html_page(title, f"{subtitle}<br>report built {esc(stamp)}", body)
-    out = d / "report.html"
+    out = RunLayout(d).report
     write_text_atomic(out, page)
     log.info("report written to %s", out)
     return out
 
 
-__all__ = ["FIGURES", "build_report", "detect_kind", "glance_limap", "html_table", "read_table"]
+def rebuild_report(run_dir: str | os.PathLike, *, kind: str = "auto",
+                   progress: ProgressCallback | None = None) -> Path:
+    """Rebuild ``report.html`` and ``figures/`` of a finished folder, under its lock.
+
+    Only a folder that litomo wrote is touched (:meth:`~litomo.io.rundir.RunDir.update`), and
+    only its own ``report.html`` and ``figures/``.
+
+    Examples
+    --------
+    >>> rebuild_report("run-out")  # doctest: +SKIP
+    PosixPath('run-out/report.html')
+    """
+    from litomo.io.rundir import RunDir
+
+    with RunDir.update(run_dir) as rd:
+        rd.output(rd.layout.rel(rd.layout.figures))
+        rd.output(rd.layout.rel(rd.layout.report))
+        return build_report(rd.root, kind=kind, progress=progress)
+
+
+__all__ = ["FIGURES", "build_report", "rebuild_report", "detect_kind", "glance_limap", "html_table", "read_table"]

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from litomo.io.rundir import RunLayout
 from litomo.progress import ProgressCallback
 from litomo.report.blocks import dict_table, esc, figure_html, html_table, note, read_table
 
@@ -34,7 +35,13 @@ MICRO_CAPTIONS = {
                         "from z = 0 (right). Darker on the right than on the left = a bottleneck "
                         "upstream; constrictivity = (median right / median left)^2.",
 }
-_ORDER = ("phase_orthoslices", "psd", "sphericity", "rev", "s2", "pore_radius_maps")
+MICRO_CAPTIONS["particle_summary"] = (
+    "Left: laser-diffraction-style volume PSD of the inner particles, corrected for the boundary "
+    "exclusion of large particles (bars: volume % per size class; line: cumulative), with the measured "
+    "D10/D50/D90 and, where given (--supplier-psd), the supplier's (red). Right: surface coverage by "
+    "carbon-binder and by other particles (AM-AM contact) against particle size, with Spearman's rho; "
+    "the star marks the representative particle (nearest the medians of size, sphericity and coverage).")
+_ORDER = ("phase_orthoslices", "psd", "particle_summary", "sphericity", "rev", "s2", "pore_radius_maps")
 
 
 def _num(v: Any) -> float:
@@ -84,6 +91,54 @@ def _glance_transport(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def particle_summary_figure(particles: Any, psd: Any, summary: dict[str, Any]) -> Any:
+    """Volume PSD (with supplier D-values) and coverage vs size, representative particle starred.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from litomo.metrics.psd import volume_psd
+    >>> t = pd.DataFrame({"particle": [1, 2, 3], "eq_diameter_um": [1.0, 2.0, 3.0], "volume_um3": [0.5, 4.2, 14.1],
+    ...                   "coverage_cbd": [0.1, 0.2, 0.3], "coverage_am": [0.3, 0.2, 0.1],
+    ...                   "touches_boundary": [False] * 3})
+    >>> s = {"particle_psd_volume": {"d10_um": 1.5, "d50_um": 2.5, "d90_um": 2.9}, "representative_particle": 2}
+    >>> len(particle_summary_figure(t, volume_psd(t["eq_diameter_um"], t["volume_um3"]), s).axes)
+    3
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    ax.bar(psd["size_low_um"], psd["q3_percent"], width=psd["size_high_um"] - psd["size_low_um"], align="edge",
+           alpha=0.6, label="q3 (volume % per class)")
+    ax.set_xscale("log")
+    axc = ax.twinx()
+    axc.plot(psd["size_high_um"], psd["Q3_percent"], "k-", lw=1)
+    axc.set(ylim=(0, 100), ylabel="cumulative volume Q3 (%)")
+    dv = summary.get("particle_psd_volume") or {}
+    for q, ls in (("d10", ":"), ("d50", "--"), ("d90", "-.")):
+        if math.isfinite(_num(dv.get(f"{q}_um"))):
+            ax.axvline(dv[f"{q}_um"], color="k", ls=ls, label=f"{q.upper()} {dv[f'{q}_um']:.3g} um")
+        if f"{q}_supplier_um" in dv:
+            ax.axvline(dv[f"{q}_supplier_um"], color="tab:red", ls=ls, label=f"supplier {q.upper()}")
+    ax.set(xlabel="equivalent-sphere diameter (um)", ylabel="volume % per class")
+    ax.legend(fontsize=7)
+    inner = particles[~particles["touches_boundary"].astype(bool)]
+    rho = summary.get("coverage_size_spearman") or {}
+    for col, colour, name in (("coverage_cbd", "tab:grey", "CBD"), ("coverage_am", "tab:orange", "AM-AM contact")):
+        if col in inner:
+            r = _num(rho.get(col))
+            ax2.scatter(inner["eq_diameter_um"], inner[col], s=8, color=colour, alpha=0.6,
+                        label=f"{name} (rho {r:.2f})" if math.isfinite(r) else name)
+    rep = inner[inner["particle"] == summary.get("representative_particle", -1)]
+    for col in ("coverage_cbd", "coverage_am"):
+        if len(rep) and col in rep:
+            ax2.scatter(rep["eq_diameter_um"], rep[col], marker="*", s=160, color="k", zorder=3)
+    ax2.set(xlabel="equivalent-sphere diameter (um)", ylabel="fraction of particle surface", ylim=(0, 1))
+    ax2.legend(fontsize=7)
+    return fig
+
+
 def _glance_particles(report: dict[str, Any]) -> list[str]:
     d50 = _num(report.get("d50_um"))
     if not math.isfinite(d50):
@@ -101,7 +156,13 @@ def _glance_particles(report: dict[str, Any]) -> list[str]:
         s += f"; sphericity mean {sph:.2f}" + (f", median {med:.2f}" if math.isfinite(med) else "")
         if report.get("sphericity_min_voxels"):
             s += f" (particles of at least {report['sphericity_min_voxels']} voxels)"
-    return [s + "."]
+    out = [s + "."]
+    dv = report.get("particle_psd_volume") or {}
+    if "d50_supplier_um" in dv:
+        out.append("Volume PSD (edge-corrected) D10/D50/D90 " + "/".join(f"{_num(dv[f'{q}_um']):.3g}" for q in
+                   ("d10", "d50", "d90")) + " um vs the supplier's " + "/".join(
+                   f"{_num(dv[f'{q}_supplier_um']):.3g}" for q in ("d10", "d50", "d90")) + " um.")
+    return out
 
 
 def glance_micro(report: dict[str, Any]) -> list[str]:
@@ -131,7 +192,7 @@ def micro_body(run_dir: Path, progress: ProgressCallback | None = None) -> tuple
     """Subtitle and HTML sections of the microstructure report of ``run_dir``."""
     notes: list[str] = []
     report: dict[str, Any] = {}
-    jpath = run_dir / "tables" / "microstructure.json"
+    jpath = RunLayout(run_dir).table("microstructure", ".json")
     if jpath.is_file():
         try:
             report = json.loads(jpath.read_text())
@@ -146,7 +207,7 @@ def micro_body(run_dir: Path, progress: ProgressCallback | None = None) -> tuple
         body.append(f'<div class="warning">Note: {esc(n)}</div>')
 
     body.append('<h2 id="figures">Figures</h2>')
-    fdir = run_dir / "figures"
+    fdir = RunLayout(run_dir).figures
     pngs = {p.stem: p for p in sorted(fdir.glob("*.png"))} if fdir.is_dir() else {}
     ordered = [n for n in _ORDER if n in pngs] + [n for n in pngs if n not in _ORDER]
     if not ordered:

@@ -36,7 +36,7 @@ from litomo.errors import LitomoError
 from litomo.preprocess import bin_array
 from litomo.resample import kernels
 
-__all__ = ["FieldGrid", "field_grid", "linear_weights", "observed_mask", "selection_bits", "set_threads",
+__all__ = ["FieldGrid", "field_grid", "linear_weights", "map_coordinates_cubic", "observed_mask", "selection_bits", "set_threads",
            "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
 
 
@@ -484,4 +484,44 @@ def warp_slab(
     if order > 1 and not np.isfinite(block).all():
         # a spline prefilter would spread each NaN along whole lines; linear keeps it local
         order = 1
-    return ndimage.map_coordinates(block, src, order=order, mode="nearest").astype(np.float32)
+    if order != 3:
+        return ndimage.map_coordinates(block, src, order=order, mode="nearest").astype(np.float32)
+    return map_coordinates_cubic(block, src)
+
+
+def map_coordinates_cubic(block: np.ndarray, src: list[np.ndarray]) -> np.ndarray:
+    """``scipy.ndimage.map_coordinates(block, src, order=3, mode="nearest")``, bit for bit, ~5x faster.
+
+    scipy's prefilter is used as it is (the block edge-padded by 12 voxels, then
+    ``spline_filter``, as map_coordinates does for ``mode="nearest"``); only the evaluation,
+    ~80 % of map_coordinates' time, runs in a numba kernel with scipy's arithmetic
+    (:func:`litomo.resample.kernels.cubic_rows`), releasing the GIL.
+
+    Examples
+    --------
+    >>> b = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    >>> src = [np.random.default_rng(i).uniform(-2, 9, (3, 4, 5)) for i in range(3)]
+    >>> ref = ndimage.map_coordinates(b, src, order=3, mode="nearest")
+    >>> bool((map_coordinates_cubic(b, src) == ref).all())
+    True
+    """
+    pad = 12  # scipy's _prepad_for_spline_filter
+    sz, sy, sx = (np.ascontiguousarray(s, dtype=np.float64) for s in src)
+    out = np.empty(sz.shape, np.float32)
+    if out.size == 0:
+        return out
+    # the same filter passes as spline_filter(np.pad(block, 12, "edge"), 3, float64, "nearest")
+    # (axis 0, then 1, then 2), with two exact shortcuts: (a) filtering along z commutes with
+    # edge-padding along y and x (a padded column is a copy of an edge column), so z is filtered
+    # before y and x are padded; (b) the y and x passes only run on the z rows the 4x4x4
+    # stencils of ``src`` reach (each row's y/x filtering is independent of the others)
+    coef = np.pad(np.asarray(block, np.float64), ((pad, pad), (0, 0), (0, 0)), mode="edge")
+    ndimage.spline_filter1d(coef, 3, axis=0, output=coef, mode="nearest")
+    r0 = min(max(int(np.floor(sz.min() + pad)) - 1, 0), coef.shape[0] - 1)
+    r1 = max(min(int(np.floor(sz.max() + pad)) + 3, coef.shape[0]), r0 + 1)
+    coef = np.pad(coef[r0:r1], ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    for axis in (1, 2):
+        ndimage.spline_filter1d(coef, 3, axis=axis, output=coef, mode="nearest")
+    # the kernel clamps z indices to the full padded length, then reads row index - r0
+    kernels.cubic_rows(coef, float(pad), r0, int(block.shape[0]) + 2 * pad, sz, sy, sx, out)
+    return out

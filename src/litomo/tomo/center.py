@@ -7,7 +7,13 @@
   histogram entropy of the slice (Donath et al. 2006; tomopy's ``find_center``): the sharpest
   (lowest-entropy) slice wins. Trial sinograms are shifted in Fourier space, not by
   interpolation, so half-pixel trials are not smoothed (an interpolating shift makes the metric
-  oscillate with a 1-pixel period; measured on tooth.h5).
+  oscillate with a 1-pixel period; measured on tooth.h5). The minimum of the 0.25 px curve is
+  refined by a parabola through its 5 nearest trials (sub-pixel).
+* :func:`center_opposite` — for scans that hold views exactly 180 degrees apart (>= 180-degree
+  scans): each such view is the mirror image of its partner about the axis; the median of the
+  sub-pixel mirror registrations of up to 64 pairs. It needs no reconstruction and, unlike the
+  entropy search, works on truncated data (a sample wider than the field of view). When the scan
+  has such pairs it is the check on Vo's value; otherwise the entropy search is.
 
 Centres are in detector pixels from column 0 (pixel centres), so the detector middle is
 ``(n - 1) / 2``.
@@ -36,11 +42,13 @@ class CenterResult:
     center_px : float
         The centre used (Vo's unless overridden).
     vo_px, entropy_px : float
-        The two automatic estimates.
+        Vo's estimate and the minimum-entropy one.
     trial_px, entropy : ndarray
         The entropy curve (QA figure).
+    opposite_px : float or None
+        The opposite-view estimate (None when the scan has no views 180 degrees apart).
     agree : bool
-        ``|vo_px - entropy_px| <= tolerance_px``.
+        ``|vo_px - check_px| <= tolerance_px``.
     """
 
     center_px: float
@@ -49,14 +57,25 @@ class CenterResult:
     tolerance_px: float
     trial_px: np.ndarray = field(repr=False)
     entropy: np.ndarray = field(repr=False)
+    opposite_px: float | None = None
+
+    @property
+    def check_method(self) -> str:
+        """The independent estimate Vo's is checked against: ``"opposite"`` when available, else ``"entropy"``."""
+        return "entropy" if self.opposite_px is None else "opposite"
+
+    @property
+    def check_px(self) -> float:
+        return self.entropy_px if self.opposite_px is None else self.opposite_px
 
     @property
     def agree(self) -> bool:
-        return abs(self.vo_px - self.entropy_px) <= self.tolerance_px
+        return abs(self.vo_px - self.check_px) <= self.tolerance_px
 
     def to_json(self) -> dict[str, Any]:
         return {"center_px": self.center_px, "vo_px": self.vo_px, "entropy_px": self.entropy_px,
-                "difference_px": self.vo_px - self.entropy_px, "agree": self.agree}
+                "opposite_px": self.opposite_px, "check_method": self.check_method,
+                "difference_px": self.vo_px - self.check_px, "agree": self.agree}
 
 
 def center_sinogram(sino: np.ndarray, center_px: float) -> np.ndarray:
@@ -191,8 +210,82 @@ def center_entropy(
         lo_c, hi_c = max(1.0, init - 1.0), min(n - 2.0, init + 1.0)
     trials = np.arange(lo_c, hi_c + 1e-9, step_px)
     curve = _entropy_curve(s, th, trials)
-    best = float(trials[int(np.argmin(curve))])
-    return best, trials, curve
+    return _parabola_minimum(trials, curve), trials, curve
+
+
+def _parabola_minimum(x: np.ndarray, y: np.ndarray, half: int = 2) -> float:
+    """Vertex of a least-squares parabola through the ``2 half + 1`` points around the minimum.
+
+    Falls back to the sampled minimum at the ends of the curve or when the fit is not convex;
+    the vertex is kept within one step of the sampled minimum.
+
+    Examples
+    --------
+    >>> x = np.arange(0.0, 3.01, 0.25)
+    >>> round(_parabola_minimum(x, (x - 1.37) ** 2), 3)
+    1.37
+    """
+    i = int(np.argmin(y))
+    if i < half or i + half >= len(x):
+        return float(x[i])
+    a, b, _ = np.polyfit(x[i - half : i + half + 1], y[i - half : i + half + 1], 2)
+    if a <= 0:
+        return float(x[i])
+    step = float(x[1] - x[0])
+    return float(np.clip(-b / (2 * a), x[i] - step, x[i] + step))
+
+
+def center_opposite(sino: np.ndarray, theta_deg: Any, *, max_pairs: int = 64,
+                    max_mismatch_deg: float | None = None) -> float | None:
+    """Centre from views 180 degrees apart: median of the mirror registrations of up to ``max_pairs`` pairs.
+
+    A parallel-beam view at ``theta + 180`` is the mirror image of the view at ``theta`` about the
+    axis; the sub-pixel shift (``skimage.registration.phase_cross_correlation``, 1/50 px) between
+    a view and its mirrored partner is ``2 c - (n - 1)``. Pairs count when their angles differ
+    from 180 degrees by at most ``max_mismatch_deg`` (default: a tenth of the angular step).
+
+    Returns
+    -------
+    float or None
+        None when the scan has no such pair (e.g. a ``[0, 180)`` scan).
+
+    Examples
+    --------
+    >>> x = np.arange(64.0); th = np.array([0.0, 90.0, 180.0])
+    >>> s = np.stack([np.exp(-0.5 * ((x - 40) / 3) ** 2), np.zeros(64), np.exp(-0.5 * ((x - 20) / 3) ** 2)])
+    >>> round(center_opposite(s, th), 2)
+    30.0
+    """
+    from skimage.registration import phase_cross_correlation
+
+    th = check_angles(theta_deg)
+    s = np.asarray(sino, np.float64)
+    if s.ndim != 2 or s.shape[0] != th.size:
+        raise DataError(f"sinogram must be (n_angles={th.size}, n), got {s.shape}")
+    srt = np.sort(th)
+    step = float(np.median(np.diff(srt))) if th.size > 2 else 180.0
+    tol = 0.1 * step if max_mismatch_deg is None else max_mismatch_deg
+    j = np.searchsorted(srt, th + 180.0)
+    pairs = []
+    for i in range(th.size):
+        for jj in (j[i] - 1, j[i]):
+            if 0 <= jj < th.size and abs(srt[jj] - th[i] - 180.0) <= tol:
+                pairs.append((i, int(np.nonzero(th == srt[jj])[0][0])))
+                break
+    if not pairs:
+        return None
+    pick = np.unique(np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int))
+    n = s.shape[1]
+    centres = []
+    for k in pick:
+        a, b = s[pairs[k][0]], s[pairs[k][1]][::-1]
+        if np.ptp(a) <= 0 or np.ptp(b) <= 0:
+            continue
+        # 2-D arrays so phase_cross_correlation treats axis 1 as the detector axis
+        shift, _, _ = phase_cross_correlation(np.tile(b, (4, 1)), np.tile(a, (4, 1)), upsample_factor=50,
+                                              normalization=None)
+        centres.append((n - 1 - shift[1]) / 2.0)
+    return float(np.median(centres)) if centres else None
 
 
 def find_center_auto(
@@ -202,14 +295,16 @@ def find_center_auto(
     tolerance_px: float = 0.5,
     search_px: float = 10.0,
 ) -> CenterResult:
-    """Both automatic centres; Vo's is used, the entropy search checks it (warning if they differ).
+    """Automatic centres; Vo's is used, an independent one checks it (warning if they differ).
 
-    The entropy search is centred on Vo's estimate (``+- search_px``).
+    The check is the opposite-view estimate when the scan has views 180 degrees apart, else the
+    entropy search (centred on Vo's estimate, ``+- search_px``; always run, for the QA curve).
     """
     vo = center_vo(sino, theta_deg)
     ent, trials, curve = center_entropy(sino, theta_deg, init=vo, search_px=search_px)
-    res = CenterResult(vo, vo, ent, tolerance_px, trials, curve)
+    res = CenterResult(vo, vo, ent, tolerance_px, trials, curve, center_opposite(sino, theta_deg))
     if not res.agree:
-        log.warning("centre of rotation: Vo %.2f px and entropy %.2f px differ by more than %.1f px; "
-                    "check the centre-search figure or give --center", vo, ent, tolerance_px)
+        log.warning("centre of rotation: Vo %.2f px and %s %.2f px differ by more than %.1f px; "
+                    "check the centre-search figure or give --center", vo, res.check_method, res.check_px,
+                    tolerance_px)
     return res

@@ -66,8 +66,30 @@ def flat_dark_correct(
     denom = np.where(denom > 0, denom, np.nan)
     t = (data - dark) / denom
     t = np.where(np.isfinite(t), t, 1.0)  # pixels with no flat signal carry no information
-    t = np.maximum(t, min_transmission)
+    t = clip_transmission(t, min_transmission)
     return (-np.log(t)).astype(np.float32) if log_transform else t.astype(np.float32)
+
+
+def clip_transmission(t: np.ndarray, min_transmission: float) -> np.ndarray:
+    """``max(t, min_transmission)``, with one warning giving the count and fraction clipped.
+
+    Clipping keeps ``-log`` finite for dead or fully absorbing pixels, but a clipped pixel's line
+    integral is a floor, not a measurement, so it is never done in silence.
+
+    Examples
+    --------
+    >>> clip_transmission(np.array([0.5, 0.0, 1e-5]), 1e-3)
+    array([0.5  , 0.001, 0.001])
+    """
+    t = np.asarray(t)
+    low = t < min_transmission
+    n = int(np.count_nonzero(low))
+    if n:
+        log.warning("transmission below %g in %d pixels (%.3g %% of the projections): clipped to %g, so their "
+                    "line integrals are floors; check flats/darks or exposure", min_transmission, n,
+                    100.0 * n / t.size, min_transmission)
+        return np.where(low, np.asarray(min_transmission, t.dtype), t)
+    return t
 
 
 def shift_sinogram(sino: np.ndarray, center_px: float) -> np.ndarray:

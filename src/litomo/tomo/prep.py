@@ -17,7 +17,7 @@ from scipy import ndimage
 from litomo.errors import DataError, LitomoError
 from litomo.io.projections import ProjectionSeries
 from litomo.progress import ProgressCallback
-from litomo.tomo.correct import flat_dark_correct
+from litomo.tomo.correct import clip_transmission, flat_dark_correct
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ def normalize(series: ProjectionSeries, *, min_transmission: float = 1e-3) -> np
 
     A series without flat frames is taken as already normalised transmission when all its values
     lie in (0, 1.5], otherwise as line integrals already (e.g. -log data); anything else is an error.
+    Transmission below ``min_transmission`` is clipped to it with one warning (count and fraction,
+    :func:`litomo.tomo.correct.clip_transmission`).
 
     Returns
     -------
@@ -46,19 +48,45 @@ def normalize(series: ProjectionSeries, *, min_transmission: float = 1e-3) -> np
     d = np.asarray(series.data, np.float32)
     if d.min() > 0 and d.max() <= 1.5:
         log.info("no flat frames: data taken as normalised transmission")
-        return (-np.log(np.maximum(d, min_transmission))).astype(np.float32)
+        return (-np.log(clip_transmission(d, min_transmission))).astype(np.float32)
     if series.metadata.get("line_integrals"):
         return d
     raise DataError(f"{series.metadata.get('source', 'projections')}: no flat (reference) frames and the data are "
                     "not normalised transmission; give reference frames with --flats")
 
 
-def remove_zingers(proj: np.ndarray, *, threshold: float = 0.1, size: int = 3) -> tuple[np.ndarray, int]:
+def remove_zingers(
+    proj: np.ndarray,
+    *,
+    threshold_sigma: float = 5.0,
+    min_excess: float = 0.02,
+    size: int = 3,
+) -> tuple[np.ndarray, int]:
     """Replace isolated outliers (zingers, dead pixels) by the 2-D median of their neighbourhood.
 
-    A pixel is a zinger when it differs from the ``size x size`` median of its projection by more
-    than ``threshold`` (in line-integral units) and by more than 5 robust standard deviations of
-    that difference.
+    A pixel is a zinger when it lies *outside the range of its neighbours* (the other pixels of
+    its ``size x size`` window, same projection) by more than ``threshold_sigma`` local noise
+    standard deviations and by more than ``min_excess`` (line-integral units). The local noise is
+    ``1.2533 x`` the 7 x 7 mean of ``|p - median_3x3(p)|`` (the mean absolute deviation of
+    Gaussian noise), so it follows the attenuation-dependent noise of -log data.
+
+    Why not ``|p - median| > threshold`` (the usual rule): at every sharp edge and small feature
+    the 3 x 3 median differs from the pixel by the contrast, not by noise, so that rule changed
+    clean data (on a noisy phantom projection it replaced ~0.3 % of the pixels, all at edges). A
+    pixel on an edge lies between its neighbours; only a local extremum can exceed their range,
+    and on clean data only by noise. Clean data are returned unchanged (the same array values,
+    bit for bit).
+
+    Parameters
+    ----------
+    proj : ndarray (n_angles, n_rows, n_columns)
+        Line integrals (-log transmission).
+    threshold_sigma : float
+        Excess over the neighbour range, in local noise standard deviations.
+    min_excess : float
+        Smallest excess counted (0.02 = a 2 % intensity spike), so noise-free data are left alone.
+    size : int
+        Neighbourhood edge length (odd).
 
     Returns
     -------
@@ -67,20 +95,40 @@ def remove_zingers(proj: np.ndarray, *, threshold: float = 0.1, size: int = 3) -
 
     Examples
     --------
-    >>> p = np.zeros((2, 9, 9), np.float32); p[1, 4, 4] = 5.0
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.normal(1.0, 0.01, (2, 32, 32)).astype(np.float32); p[:, :, 16:] += 1.0  # an edge
     >>> q, n = remove_zingers(p)
-    >>> n, float(q[1, 4, 4])
-    (1, 0.0)
+    >>> n, bool(np.array_equal(q, p))
+    (0, True)
+    >>> p[1, 4, 4] = 3.0
+    >>> q, n = remove_zingers(p)
+    >>> n, bool(abs(q[1, 4, 4] - 1.0) < 0.05)
+    (1, True)
     """
     p = np.asarray(proj, np.float32)
-    med = ndimage.median_filter(p, size=(1, size, size), mode="nearest")
-    diff = p - med
-    mad = float(np.median(np.abs(diff))) * 1.4826
-    bad = np.abs(diff) > max(threshold, 5.0 * mad)
-    n = int(bad.sum())
-    if n:
-        log.info("zingers: replaced %d pixels (%.2g %%)", n, 100.0 * n / p.size)
-    return np.where(bad, med, p), n
+    if size < 3 or size % 2 == 0:
+        raise LitomoError(f"zinger window must be an odd size >= 3, got {size}")
+    fp = np.ones((1, size, size), bool)
+    fp[0, size // 2, size // 2] = False  # the neighbours, not the pixel itself
+    # "mirror" (d c b | a b c d) does not repeat the border pixel, so it is never its own neighbour
+    hi = ndimage.maximum_filter(p, footprint=fp, mode="mirror")
+    lo = ndimage.minimum_filter(p, footprint=fp, mode="mirror")
+    excess = np.maximum(p - hi, lo - p)
+    cand = np.flatnonzero(excess > min_excess)
+    if not cand.size:
+        return p, 0
+    med = ndimage.median_filter(p, size=(1, size, size), mode="mirror")
+    # local roughness, not pure noise: near edges and pixel-scale texture it is larger, which is
+    # what keeps real local extrema there (measured: a MAD-based estimate flagged 42-142 pixels of
+    # clean phantom projections, this one none); a zinger adds only 1/49 of itself to it
+    sigma = 1.2533 * ndimage.uniform_filter(np.abs(p - med), size=(1, 7, 7), mode="mirror")
+    bad = cand[excess.flat[cand] > threshold_sigma * sigma.flat[cand]]
+    if not bad.size:
+        return p, 0
+    out = p.copy()
+    out.flat[bad] = med.flat[bad]
+    log.info("zingers: replaced %d pixels (%.2g %%)", bad.size, 100.0 * bad.size / p.size)
+    return out, int(bad.size)
 
 
 def remove_rings(

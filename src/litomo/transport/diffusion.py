@@ -252,7 +252,7 @@ def amg_preconditioner(ml: Any, shape: tuple[int, int]) -> spla.LinearOperator:
                                dtype=np.float64)
 
 
-def _solve_grid(
+def solve_grid(
     levels: list,
     b: tuple[np.ndarray, float],
     x0: np.ndarray,
@@ -289,7 +289,7 @@ def _solve_grid(
         tol = tol * 0.1
 
 
-def _residual_progress(progress: ProgressCallback | None, description: str, rtol: float):
+def residual_progress(progress: ProgressCallback | None, description: str, rtol: float):
     """``(report, total)``: ``report(it, rel)`` shows the residual decades reached (one line)."""
     total = max(1, math.ceil(-math.log10(rtol) - 1e-9))
     state = {"done": -1}
@@ -420,7 +420,7 @@ def tortuosity(
     n_phase = int(np.count_nonzero(mask))
     eps = n_phase / mask.size
     desc = f"tortuosity {ax_name}: residual decades"
-    report, n_decades = _residual_progress(progress, desc, rtol)
+    report, n_decades = residual_progress(progress, desc, rtol)
     if progress is not None:
         progress(0, n_decades, desc)
 
@@ -447,7 +447,7 @@ def tortuosity(
     shape1[ax] = mask.shape[ax]
     profile = (1.0 - (np.arange(mask.shape[ax]) + 0.5) / mask.shape[ax]).reshape(shape1)
     x0 = np.where(perc, profile, 0.0)
-    c_grid, iters, rel, bal, ok = _solve_grid(levels, (b_grid, gb), x0, rtol, balance, flux_tol, maxiter,
+    c_grid, iters, rel, bal, ok = solve_grid(levels, (b_grid, gb), x0, rtol, balance, flux_tol, maxiter,
                                               callback=report)
     del levels, b_grid, x0
     f_in, f_out = fluxes(c_grid)

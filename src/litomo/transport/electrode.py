@@ -87,6 +87,8 @@ class ElectrodeTortuosityResult:
         Angular frequencies (rad per unit time with ``sigma = c_dl = 1``) of ``impedance``.
     impedance, impedance_homogeneous : numpy.ndarray or None
         Complex impedance spectra of the structure and of the homogeneous line.
+    mcmullin : float
+        (property) electrode McMullin number ``N_M,e = tau_e / eps``.
     """
 
     tau_e: float
@@ -105,10 +107,15 @@ class ElectrodeTortuosityResult:
     impedance: np.ndarray | None = field(default=None, repr=False)
     impedance_homogeneous: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def mcmullin(self) -> float:
+        """Electrode McMullin number ``tau_e / eps`` (inf without a connected pore network)."""
+        return self.tau_e / self.eps if self.eps > 0 else math.inf
+
     def as_dict(self) -> dict[str, Any]:
-        """Scalar fields as a dict (spectra omitted)."""
+        """Scalar fields as a dict (spectra omitted), with the electrode McMullin number."""
         skip = {"frequencies", "impedance", "impedance_homogeneous"}
-        return {k: v for k, v in self.__dict__.items() if k not in skip}
+        return {**{k: v for k, v in self.__dict__.items() if k not in skip}, "mcmullin": self.mcmullin}
 
 
 def _as_masks(

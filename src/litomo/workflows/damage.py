@@ -5,6 +5,8 @@ greyscale volume, computes and writes the output folder through
 :class:`litomo.io.rundir.RunDir`::
 
     OUT/tables/{damage_particles, damage_depth, damage_network, sphere_pack}.csv,
+    OUT/tables/{damage_edges_particles, damage_edges_depth}.csv (the crack paper's Canny method),
+    OUT/tables/{crack_li, crack_li_correlation}.csv (with a Li run: damage vs Li content),
     OUT/tables/damage.json, OUT/figures/*.png|svg, OUT/run.json (completion record, last)
 """
 
@@ -53,6 +55,12 @@ class DamageSettings:
         Region of the sphere-pack export (``--bbox-um``).
     figures : bool
         Draw the figures.
+    separator_side : {"z_min", "z_max"}
+        Where the separator is: the Canny-edge damage windows count depth from it
+        (``--separator-side``).
+    li_state : str, optional
+        State of the Li run (``--li-run``) whose particles are paired with the damaged ones
+        (``--li-state``; default the last state).
     """
 
     voxel_size_um: float
@@ -63,8 +71,12 @@ class DamageSettings:
     k: int = 3
     bbox_um: tuple[tuple[float, float], ...] | None = None
     figures: bool = True
+    separator_side: str = "z_min"
+    li_state: str | None = None
 
     def __post_init__(self) -> None:
+        if self.separator_side not in ("z_min", "z_max"):
+            raise DataError(f"--separator-side must be z_min or z_max, got {self.separator_side!r}")
         if self.kind not in KINDS:
             raise DataError(f"--kind must be 'auto', 'labels' or 'grey', got {self.kind!r}")
         if not (np.isfinite(self.window_um) and self.window_um > 0):
@@ -84,7 +96,14 @@ class DamageResult:
         severely damaged particles, sphere pack (centres and radii in um).
     summary : dict
         ``n_particles``, ``class_counts``, ``input_kind``, ``mean_damage_index``,
-        ``mean_crack_fraction``, ``network_edges`` (``tables/damage.json``).
+        ``mean_crack_fraction``, ``network_edges``, ``mean_edge_density_per_um``
+        (``tables/damage.json``).
+    edge_particles, edge_depth : pandas.DataFrame
+        The crack paper's method (:func:`litomo.damage_edges.edge_damage`): Canny crack-edge
+        density and CBD detachment per particle and per depth window from the separator.
+    crack_li, crack_li_correlation : pandas.DataFrame
+        With a Li run's particle table: paired particles (damage beside Li content) and the
+        Spearman correlations (:mod:`litomo.damage_li`); empty otherwise.
     out_dir : Path or None
     files : list of Path
     """
@@ -94,6 +113,10 @@ class DamageResult:
     network: pd.DataFrame
     sphere_pack: pd.DataFrame
     summary: dict[str, Any]
+    edge_particles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    edge_depth: pd.DataFrame = field(default_factory=pd.DataFrame)
+    crack_li: pd.DataFrame = field(default_factory=pd.DataFrame)
+    crack_li_correlation: pd.DataFrame = field(default_factory=pd.DataFrame)
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -114,9 +137,12 @@ def input_kind(arr: np.ndarray, settings: DamageSettings) -> str:
     return "labels" if is_int and np.unique(arr).size <= 16 else "grey"
 
 
-def analyse_damage(arr: np.ndarray, settings: DamageSettings, *,
-                   progress: ProgressCallback | None = None) -> DamageResult:
+def analyse_damage(arr: np.ndarray, settings: DamageSettings, *, progress: ProgressCallback | None = None,
+                   li_particles: pd.DataFrame | None = None) -> DamageResult:
     """Damage quantification of a label or greyscale volume (no files written).
+
+    With ``li_particles`` (a Li run's ``tables/particles.csv``, same frame in um) the damaged
+    particles are paired with the Li-mapped ones and damage is correlated with Li content.
 
     AM comes from the labels, or from an Otsu threshold of the grey values (AM bright).
     Particles are separated on the crack-closed AM mask (:func:`litomo.damage.close_cracks`)
@@ -131,9 +157,10 @@ def analyse_damage(arr: np.ndarray, settings: DamageSettings, *,
         raise DataError(f"litomo damage needs a 3-D volume (z, y, x), got shape {arr.shape}")
     v = as_voxel_size(settings.voxel_size_um)
     kind = input_kind(arr, settings)
-    grey = None
+    grey = cbd = None
     if kind == "labels":
-        am = to_canonical(arr, dict(settings.label_mapping or parse_label_mapping(None))) == 1
+        canon = to_canonical(arr, dict(settings.label_mapping or parse_label_mapping(None)))
+        am, cbd = canon == 1, canon == 2
     else:
         from litomo.segment.threshold import otsu_mask
 
@@ -146,13 +173,44 @@ def analyse_damage(arr: np.ndarray, settings: DamageSettings, *,
     table = damage_table(particles, v, am_mask=am, grey=grey, params=settings.params, progress=progress)
     depth = depth_profile(table, window_um=settings.window_um, depth_um=arr.shape[0] * v[0])
     network = severe_network(table, k=settings.k)
+    edge_per, edge_depth = _edge_method(grey, am, particles, cbd, v, settings, progress)
     counts = {c: int((table["damage_class"] == c).sum()) for c in ("least", "mild", "severe")}
     summary = {"n_particles": len(table), "class_counts": counts, "input_kind": kind,
                "mean_damage_index": float(table["damage_index"].mean()),
                "mean_crack_fraction": float(table["crack_fraction"].mean()),
-               "network_edges": len(network)}
-    return DamageResult(particles=table, depth=depth, network=network,
-                        sphere_pack=sphere_pack(table, settings.bbox_um), summary=summary)
+               "network_edges": len(network),
+               "mean_edge_density_per_um": float(edge_per["edge_density_per_um"].mean()),
+               "separator_side": settings.separator_side}
+    result = DamageResult(particles=table, depth=depth, network=network,
+                          sphere_pack=sphere_pack(table, settings.bbox_um), summary=summary,
+                          edge_particles=edge_per, edge_depth=edge_depth)
+    if li_particles is not None:
+        _crack_chemistry(result, li_particles, settings)
+    return result
+
+
+def _crack_chemistry(result: DamageResult, li: pd.DataFrame, settings: DamageSettings) -> None:
+    from litomo.damage_li import crack_li_correlation, crack_li_table
+
+    extra = [c for c in ("edge_density_per_um", "cbd_detached_fraction") if c in result.edge_particles]
+    damage = result.particles.merge(result.edge_particles[["particle", *extra]], on="particle", how="left")
+    result.crack_li = crack_li_table(damage, li, state=settings.li_state)
+    result.crack_li_correlation = crack_li_correlation(result.crack_li)
+    result.summary["crack_li_pairs"] = len(result.crack_li)
+    result.summary["crack_li_unpaired"] = len(damage) - len(result.crack_li)
+
+
+def _edge_method(grey: np.ndarray | None, am: np.ndarray, particles: np.ndarray, cbd: np.ndarray | None,
+                 v: tuple[float, float, float], settings: DamageSettings, progress: ProgressCallback | None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The crack paper's Canny method on the grey image (or on the AM mask of a label volume)."""
+    from litomo.damage_edges import EdgeDamageParams, edge_damage
+
+    params = EdgeDamageParams(window_um=settings.window_um, separator_side=settings.separator_side,
+                              closing_radius_vox=settings.params.closing_radius_vox)
+    image = grey if grey is not None else am.astype(np.float32)
+    return edge_damage(image, particles, v, cbd=cbd if cbd is not None and cbd.any() else None, params=params,
+                       progress=progress)
 
 
 def write_damage(rd: Any, result: DamageResult, settings: DamageSettings) -> list[Path]:
@@ -162,7 +220,10 @@ def write_damage(rd: Any, result: DamageResult, settings: DamageSettings) -> lis
 
     files = []
     for name, df in (("damage_particles", result.particles), ("damage_depth", result.depth),
-                     ("damage_network", result.network), ("sphere_pack", result.sphere_pack)):
+                     ("damage_network", result.network), ("sphere_pack", result.sphere_pack),
+                     ("damage_edges_particles", result.edge_particles), ("damage_edges_depth", result.edge_depth),
+                     *((("crack_li", result.crack_li), ("crack_li_correlation", result.crack_li_correlation))
+                       if not result.crack_li_correlation.empty or not result.crack_li.empty else ())):
         path = rd.output(f"tables/{name}.csv")
         write_csv_atomic(path, df)
         files.append(path)
@@ -180,9 +241,30 @@ def write_damage(rd: Any, result: DamageResult, settings: DamageSettings) -> lis
     return files
 
 
+def read_li_particles(path: str | os.PathLike) -> pd.DataFrame:
+    """A Li run's particle table: ``path`` is the run folder or its ``tables/particles.csv``."""
+    from litomo.errors import InputFileError
+
+    p = Path(path)
+    csv = p / "tables" / "particles.csv" if p.is_dir() else p
+    if not csv.is_file():
+        raise InputFileError(f"--li-run: {csv} not found (give a litomo run folder or its tables/particles.csv)")
+    try:
+        table = pd.read_csv(csv)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"--li-run: {csv} is not a readable CSV table ({exc})") from None
+    if "mean_li" not in table:
+        raise InputFileError(f"--li-run: {csv} has no mean_li column (not a litomo run's particle table)")
+    return table
+
+
 def run_damage(volume_path: str | os.PathLike, out_dir: str | os.PathLike, settings: DamageSettings, *,
-               mode: str = "new", progress: ProgressCallback | None = None) -> DamageResult:
+               mode: str = "new", progress: ProgressCallback | None = None,
+               li_run: str | os.PathLike | None = None) -> DamageResult:
     """``litomo damage`` from Python: read, compute, write ``out_dir`` (``mode``: "new" or "force").
+
+    ``li_run``: a ``litomo run`` folder (or its ``tables/particles.csv``) for the crack-chemistry
+    correlation (``--li-run``).
 
     Raises
     ------
@@ -193,11 +275,12 @@ def run_damage(volume_path: str | os.PathLike, out_dir: str | os.PathLike, setti
     from litomo.io.rundir import RunDir
 
     volume_path = Path(volume_path)
+    li = read_li_particles(li_run) if li_run is not None else None
     with RunDir.open(out_dir, kind="damage", mode=mode, inputs=[volume_path]) as rd:
         with stage(log, "damage", "reading the volume"):
             arr = read_volume(volume_path, voxel_size_um=settings.voxel_size_um).numpy()
         with stage(log, "damage", "damage analysis"):
-            result = analyse_damage(arr, settings, progress=progress)
+            result = analyse_damage(arr, settings, progress=progress, li_particles=li)
         result.summary["input"] = str(volume_path)
         with stage(log, "damage", "writing outputs"):
             result.files = write_damage(rd, result, settings)
@@ -208,4 +291,5 @@ def run_damage(volume_path: str | os.PathLike, out_dir: str | os.PathLike, setti
     return result
 
 
-__all__ = ["DamageResult", "DamageSettings", "analyse_damage", "input_kind", "run_damage", "write_damage"]
+__all__ = ["DamageResult", "DamageSettings", "analyse_damage", "input_kind", "read_li_particles", "run_damage",
+           "write_damage"]

@@ -30,6 +30,9 @@ from litomo.workflows.stage import stage
 log = logging.getLogger(__name__)
 
 AXES = ("z", "y", "x")
+#: volumes with more voxels go out of core (the in-memory metrics need ~20 bytes per voxel)
+CHUNKED_ABOVE_VOXELS = 2**28
+DEFAULT_CHUNK_VOX = 128
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,16 @@ class MicroSettings:
         Relative tolerance of the REV size criterion (``--rev-tolerance``).
     figures : bool
         Draw figures and ``report.html`` (``--no-figures`` turns them off).
+    supplier_psd_um : (D10, D50, D90), optional
+        A supplier's volume-based (laser diffraction) D-values in um, compared with the
+        edge-corrected volume PSD of the particles (``--supplier-psd``).
+    tile_um : float, optional
+        Edge of the tiles of the local property maps (fractions, specific surfaces, pore
+        tortuosity along z per tile; ``--tile-um``); None skips them.
+    chunk_vox : int, optional
+        Compute out of core in blocks of this edge (``--chunk-size``); volumes above
+        :data:`CHUNKED_ABOVE_VOXELS` voxels go out of core in blocks of
+        :data:`DEFAULT_CHUNK_VOX` anyway (see :func:`analyse_microstructure_chunked`).
     """
 
     voxel_size_um: float | tuple[float, float, float]
@@ -73,6 +86,9 @@ class MicroSettings:
     pore_sizes: bool = True
     rev_tolerance: float = 0.05
     figures: bool = True
+    supplier_psd_um: tuple[float, float, float] | None = None
+    tile_um: float | None = None
+    chunk_vox: int | None = None
 
     def __post_init__(self) -> None:
         from litomo.volume import as_voxel_size
@@ -81,6 +97,10 @@ class MicroSettings:
         bad = [a for a in self.axes if a not in AXES]
         if bad or not self.axes:
             raise DataError(f"--axes must be z or all (z, y, x), got {self.axes!r}")
+        if self.chunk_vox is not None and int(self.chunk_vox) < 16:
+            raise DataError(f"--chunk-size must be at least 16 voxels, got {self.chunk_vox!r}")
+        if self.tile_um is not None and not self.tile_um > 0:
+            raise DataError(f"--tile-um must be a positive length in um, got {self.tile_um!r}")
         if not 0 < self.rev_tolerance < 1:
             raise DataError(f"--rev-tolerance must be in (0, 1), got {self.rev_tolerance!r}")
 
@@ -100,6 +120,12 @@ class MicroResult:
         Phase fractions per z-slice, REV curve, two-point correlations, the seed-style table.
     rev_size, psd : pandas.DataFrame
         REV size per quantity and the pore size distributions (empty without ``pore_sizes``).
+    particle_psd, coverage_by_size : pandas.DataFrame
+        Laser-diffraction-style volume PSD of the particles (edge-corrected) and the median
+        surface coverage per size class (:mod:`litomo.metrics.psd`).
+    local_maps, local_profile : pandas.DataFrame
+        Per-tile properties and their z-profile (:mod:`litomo.metrics.local`; empty without
+        ``tile_um``).
     pore_maps : dict of str to ndarray
         Pore radius maps in um (``pore_radius_local_um``, ``pore_radius_mip_<axis>_um``).
     out_dir : Path or None
@@ -116,6 +142,10 @@ class MicroResult:
     metrics_table: pd.DataFrame
     rev_size: pd.DataFrame = field(default_factory=pd.DataFrame)
     psd: pd.DataFrame = field(default_factory=pd.DataFrame)
+    particle_psd: pd.DataFrame = field(default_factory=pd.DataFrame)
+    coverage_by_size: pd.DataFrame = field(default_factory=pd.DataFrame)
+    local_maps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    local_profile: pd.DataFrame = field(default_factory=pd.DataFrame)
     pore_maps: dict[str, np.ndarray] = field(default_factory=dict)
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
@@ -137,6 +167,62 @@ def read_labels(path: str | os.PathLike, settings: MicroSettings) -> np.ndarray:
     check_shape(raw.shape, str(path))
     mapping = dict(settings.label_mapping) if settings.label_mapping else parse_label_mapping(None)
     return to_canonical(raw, mapping)
+
+
+def open_labels(path: str | os.PathLike, settings: MicroSettings) -> Any:
+    """A :class:`litomo.metrics.chunked.LabelSource` on the label file (read lazily, shape checked)."""
+    from litomo.io import read_volume
+    from litomo.metrics.chunked import LabelSource
+    from litomo.phases import parse_label_mapping
+
+    vol = read_volume(path, voxel_size_um=settings.voxel_size_um, lazy=True)
+    check_shape(vol.shape, str(path))
+    mapping = dict(settings.label_mapping) if settings.label_mapping else parse_label_mapping(None)
+    return LabelSource(vol.array, mapping)
+
+
+def chunk_for(shape: tuple[int, ...], settings: MicroSettings) -> int | None:
+    """Block edge of the out-of-core path, or None for the in-memory one.
+
+    Examples
+    --------
+    >>> chunk_for((256, 256, 256), MicroSettings(1.0)), chunk_for((1024,) * 3, MicroSettings(1.0))
+    (None, 128)
+    """
+    if settings.chunk_vox is not None:
+        return int(settings.chunk_vox)
+    return DEFAULT_CHUNK_VOX if int(np.prod(shape, dtype=np.int64)) > CHUNKED_ABOVE_VOXELS else None
+
+
+def analyse_microstructure_chunked(source: Any, settings: MicroSettings, *, sample: str = "sample",
+                                   progress: ProgressCallback | None = None) -> MicroResult:
+    """The out-of-core ``litomo micro``: the metrics that are exact block by block
+    (:mod:`litomo.metrics.chunked_report`; equal to :func:`analyse_microstructure`'s to float
+    rounding), the others NaN or empty with a note (particles, transport, pore sizes).
+
+    ``source`` is a :class:`litomo.metrics.chunked.LabelSource` (:func:`open_labels`).
+    """
+    from litomo.metrics.chunked_report import chunked_microstructure
+    from litomo.metrics.rev import rev_size
+    from litomo.metrics.summary import normalise_expected, seed_table
+
+    asked = [flag for flag, val in (("--tile-um", settings.tile_um), ("--supplier-psd", settings.supplier_psd_um))
+             if val is not None]
+    if asked:  # both need the particles or whole-tile transport, which this path does not compute
+        raise DataError(f"{' and '.join(asked)} need the in-memory path, but this volume is processed out of "
+                        "core (above 2^28 voxels or --chunk-size given): crop the volume or leave them out")
+    chunk = chunk_for(source.shape, settings) or DEFAULT_CHUNK_VOX
+    r = chunked_microstructure(source, settings.voxel_size_um, axes=settings.axes, chunk_vox=chunk,
+                               seed=settings.seed, progress=progress)
+    summary = r.summary
+    if settings.expected:
+        summary["expected"] = normalise_expected(dict(settings.expected))
+    rsize = rev_size(r.rev, settings.rev_tolerance)
+    summary["rev_edge_um"] = {x.quantity: x.rev_edge_um for x in rsize.itertuples()}
+    summary["rev_tolerance"] = settings.rev_tolerance
+    summary["characteristic_length_um"] = _s2_lengths(r.s2)
+    return MicroResult(summary=summary, particles=pd.DataFrame(columns=["particle"]), z_profile=r.z_profile,
+                       rev=r.rev, s2=r.s2, metrics_table=seed_table(summary, sample=sample), rev_size=rsize)
 
 
 def check_shape(shape: tuple[int, ...], what: str) -> None:
@@ -242,14 +328,48 @@ def analyse_microstructure(labels: np.ndarray, settings: MicroSettings, *, sampl
     summary["rev_tolerance"] = settings.rev_tolerance
     s2 = _s2_table(labels, settings)
     summary["characteristic_length_um"] = _s2_lengths(s2)
+    ppsd, cover = _particle_summaries(particles, labels.shape, settings, summary)
+    local, local_prof = _local_maps(labels, settings, progress)
     return MicroResult(
         summary=summary,
         particles=particles if particles is not None else pd.DataFrame(columns=["particle"]),
         z_profile=z_profile_fractions(labels, v), rev=rev, s2=s2,
-        metrics_table=seed_table(summary, sample=sample), rev_size=rsize, psd=psd, pore_maps=maps)
+        metrics_table=seed_table(summary, sample=sample), rev_size=rsize, psd=psd, pore_maps=maps,
+        particle_psd=ppsd, coverage_by_size=cover, local_maps=local, local_profile=local_prof)
 
 
-def write_micro(rd: Any, result: MicroResult, labels: np.ndarray, settings: MicroSettings) -> list[Path]:
+def _local_maps(labels: np.ndarray, settings: MicroSettings, progress: ProgressCallback | None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if settings.tile_um is None:
+        return pd.DataFrame(), pd.DataFrame()
+    from litomo.metrics.local import local_property_maps, tile_profile
+
+    local = local_property_maps(labels, settings.voxel_size_um, settings.tile_um,
+                                tortuosity_axis="z" if settings.transport else None, progress=progress)
+    return local, tile_profile(local, "z")
+
+
+def _particle_summaries(particles: pd.DataFrame | None, shape: tuple[int, ...], settings: MicroSettings,
+                        summary: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Volume PSD (+ supplier comparison), coverage vs size and the representative particle."""
+    from litomo.metrics.psd import coverage_vs_size, particle_psd, representative_particle
+
+    if particles is None or "touches_boundary" not in particles:
+        return pd.DataFrame(), pd.DataFrame()
+    box = [n * v for n, v in zip(shape, settings.voxel_size_um, strict=True)]
+    ppsd, dvals = particle_psd(particles, box, supplier_um=settings.supplier_psd_um)
+    cover, rho = coverage_vs_size(particles)
+    summary["particle_psd_volume"] = dvals
+    summary["coverage_size_spearman"] = rho
+    summary["representative_particle"] = representative_particle(particles)
+    if settings.supplier_psd_um is not None:  # shown in the "Expected" column of the seed table
+        exp = summary.setdefault("expected", {})
+        for name, val in zip(("d10", "d50", "d90"), settings.supplier_psd_um, strict=True):
+            exp[f"{name}_volume_um"] = float(val)
+    return ppsd, cover
+
+
+def write_micro(rd: Any, result: MicroResult, labels: np.ndarray | None, settings: MicroSettings) -> list[Path]:
     """Write the tables (and, with ``settings.figures``, figures and ``report.html``) into ``rd``.
 
     ``rd`` is an open :class:`litomo.io.rundir.RunDir`; returns the files written.
@@ -259,8 +379,12 @@ def write_micro(rd: Any, result: MicroResult, labels: np.ndarray, settings: Micr
 
     files = [rd.output("tables/microstructure.json")]
     write_text_atomic(files[0], json.dumps(to_jsonable(result.summary), indent=2) + "\n")
-    for name in ("metrics_table", "particles", "z_profile", "rev", "s2", "rev_size", "psd"):
-        path = rd.output(f"tables/{'pore_size_distribution' if name == 'psd' else name}.csv")
+    names = {"psd": "pore_size_distribution", "particle_psd": "particle_size_distribution"}
+    for name in ("metrics_table", "particles", "z_profile", "rev", "s2", "rev_size", "psd", "particle_psd",
+                 "coverage_by_size", "local_maps", "local_profile"):
+        if name.startswith("local") and settings.tile_um is None:
+            continue
+        path = rd.output(f"tables/{names.get(name, name)}.csv")
         write_csv_atomic(path, getattr(result, name))
         files.append(path)
     if result.pore_maps:
@@ -269,7 +393,9 @@ def write_micro(rd: Any, result: MicroResult, labels: np.ndarray, settings: Micr
         for name, arr in result.pore_maps.items():
             files.append(write_tiff(rd.output(f"volumes/{name}.tif"), arr, compression="zlib",
                                     voxel_size_um=settings.voxel_size_um))
-    if settings.figures:
+    if settings.figures and labels is None:
+        log.info("out-of-core run: no figures or report.html (they draw from the label volume in memory)")
+    elif settings.figures:
         from litomo.report.figures import save_figure
         from litomo.report.html import build_report
         from litomo.report.workflow_figures import micro_figures
@@ -278,6 +404,11 @@ def write_micro(rd: Any, result: MicroResult, labels: np.ndarray, settings: Micr
         figs = micro_figures(labels, settings.voxel_size_um, result.summary, particles, result.rev, result.s2)
         if result.pore_maps:
             figs["pore_radius_maps"] = pore_map_figure(result.pore_maps, settings.voxel_size_um)
+        if not result.particle_psd.empty:
+            from litomo.report.micro import particle_summary_figure
+
+            figs["particle_summary"] = particle_summary_figure(result.particles, result.particle_psd,
+                                                               result.summary)
         for name, fig in figs.items():
             files += list(save_figure(fig, rd.figures, name, dpi=120).values())
         report = rd.report  # records report.html as owned before it is written
@@ -329,9 +460,14 @@ def run_micro(labels_path: str | os.PathLike, out_dir: str | os.PathLike, settin
     labels_path = Path(labels_path)
     with RunDir.open(out_dir, kind="micro", mode=mode, inputs=[labels_path]) as rd:
         with stage(log, "micro", "reading labels"):
-            labels = read_labels(labels_path, settings)
+            source = open_labels(labels_path, settings)
+            chunked = chunk_for(source.shape, settings) is not None
+            labels = None if chunked else read_labels(labels_path, settings)
         with stage(log, "micro", "metrics"):
-            result = analyse_microstructure(labels, settings, sample=labels_path.stem, progress=progress)
+            if labels is None:
+                result = analyse_microstructure_chunked(source, settings, sample=labels_path.stem, progress=progress)
+            else:
+                result = analyse_microstructure(labels, settings, sample=labels_path.stem, progress=progress)
         result.summary["input"] = str(labels_path)
         result.summary["label_mapping"] = dict(settings.label_mapping or {})
         with stage(log, "micro", "writing outputs"):
@@ -349,8 +485,10 @@ def _jsonable_settings(settings: MicroSettings) -> dict[str, Any]:
     d["axes"] = list(settings.axes)
     d["label_mapping"] = dict(settings.label_mapping) if settings.label_mapping else None
     d["expected"] = dict(settings.expected) if settings.expected else None
+    d["supplier_psd_um"] = list(settings.supplier_psd_um) if settings.supplier_psd_um else None
     return d
 
 
-__all__ = ["MicroResult", "MicroSettings", "analyse_microstructure", "check_shape", "read_labels",
+__all__ = ["CHUNKED_ABOVE_VOXELS", "DEFAULT_CHUNK_VOX", "MicroResult", "MicroSettings", "analyse_microstructure",
+           "analyse_microstructure_chunked", "check_shape", "chunk_for", "open_labels", "read_labels",
            "run_micro", "write_micro"]

@@ -64,6 +64,10 @@ class ReconstructionConfig:
         Detector rows per dask task.
     center_tolerance_px : float
         The two automatic centres must agree within this (else a warning).
+    angles : str or None
+        Manifest only: angle list (file, resolved against the manifest's folder, or
+        ``start:stop:count``) for projection series that record no angles (TIFF stacks); series
+        with angles in the file keep theirs.
     """
 
     method: str = "fbp"
@@ -77,6 +81,7 @@ class ReconstructionConfig:
     align_iter: int = 10
     slab_rows: int = 16
     center_tolerance_px: float = 1.0
+    angles: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -102,10 +107,31 @@ class ReconstructionConfig:
         for key in ("center_px", "tv_weight", "center_tolerance_px"):
             if kw.get(key) is not None and not isinstance(kw[key], int | float):
                 raise ManifestError(f"must be a number, got {kw[key]!r}", path=path, field=f"reconstruction.{key}")
+        if "angles" in kw:
+            kw["angles"] = _manifest_angles(kw["angles"], path)
         try:
             return cls(**kw)
         except (LitomoError, TypeError) as exc:
             raise ManifestError(str(exc), path=path, field="reconstruction") from None
+
+
+def _manifest_angles(value: Any, manifest_path: str | None) -> str:
+    """``[reconstruction] angles``: a file (relative to the manifest) or ``start:stop:count``, checked now."""
+    from litomo.io.projections import read_angle_list
+
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"expected an angle-list file or \"start:stop:count\", got {value!r}", path=manifest_path,
+                            field="reconstruction.angles")
+    spec = value.strip()
+    if manifest_path is not None and not Path(spec).is_absolute():
+        candidate = Path(manifest_path).parent / spec
+        if candidate.exists() or spec.count(":") != 2:
+            spec = str(candidate.resolve())
+    try:
+        read_angle_list(spec)
+    except InputFileError as exc:
+        raise ManifestError(str(exc).replace("--angles: ", ""), path=manifest_path, field="reconstruction.angles") from None
+    return spec
 
 
 @dataclass

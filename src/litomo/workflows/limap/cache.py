@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -124,6 +125,9 @@ def load_field(cls: type, directory: Path, name: str) -> Any:
     ftype = {f.name: str(f.type) for f in dataclasses.fields(cls)}[name]
     if ftype.startswith("pd.DataFrame"):
         return pd.DataFrame(value or {})
+    if ftype == "float" and (value is None or isinstance(value, str)):
+        # strict JSON stored NaN as null and infinities as "inf"/"-inf" (to_jsonable)
+        return math.nan if value is None else float(value)
     return _tuples(value) if ftype.startswith("tuple") else value
 
 

@@ -51,6 +51,9 @@ class LiStage(StateStage):
     needs = ("map", "particles", "warp")
     output = LiMap
 
+    def active(self, ctx: RunContext) -> bool:
+        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
         return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage}

@@ -157,6 +157,9 @@ class MapStage(StateStage):
     needs = ("warp",)
     output = Mapped
 
+    def active(self, ctx: RunContext) -> bool:
+        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p, c, x = ctx.manifest.processing, ctx.calibration, ctx.manifest.xanes
         return {"denoise": p.denoise, "jump_threshold": p.jump_threshold, "sign_convention": p.sign_convention,

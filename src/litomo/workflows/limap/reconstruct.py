@@ -32,10 +32,10 @@ def reconstruction_config(manifest: Manifest) -> Any:
     return ReconstructionConfig.from_manifest(dict(manifest.reconstruction), str(manifest.path))
 
 
-def _read_checked(path: Any, energy_ev: float) -> Any:
+def _read_checked(path: Any, energy_ev: float, angles: str | None) -> Any:
     from litomo.io.projections import check_series, read_projections
 
-    return check_series(read_projections(path), expected_energy_ev=energy_ev)
+    return check_series(read_projections(path, fallback_angles=angles), expected_energy_ev=energy_ev)
 
 
 def check_input_projections(manifest: Manifest, warn: list[str]) -> tuple[dict[str, tuple[int, ...]],
@@ -52,7 +52,7 @@ def check_input_projections(manifest: Manifest, warn: list[str]) -> tuple[dict[s
     shapes, voxels = {}, {}
     vs = tuple(float(v) for v in manifest.sample.voxel_size_um)
     for st in manifest.states:
-        series = [_read_checked(p, e) for p, e in zip(st.volumes, st.energies_ev, strict=True)]
+        series = [_read_checked(p, e, cfg.angles) for p, e in zip(st.volumes, st.energies_ev, strict=True)]
         if len({s.shape for s in series}) != 1:
             from litomo.errors import InputFileError
 
@@ -92,16 +92,23 @@ class ReconstructStage(StateStage):
         return ctx.manifest.reconstruction is not None
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
+        from pathlib import Path
+
+        from litomo.workflows.limap.cache import file_sha256
+
         cfg = reconstruction_config(ctx.manifest)
-        return {"inputs": {str(v): ctx.checksums[str(v)] for v in state.volumes},
-                "energies_ev": list(state.energies_ev), "config": asdict(cfg)}
+        params = {"inputs": {str(v): ctx.checksums[str(v)] for v in state.volumes},
+                  "energies_ev": list(state.energies_ev), "config": asdict(cfg)}
+        if cfg.angles is not None and Path(cfg.angles).is_file():  # an edited angle file invalidates the volumes
+            params["angles_sha256"] = file_sha256(cfg.angles)
+        return params
 
     def run(self, ctx: RunContext, state: StateSpec) -> Reconstructed:
         from litomo.workflows.limap.read import roles_of
         from litomo.workflows.reconstruct import reconstruct_state
 
         cfg = reconstruction_config(ctx.manifest)
-        series = {e: _read_checked(p, e) for p, e in zip(state.volumes, state.energies_ev, strict=True)}
+        series = {e: _read_checked(p, e, cfg.angles) for p, e in zip(state.volumes, state.energies_ev, strict=True)}
 
         def progress(done: int, total: int, desc: str) -> None:
             ctx.report(done, total, f"{state.name}: {desc}")

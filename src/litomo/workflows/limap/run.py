@@ -40,6 +40,13 @@ from litomo.io.rundir import RunDir, to_jsonable
 from litomo.manifest import Manifest
 from litomo.progress import ProgressCallback
 from litomo.workflows.limap.cache import StageCache, file_sha256
+from litomo.workflows.limap.context import (
+    CONTEXT_TABLES,
+    ContextStage,
+    LiContext,
+    projection_record,
+    write_projection_map,
+)
 from litomo.workflows.limap.li import LiMap, LiStage
 from litomo.workflows.limap.mapping import MapStage
 from litomo.workflows.limap.options import RunContext, RunOptions, RunResult, StageTiming
@@ -47,6 +54,15 @@ from litomo.workflows.limap.particles import Particles, ParticlesStage
 from litomo.workflows.limap.read import BinStage, check_input_volumes
 from litomo.workflows.limap.reconstruct import ReconstructStage, check_input_projections
 from litomo.workflows.limap.registration import RegisterStage
+from litomo.workflows.limap.spectral import (
+    SpectralLiStage,
+    SpectralMapStage,
+    SpectralRegisterStage,
+    SpectralStatisticsStage,
+    SpectralWarpStage,
+    check_spectral_manifest,
+    fixed_role,
+)
 from litomo.workflows.limap.stage import StateRunner, StateStage, measured
 from litomo.workflows.limap.stats import StateTables, StatisticsStage
 from litomo.workflows.limap.tracking import StateMaps, track_states
@@ -55,8 +71,12 @@ from litomo.workflows.limap.warp import Warped, WarpStage
 log = logging.getLogger(__name__)
 
 #: the per-state stages in the order they run: the one place a new stage is added
-STATE_STAGES: tuple[StateStage, ...] = (ReconstructStage(), BinStage(), RegisterStage(), WarpStage(), MapStage(),
-                                        ParticlesStage(), LiStage(), StatisticsStage())
+#: (a Spectral* stage is active instead of the three-energy stage of its name when the states
+#: list N energies: litomo.workflows.limap.spectral)
+STATE_STAGES: tuple[StateStage, ...] = (
+    ReconstructStage(), BinStage(), RegisterStage(), SpectralRegisterStage(), WarpStage(), SpectralWarpStage(),
+    MapStage(), SpectralMapStage(), ParticlesStage(), LiStage(), SpectralLiStage(), StatisticsStage(),
+    SpectralStatisticsStage(), ContextStage())
 STATE_TABLES = tuple(f.name for f in dataclasses.fields(StateTables))
 
 
@@ -65,15 +85,14 @@ def prepare_context(manifest: Manifest, opts: RunOptions, progress: ProgressCall
     """Validate the experiment before anything is written; checksums and calibration."""
     from litomo.workflows.limap.calibration import calibration_for, check_reference_coverage
 
-    for st in manifest.states:
-        if not st.three_energy:
-            raise LitomoError(
-                f"state {st.name!r} lists {len(st.energies_ev)} energies: `litomo run` maps Li "
-                "from three energies (pre_edge, edge, post_edge); use `litomo spectrum`/the "
-                "xanes module for full spectra"
-            )
     if opts.force and opts.resume:
         raise LitomoError("--force and --resume exclude each other")
+    if not manifest.three_energy:  # N-energy states (issue 16): the spectral stages map them
+        cal = check_spectral_manifest(manifest)
+        heads = check_input_volumes(manifest)
+        shapes = {n: tuple(v.shape) for n, v in heads.items()}
+        voxels = {n: tuple(v.voxel_size_um) for n, v in heads.items()}
+        return _context(manifest, opts, cal, shapes, voxels, progress)
     if manifest.reconstruction is not None:  # the states name projection series
         shapes, voxels = check_input_projections(manifest, warn)
     else:
@@ -82,6 +101,21 @@ def prepare_context(manifest: Manifest, opts: RunOptions, progress: ProgressCall
         voxels = {n: tuple(v.voxel_size_um) for n, v in heads.items()}
     check_reference_coverage(manifest)
     cal = calibration_for(manifest)
+    _warn_calibration(manifest, cal, warn)
+    return _context(manifest, opts, cal, shapes, voxels, progress)
+
+
+def _context(manifest: Manifest, opts: RunOptions, cal: Any, shapes: dict[str, Any], voxels: dict[str, Any],
+             progress: ProgressCallback | None) -> RunContext:
+    x = manifest.xanes
+    files = [*(p for st in manifest.states for p in st.volumes), x.reference_pristine, x.reference_charged]
+    do_register = manifest.processing.register if opts.register is None else opts.register
+    return RunContext(manifest, opts, cal, bool(do_register), shapes, voxels,
+                      {str(p): file_sha256(p) for p in files}, progress)
+
+
+def _warn_calibration(manifest: Manifest, cal: Any, warn: list[str]) -> None:
+    """Warnings about the three energies' calibration (insensitive edge energy, no background law)."""
     adv = cal.advice
     if adv.get("ratio", 1.0) and adv.get("ratio", 1.0) > 2.0:
         msg = (f"the edge energy {manifest.xanes.edge_ev:g} eV is insensitive to Li: "
@@ -95,16 +129,13 @@ def prepare_context(manifest: Manifest, opts: RunOptions, progress: ProgressCall
                "\"LiNi0.8Mn0.1Co0.1O2\", for the tabulated law")
         log.warning(msg)
         warn.append(msg)
-    x = manifest.xanes
-    files = [*(p for st in manifest.states for p in st.volumes), x.reference_pristine, x.reference_charged]
-    do_register = manifest.processing.register if opts.register is None else opts.register
-    return RunContext(manifest, opts, cal, bool(do_register), shapes, voxels,
-                      {str(p): file_sha256(p) for p in files}, progress)
 
 
 def run_parameters(ctx: RunContext) -> dict[str, Any]:
     """The processing parameters recorded in run.json."""
     p, x, cal = ctx.manifest.processing, ctx.manifest.xanes, ctx.calibration
+    # an N-energy run records its (foil-corrected) energy list, not the three of the calibration
+    energies = cal.energies_ev if ctx.manifest.three_energy else list(x.calibrated_ev(ctx.manifest.states[0].energies_ev))
     return {"bin": p.bin, "register": ctx.do_register, "bspline": p.bspline,
             "register_bin": p.register_bin, "bspline_spacing_um": p.bspline_spacing_um,
             "denoise": p.denoise, "map_binning": p.map_binning, "li_shrinkage": p.li_shrinkage,
@@ -113,9 +144,10 @@ def run_parameters(ctx: RunContext) -> dict[str, Any]:
             "li_poor_max": p.li_poor_max, "li_rich_min": p.li_rich_min,
             "clip_li": p.clip_li, "background_exponent": p.background_exponent,
             "background_law": list(cal.background.factors), "composition": ctx.manifest.sample.composition,
-            "li_pristine": x.li_pristine, "li_charged": x.li_charged, "energies_ev": cal.energies_ev,
+            "li_pristine": x.li_pristine, "li_charged": x.li_charged, "energies_ev": energies,
             "r_pristine": cal.r_pristine, "r_charged": cal.r_charged,
-            "voxel_size_um": ctx.manifest.sample.voxel_size_um}
+            "voxel_size_um": ctx.manifest.sample.voxel_size_um,
+            "separator_side": ctx.manifest.sample.separator_side}
 
 
 def _drop_old_states(rd: RunDir, names: list[str]) -> None:
@@ -142,11 +174,13 @@ def run_states(ctx: RunContext, cache: StageCache, rd: RunDir, timings: list[Sta
     # read back from the cache, fresh or reused alike: the tables of a resumed run are
     # identical to those of an uninterrupted one
     per_state = [cache.load(st.name, "statistics", StateTables) for st in states]
-    return {n: pd.concat([getattr(t, n) for t in per_state], ignore_index=True) for n in STATE_TABLES}
+    per_ctx = [cache.load(st.name, "context", LiContext) for st in states]
+    return {**{n: pd.concat([getattr(t, n) for t in per_state], ignore_index=True) for n in STATE_TABLES},
+            **{n: pd.concat([getattr(t, n) for t in per_ctx], ignore_index=True) for n in CONTEXT_TABLES}}
 
 
-def _state_maps(cache: StageCache, name: str) -> StateMaps:
-    return StateMaps(cache.field(name, "warp", Warped, "plain")["post_edge"],
+def _state_maps(cache: StageCache, name: str, fixed: str = "post_edge") -> StateMaps:
+    return StateMaps(cache.field(name, "warp", Warped, "plain")[fixed],
                      cache.field(name, "particles", Particles, "labels"),
                      cache.field(name, "li", LiMap, "li"),
                      cache.field(name, "statistics", StateTables, "particles"))
@@ -158,11 +192,13 @@ def write_outputs(ctx: RunContext, cache: StageCache, rd: RunDir, tables: dict[s
     import dask
 
     from litomo.workflows.limap.outputs import write_tables, write_volumes
+    from litomo.workflows.limap.spectral import write_spectral_volumes
 
     names = [s.name for s in ctx.manifest.states]
     vs = ctx.map_voxel_size_um(names[0])
     with measured("tracking", "", True, timings):
-        tr = track_states(names, lambda n: _state_maps(cache, n), vs, ctx.do_register)
+        roles = {s.name: fixed_role(s) for s in ctx.manifest.states}
+        tr = track_states(names, lambda n: _state_maps(cache, n, roles[n]), vs, ctx.do_register)
     tables = {**{n: t for n, t in tables.items() if n != "registration"},
               "matching": tr.matching, "evolution": tr.evolution,
               "registration": pd.concat([tables["registration"], tr.registration], ignore_index=True)}
@@ -170,8 +206,11 @@ def write_outputs(ctx: RunContext, cache: StageCache, rd: RunDir, tables: dict[s
     with measured("outputs", "", True, timings), dask.config.set(scheduler="threads"):
         write_tables(rd, tables)
         for n in names:
-            m = _state_maps(cache, n)
+            m = _state_maps(cache, n, roles[n])
             write_volumes(rd, n, m.li, m.labels, tr.differences.get(n), vs, tiff=ctx.options.tiff)
+            write_projection_map(rd, cache, n, vs)
+            if not ctx.manifest.three_energy:
+                write_spectral_volumes(rd, n, cache, vs, tiff=ctx.options.tiff)
     return tables
 
 
@@ -193,7 +232,8 @@ def regime_record(states: pd.DataFrame, *, limit: float = 0.02) -> tuple[dict[st
     out: dict[str, Any] = {}
     for row in states.itertuples():
         u = float(getattr(row, "li_class_uncertainty", float("nan")))
-        out[str(row.state)] = {"regime": "noise-limited" if u > limit else "resolved",
+        regime = "noise-limited" if u > limit else "resolved" if u == u else "not estimated"
+        out[str(row.state)] = {"regime": regime,
                                "class_uncertainty_pct": 100 * u,
                                "noise_sigma_full_bin": float(getattr(row, "li_noise_sigma_full_bin", float("nan")))}
     bad = [f"{k} ({v['class_uncertainty_pct']:.1f} %)" for k, v in out.items() if v["regime"] == "noise-limited"]
@@ -205,9 +245,11 @@ def regime_record(states: pd.DataFrame, *, limit: float = 0.02) -> tuple[dict[st
 
 
 def run_record(ctx: RunContext, warn: list[str], timings: list[StageTiming], total_s: float,
-               states: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The completion record (run.json); ``states``: the run's states table (background, regime)."""
+               states: pd.DataFrame | None = None, projection: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The completion record (run.json); ``states``: the run's states table (background, regime);
+    ``projection``: its ``li_projection`` table (2-D versus 3-D, Li near voids)."""
     from litomo.workflows.limap.outputs import package_versions
+    from litomo.workflows.limap.spectral import spectral_record
 
     walls: dict[str, float] = {}
     for t in timings:
@@ -221,6 +263,8 @@ def run_record(ctx: RunContext, warn: list[str], timings: list[StageTiming], tot
         "energy_advice": ctx.calibration.advice,
         **({} if states is None else {"background": background_record(ctx, states),
                                       "li_map_regime": regime_record(states)[0]}),
+        **({} if states is None or ctx.manifest.three_energy else {"nenergy": spectral_record(states)}),
+        **({} if projection is None else {"li_projection": projection_record(projection)}),
         "inputs": ctx.checksums,
         "versions": package_versions(),
         "timings_s": {**walls, "total": total_s},
@@ -266,6 +310,10 @@ def run_experiment(manifest: Manifest | str | os.PathLike, out_dir: str | os.Pat
         manifest = load_manifest(manifest)
     warn: list[str] = []
     timings: list[StageTiming] = []
+    if manifest.processing.register if opts.register is None else opts.register:
+        from litomo.workflows.execution import preload
+
+        preload()  # itk-elastix loads while the inputs are checksummed and read (issue 22)
     ctx = prepare_context(manifest, opts, progress, warn)
     mode = "force" if opts.force else "resume" if opts.resume else "new"
     inputs = [manifest.path, *ctx.checksums]
@@ -281,9 +329,10 @@ def run_experiment(manifest: Manifest | str | os.PathLike, out_dir: str | os.Pat
             warn.append(regime_warning)
         warn = list(dict.fromkeys(warn))
         with measured("report", "", True, timings):
-            write_report(rd, run_record(ctx, warn, timings, time.perf_counter() - t_start, tables["states"]))
+            write_report(rd, run_record(ctx, warn, timings, time.perf_counter() - t_start, tables["states"],
+                                        tables["li_projection"]))
         total = time.perf_counter() - t_start
-        rd.complete(run_record(ctx, warn, timings, total, tables["states"]))
+        rd.complete(run_record(ctx, warn, timings, total, tables["states"], tables["li_projection"]))
     return RunResult(rd.root, tables, warn,
                      {**{f"{t.state}/{t.stage}".lstrip("/"): t.wall_s for t in timings}, "total": total},
                      timings)

@@ -59,7 +59,8 @@ def _class_uncertainty(li: LiMap, p: ProcessingSpec) -> float:
 
 
 def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Particles, p: ProcessingSpec,
-                     voxel_size_um: tuple[float, float, float], bins: np.ndarray) -> dict[str, pd.DataFrame]:
+                     voxel_size_um: tuple[float, float, float], bins: np.ndarray,
+                     separator_side: str = "z_min") -> dict[str, pd.DataFrame]:
     """Per-state statistics tables (SPEC 2.4), keyed by table name.
 
     Total Li = sum over voxels of (AM fraction from the edge jump) x x_Li: surface voxels count
@@ -93,9 +94,11 @@ def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Par
     hist = h.to_frame()
     hist["density"] = hist["count"] / max(int(h.counts.sum()), 1) / np.diff(h.edges)
     hist.insert(0, "state", state.name)
-    zp = st.z_profile(x, voxel_size_um=voxel_size_um, poor_max=p.li_poor_max, rich_min=p.li_rich_min)
-    parts = st.li_particle_table(x, labels, voxel_size_um=voxel_size_um,
-                              rich_min=p.li_rich_min, boundary_ids=particles.boundary_ids)
+    zp = st.z_profile(x, voxel_size_um=voxel_size_um, poor_max=p.li_poor_max, rich_min=p.li_rich_min,
+                      separator_side=separator_side)
+    parts = st.li_particle_table(x, labels, voxel_size_um=voxel_size_um, rich_min=p.li_rich_min,
+                                 boundary_ids=particles.boundary_ids,
+                                 depth_from="low" if separator_side == "z_min" else "high")
     if len(parts):
         # mean_li per particle: AM-weighted over its mapped voxels and its unmapped surface
         # slivers (at their nearest mapped neighbour's x_Li), like the total Li above
@@ -122,16 +125,21 @@ class StatisticsStage(StateStage):
     needs = ("li", "map", "particles", "warp")
     output = StateTables
 
+    def active(self, ctx: RunContext) -> bool:
+        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
         return {"li_poor_max": p.li_poor_max, "li_rich_min": p.li_rich_min,
                 "histogram_bins": p.histogram_bins, "name": state.name, "label": state.label,
-                "expected_li": state.expected_li, "voxel_size_um": ctx.map_voxel_size_um(state.name)}
+                "expected_li": state.expected_li, "voxel_size_um": ctx.map_voxel_size_um(state.name),
+                "separator_side": ctx.manifest.sample.separator_side}
 
     def run(self, ctx: RunContext, state: StateSpec, *, li: LiMap, map: Mapped,
             particles: Particles, warp: Any) -> StateTables:
         p = ctx.manifest.processing
         vs = ctx.map_voxel_size_um(state.name)
         bins = np.linspace(0.0, 1.2, int(p.histogram_bins) + 1)
-        tables = state_statistics(state, li, map, particles, p, vs, bins)
+        tables = state_statistics(state, li, map, particles, p, vs, bins,
+                                  separator_side=ctx.manifest.sample.separator_side)
         return StateTables(**tables, registration=warp.qa)

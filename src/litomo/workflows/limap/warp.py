@@ -24,9 +24,10 @@ from litomo.workflows.limap.registration import MOVING, Registration
 from litomo.workflows.limap.stage import StateStage
 
 #: above this many voxels per volume the full-resolution warp uses the fused numba trilinear
-#: kernel (litomo.resample, ~37 Mvox/s per core) instead of scipy's cubic map_coordinates
-#: (~2.5 Mvox/s, GIL-bound): cubic is slightly more accurate at particle surfaces (phantom x_Li
-#: RMSE 0.037 vs 0.041) but would take tens of minutes per 1024^3 volume
+#: kernel (litomo.resample, ~37 Mvox/s per core) instead of the cubic spline (scipy's prefilter +
+#: litomo.resample.map_coordinates_cubic, bit-identical to scipy's map_coordinates, ~4 Mvox/s per
+#: core): cubic is slightly more accurate at particle surfaces (phantom x_Li RMSE 0.037 vs 0.041)
+#: but would take ~9 CPU-minutes per state at 1024^3
 CUBIC_WARP_MAX_VOXELS = 512**3
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,9 @@ class WarpStage(StateStage):
     name = "warp"
     needs = ("read", "register", "reconstruct")
     output = Warped
+
+    def active(self, ctx: RunContext) -> bool:
+        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing

@@ -1,0 +1,124 @@
+"""Centre of rotation on every real projection dataset, and the batched numba FBP (issue 14).
+
+Truth from outside the code under test: algotom's ``find_center_vo`` (the primary estimate the
+second method must agree with), astra's CPU back-projector (a peer implementation of the same
+geometry) and algotom's own CPU FBP with its default edge padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from litomo.io.projections import read_projections
+from litomo.tomo.center import center_entropy, center_opposite, center_vo
+from litomo.tomo.prep import normalize
+from litomo.tomo.recon import reconstruct_fbp
+from litomo.tomo.slabs import reconstruct_slab
+
+
+def _k11(shared_data):
+    s = read_projections(shared_data / "recon" / "httomo_k11_diad" / "k11-18014.nxs")
+    return normalize(s), s.angles_deg
+
+
+def _dendrite(shared_data, bin_factor=2):
+    from scipy.io import loadmat
+
+    m = loadmat(shared_data / "recon" / "tomobar" / "RealDataDend.mat")
+    sino = np.ascontiguousarray(m["sinoRD"].T, dtype=np.float32)  # (360 angles, 1260)
+    th = np.rad2deg(m["anglesRad"].ravel() - m["anglesRad"].ravel()[0])
+    return sino.reshape(360, -1, bin_factor).mean(axis=2), th
+
+
+def _corr_algotom(mine: np.ndarray, sino: np.ndarray, theta_deg: np.ndarray, center: float) -> float:
+    """Correlation with algotom's CPU FBP (ramp, default edge padding) on algotom's grid."""
+    import algotom.rec.reconstruction as rec
+
+    n = sino.shape[1]
+    ref = rec.fbp_reconstruction(sino, center, angles=np.deg2rad(theta_deg), apply_log=False, gpu=False,
+                                 filter_name=None, ratio=None, ncore=1)
+    mine = np.pad(mine, 2)
+    m = (mine.shape[0] - 1) // 2
+    crop = mine[m - n // 2 - 1 : m - n // 2 + n + 1, m - n // 2 - 1 : m - n // 2 + n + 1]
+    # algotom's n x n grid is centred half a pixel away from litomo's (axis at n/2 vs the middle pixel)
+    moved = np.real(np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(crop), (-0.5, -0.5))))[1:-1, 1:-1]
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    mask = np.hypot(yy, xx) < 0.4 * n
+    return float(np.corrcoef(moved[mask], ref[mask])[0, 1])
+
+
+def test_center_opposite_synthetic():
+    from litomo.tomo.project import Projector2D
+
+    rng = np.random.default_rng(0)
+    n = 97
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    img = np.zeros((n, n), np.float32)
+    for _ in range(15):
+        c, r = rng.uniform(-30, 30, 2), rng.uniform(3, 9)
+        img[(yy - c[0]) ** 2 + (xx - c[1]) ** 2 < r * r] += rng.uniform(0.01, 0.03)
+    th = np.linspace(0, 360, 240, endpoint=False)
+    sino = Projector2D(n, th).forward(img)
+    for true in (43.3, 50.0, 52.75):
+        # move the axis from column 48 to `true` (Fourier shift; the object stays inside the detector)
+        moved = np.real(np.fft.ifft(ndimage.fourier_shift(np.fft.fft(sino, axis=1), true - 48.0, axis=1), axis=1))
+        got = center_opposite(moved, th)
+        assert got is not None and abs(got - true) < 0.1, (true, got)
+    assert center_opposite(sino[:120], th[:120]) is None  # [0, 180): no opposite views
+
+
+def test_k11_two_methods_agree(shared_data):
+    from litomo.tomo.center import CenterResult
+
+    p, th = _k11(shared_data)
+    sino = p[:, 7:14].mean(axis=1)
+    vo, opp = center_vo(sino, th), center_opposite(sino, th)
+    # algotom Vo 12.5; mirror registration of 64 opposite pairs 12.56 (the entropy search fails on
+    # this 26-px crop of a sample wider than the field: 22.5, at its search edge)
+    assert vo == pytest.approx(12.5, abs=0.25)
+    assert opp is not None and abs(opp - vo) < 0.15
+    res = CenterResult(vo, vo, 22.5, 0.5, np.zeros(1), np.zeros(1), opp)  # what find_center_auto builds
+    assert res.check_method == "opposite" and res.agree and res.to_json()["opposite_px"] == opp
+
+
+def test_tooth_entropy_subpixel(shared_data):
+    s = read_projections(shared_data / "recon" / "tomopy" / "tooth.h5")
+    sino = normalize(s)[:, 0]
+    vo = center_vo(sino, s.angles_deg)
+    ent, trials, curve = center_entropy(sino, s.angles_deg, init=vo)
+    # measured: Vo 295.0 on both rows; parabola-refined entropy 295.73 / 295.65 (row 1; a 1-degree-off
+    # 0/179-degree mirror registration gives 295.57, a centre-of-mass sinusoid fit 295.63-295.69):
+    # the 0.5 px agreement of issue 14 is NOT met on tooth.h5 (see docs/science.md)
+    assert vo == pytest.approx(295.0, abs=0.25)
+    assert ent == pytest.approx(295.73, abs=0.1)
+    assert trials[0] <= ent <= trials[-1] and ent != pytest.approx(trials[int(np.argmin(curve))], abs=1e-9)
+
+
+def test_numba_fbp_matches_astra_on_tooth(shared_data):
+    from litomo.tomo.center import center_sinogram
+
+    s = read_projections(shared_data / "recon" / "tomopy" / "tooth.h5")
+    sino = center_sinogram(normalize(s)[:, 0], 295.0)
+    a = reconstruct_fbp(sino, s.angles_deg, backend="astra")
+    b = reconstruct_fbp(sino, s.angles_deg)
+    n = a.shape[0]
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    m = np.hypot(yy, xx) < 0.45 * n
+    rel = float(np.linalg.norm((a - b)[m]) / np.linalg.norm(a[m]))
+    # measured 0.042 relative, correlation 0.999 (astra's linear kernel is ray-driven, ours pixel-driven)
+    assert rel < 0.08 and np.corrcoef(a[m], b[m])[0, 1] > 0.998
+    assert abs(b[m].mean() / a[m].mean() - 1) < 0.01
+
+
+def test_truncated_slices_match_algotom(shared_data):
+    sd, th = _dendrite(shared_data)
+    c = (627.75 + 0.5) / 2 - 0.5  # algotom Vo on the full-width sinogram, in 2x-binned pixels
+    mine = reconstruct_slab(sd[:, None, :], th, c)[0]
+    # measured 0.967 (was 0.91 against algotom's astra FBP before edge-extended filtering)
+    assert _corr_algotom(mine, sd, th, c) > 0.94
+    p, thk = _k11(shared_data)
+    sk = np.ascontiguousarray(p[:, 10])
+    mine = reconstruct_slab(sk[:, None, :], thk, 12.5)[0]
+    assert _corr_algotom(mine, sk, thk, 12.5) > 0.85  # measured 0.908 (26-px crop; was 0.80)
