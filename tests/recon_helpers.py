@@ -44,3 +44,34 @@ def txm_series(vol: np.ndarray, *, n_views: int = 241, span_deg: float = 240.0, 
     series = ProjectionSeries(data.astype(np.float32), flats.astype(np.float32), darks.astype(np.float32), th, 0.03,
                               8353.0, {"source": "synthetic"})
     return series, true, proj
+
+
+def corr_with_algotom(mine: np.ndarray, sino: np.ndarray, theta_deg: np.ndarray, center: float,
+                      method: str = "fbp") -> float:
+    """Correlation of litomo's slice with algotom's reconstruction at the same centre (inner 80 %).
+
+    ``method``: ``"astra"`` (algotom's astra wrapper, ram-lak, no padding), ``"fbp"`` (algotom's
+    CPU FBP, no padding) or ``"fbp_padded"`` (algotom's CPU FBP with its default edge padding).
+    algotom's n x n grid is centred half a pixel away from litomo's (axis at n/2 vs the middle
+    pixel): litomo's slice is moved by that half pixel in Fourier space before comparing.
+    """
+    import algotom.rec.reconstruction as rec
+
+    n = sino.shape[1]
+    th = np.deg2rad(theta_deg)
+    if method == "astra":
+        ref = rec.astra_reconstruction(sino, center, angles=th, method="FBP", filter_name="ram-lak",
+                                       apply_log=False, ratio=None, pad=0)
+    elif method == "fbp_padded":
+        ref = rec.fbp_reconstruction(sino, center, angles=th, apply_log=False, gpu=False, filter_name=None,
+                                     ratio=None, ncore=1)
+    else:
+        ref = rec.fbp_reconstruction(sino, center, angles=th, apply_log=False, gpu=False, filter_name=None,
+                                     ratio=None, pad=0)
+    mine = np.pad(mine, 2)
+    m = (mine.shape[0] - 1) // 2
+    crop = mine[m - n // 2 - 1 : m - n // 2 + n + 1, m - n // 2 - 1 : m - n // 2 + n + 1]
+    moved = np.real(np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(crop), (-0.5, -0.5))))[1:-1, 1:-1]
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    mask = np.hypot(yy, xx) < 0.4 * n
+    return float(np.corrcoef(moved[mask], ref[mask])[0, 1])

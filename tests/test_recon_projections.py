@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from litomo.io.projections import ProjectionSeries, read_projections
 from litomo.tomo.align import align_reprojection, remove_rigid_motion
@@ -17,36 +16,11 @@ from litomo.tomo.center import find_center_auto
 from litomo.tomo.prep import normalize, remove_rings
 from litomo.tomo.slabs import reconstruct_slab
 from litomo.workflows.reconstruct import ReconstructionConfig, reconstruct_series, reconstruct_state
-from recon_helpers import sphere_volume, txm_series
+from recon_helpers import corr_with_algotom, sphere_volume, txm_series
 
 
 def _tooth(shared_data):
     return read_projections(shared_data / "recon" / "tomopy" / "tooth.h5")
-
-
-def _corr_with_algotom(mine: np.ndarray, sino: np.ndarray, theta_deg: np.ndarray, center: float, method: str) -> float:
-    """Correlation of litomo's slice with algotom's reconstruction at the same centre.
-
-    algotom's n x n grid is centred half a pixel away from litomo's (axis at n/2 vs the middle
-    pixel): litomo's slice is moved by that half pixel in Fourier space before comparing.
-    """
-    import algotom.rec.reconstruction as rec
-
-    n = sino.shape[1]
-    th = np.deg2rad(theta_deg)
-    if method == "astra":
-        ref = rec.astra_reconstruction(sino, center, angles=th, method="FBP", filter_name="ram-lak",
-                                       apply_log=False, ratio=None, pad=0)
-    else:
-        ref = rec.fbp_reconstruction(sino, center, angles=th, apply_log=False, gpu=False, filter_name=None,
-                                     ratio=None, pad=0)
-    mine = np.pad(mine, 2)
-    m = (mine.shape[0] - 1) // 2
-    crop = mine[m - n // 2 - 1 : m - n // 2 + n + 1, m - n // 2 - 1 : m - n // 2 + n + 1]
-    moved = np.real(np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(crop), (-0.5, -0.5))))[1:-1, 1:-1]
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
-    mask = np.hypot(yy, xx) < 0.4 * n
-    return float(np.corrcoef(moved[mask], ref[mask])[0, 1])
 
 
 def test_tooth_reader(shared_data):
@@ -69,7 +43,7 @@ def test_tooth_center_and_fbp(shared_data):
     mine = reconstruct_slab(p[:, :1], s.angles_deg, res.center_px)[0]
     sino = np.ascontiguousarray(p[:, 0, :])
     # measured 0.992 (algotom's astra wrapper); algotom's own numba FBP gave 0.994 (not run: slow to compile)
-    assert _corr_with_algotom(mine, sino, s.angles_deg, res.center_px, "astra") >= 0.99
+    assert corr_with_algotom(mine, sino, s.angles_deg, res.center_px, "astra") >= 0.99
 
 
 def test_k11_nexus(shared_data):

@@ -15,6 +15,12 @@ Per particle, with a CBD mask: ``cbd_contact_fraction`` (surface voxels touching
 ``cbd_detached_fraction`` (surface voxels whose CBD is near, ``0 < gap <= max_gap_um``, but not
 touching: the particle has come off the carbon network there) and ``cbd_gap_mean_um`` (mean
 gap over those voxels).
+
+Damage classes (``edge_damage_class``: intact / moderate / severe) come from the scale-free crack
+trace number ``edge_density_per_um * eq_diameter_um`` (for a diametral crack through a sphere,
+2 faces x crack area x sin(tilt to the slices) / volume x diameter = 3 sin(tilt)), so one set of
+thresholds serves every particle size; the thresholds are calibrated on the crack phantom
+(:mod:`litomo.phantom.cracks`, see docs/science.md "Canny damage classes").
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class EdgeDamageParams:
     window_um: float = 10.0
     max_gap_um: float | None = None  # default: 3 voxels
     separator_side: str = "z_min"
+    moderate_trace_number: float = 0.3
+    severe_trace_number: float = 2.0
 
     def __post_init__(self) -> None:
         if self.separator_side not in SEPARATOR_SIDES:
@@ -55,6 +63,30 @@ class EdgeDamageParams:
             raise DataError(f"--window-um must be a positive length, got {self.window_um}")
         if not 0 < self.canny_low <= self.canny_high:
             raise DataError(f"Canny thresholds need 0 < low <= high, got {self.canny_low}, {self.canny_high}")
+        if not 0 < self.moderate_trace_number < self.severe_trace_number:
+            raise DataError("edge damage classes need 0 < moderate_trace_number < severe_trace_number, got "
+                            f"{self.moderate_trace_number}, {self.severe_trace_number}")
+
+
+#: Canny damage classes, least damaged first
+EDGE_CLASSES = ("intact", "moderate", "severe")
+
+
+def edge_damage_class(trace_number: np.ndarray, params: EdgeDamageParams | None = None) -> np.ndarray:
+    """Class (``intact`` / ``moderate`` / ``severe``) of each particle's crack trace number.
+
+    ``moderate`` from ``params.moderate_trace_number`` (0.3), ``severe`` from
+    ``params.severe_trace_number`` (2.0); NaN (no section area) is ``intact``.
+
+    Examples
+    --------
+    >>> edge_damage_class(np.array([0.0, 1.3, 3.5])).tolist()
+    ['intact', 'moderate', 'severe']
+    """
+    p = params or EdgeDamageParams()
+    t = np.nan_to_num(np.asarray(trace_number, float), nan=0.0)
+    k = (t >= p.moderate_trace_number).astype(int) + (t >= p.severe_trace_number)
+    return np.asarray(EDGE_CLASSES, dtype=object)[k]
 
 
 def canny_edges(image: np.ndarray, am: np.ndarray, params: EdgeDamageParams | None = None) -> np.ndarray:
@@ -134,7 +166,7 @@ def edge_damage(
     (particles, depth) : pandas.DataFrame
         ``particle, centroid_z_um, depth_um, edge_length_um, section_area_um2,
         edge_density_per_um, cbd_contact_fraction, cbd_detached_fraction, cbd_gap_mean_um``;
-        and per window ``depth_start_um, depth_end_um, n_particles, edge_density_per_um``
+        and per window ``depth_start_um, depth_end_um, n_particles, n_intact, n_moderate, n_severe, edge_density_per_um``
         (edge length / section area of all particles in the window's slices),
         ``cbd_detached_fraction`` (section-area-weighted mean over the window's particles).
 
@@ -175,6 +207,8 @@ def edge_damage(
     with np.errstate(invalid="ignore", divide="ignore"):
         per = pd.DataFrame({"particle": ids, "centroid_z_um": cz, "depth_um": depth, "edge_length_um": edge_len,
                             "section_area_um2": area, "edge_density_per_um": edge_len / area})
+        per["crack_trace_number"] = per["edge_density_per_um"] * table["eq_diameter_um"].to_numpy(float)
+    per["edge_damage_class"] = edge_damage_class(per["crack_trace_number"].to_numpy(), p)
     cbd_dist = ndimage.distance_transform_edt(~np.asarray(cbd, bool), sampling=v) if cbd is not None else None
     max_gap = p.max_gap_um if p.max_gap_um is not None else 3 * min(v)
     for name, col in _surface_gaps(lab, cbd_dist, ids, v, max_gap).items():
@@ -196,6 +230,8 @@ def _depth_windows(edges: np.ndarray, interior: np.ndarray, per: pd.DataFrame, l
     for w in range(n_win):
         row = {"depth_start_um": w * p.window_um, "depth_end_um": (w + 1) * p.window_um,
                "n_particles": int(np.sum(pw == w)), "edge_density_per_um": e[w] / a[w] if a[w] > 0 else np.nan}
+        for cls in EDGE_CLASSES:
+            row[f"n_{cls}"] = int(np.sum((pw == w) & (per["edge_damage_class"].to_numpy() == cls)))
         if cbd_dist is not None:
             sel = per[pw == w]
             wts = sel["section_area_um2"].to_numpy(float)

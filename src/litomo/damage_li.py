@@ -19,6 +19,8 @@ from litomo.errors import DataError
 
 DAMAGE_COLUMNS = ("damage_index", "crack_fraction", "edge_density_per_um", "cbd_detached_fraction")
 LI_COLUMNS = ("mean_li", "std_li", "li_rich_fraction", "surface_activity")
+#: damage classes carried into the pair table beside the metrics (not correlated: categorical)
+CLASS_COLUMNS = ("damage_class", "edge_damage_class")
 _XYZ = ("centroid_z_um", "centroid_y_um", "centroid_x_um")
 
 
@@ -92,7 +94,7 @@ def crack_li_table(damage: pd.DataFrame, li: pd.DataFrame, *, state: str | None 
             raise DataError(f"--li-state {pick!r} is not in the Li run (states: {', '.join(states)})")
         li = li[li["state"].astype(str) == pick]
     pairs = match_by_centroid(damage, li, max_distance_um)
-    dcols = ["particle", *[c for c in DAMAGE_COLUMNS if c in damage]]
+    dcols = ["particle", *[c for c in (*DAMAGE_COLUMNS, *CLASS_COLUMNS) if c in damage]]
     lcols = ["particle", *[c for c in LI_COLUMNS if c in li]]
     out = pairs.rename(columns={"particle_a": "particle", "particle_b": "particle_li"})
     out = out.merge(damage[dcols], on="particle", how="left")

@@ -12,8 +12,8 @@ from litomo.cli._common import setup_logging
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run directory of `litomo run`, `demo` or `micro`."),
-    kind: str = typer.Option("auto", "--kind", help="auto, limap (Li mapping) or micro (microstructure)."),
+    run_dir: Path = typer.Argument(..., help="A run directory of `litomo run`, `demo`, `micro` or `damage`."),
+    kind: str = typer.Option("auto", "--kind", help="auto, limap (Li mapping), micro (microstructure) or damage."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Rebuild the self-contained report.html (and figures/) of a finished run."""

@@ -43,7 +43,7 @@ from litomo.report.micro import micro_body
 
 log = logging.getLogger(__name__)
 
-KINDS = ("auto", "limap", "micro")
+KINDS = ("auto", "limap", "micro", "damage")
 
 # --------------------------------------------------------------------------- Li-mapping run
 
@@ -408,7 +408,9 @@ def detect_kind(run_dir: str | os.PathLike) -> str:
     """``"limap"`` for a Li-mapping run, ``"micro"`` for a ``litomo micro`` output directory."""
     d = Path(run_dir)
     lay = RunLayout(d)
-    # micro first: a micro folder has a run.json (completion record) too
+    # micro and damage first: their folders have a run.json (completion record) too
+    if lay.table("damage", ".json").is_file():
+        return "damage"
     if lay.table("microstructure", ".json").is_file() or lay.table("metrics_table").is_file():
         return "micro"
     if lay.table("states").is_file() or lay.record.is_file():
@@ -426,7 +428,7 @@ def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
     run_dir : path
         A Li-mapping run directory (``run.json``, ``tables/``, ``volumes/``) or a
         ``litomo micro`` output directory (``tables/microstructure.json``, ``figures/``).
-    kind : {"auto", "limap", "micro"}
+    kind : {"auto", "limap", "micro", "damage"}
         Which report; ``"auto"`` decides from the files present.
     progress : callable, optional
         ``progress(done, total, description)`` per figure.
@@ -461,8 +463,12 @@ def build_report(run_dir: str | os.PathLike, *, kind: str = "auto",
     if kind == "limap":
         subtitle, body = _limap_body(d, progress, run)
         title = "litomo Li-mapping report"
-    else:
+    elif kind == "damage":
+        from litomo.report.damage import damage_body
 
+        subtitle, body = damage_body(d, progress)
+        title = "litomo damage report"
+    else:
         subtitle, body = micro_body(d, progress)
         title = "litomo microstructure report"
     stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from litomo.errors import LitomoError
+from litomo.io.rundir import RunLayout
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn (report.html imports this module)
     from matplotlib.figure import Figure
@@ -44,7 +45,7 @@ def read_projection_maps(run_dir: str | Path, states: Sequence[str]) -> dict[str
 
     out = {}
     for s in states:
-        path = Path(run_dir) / "volumes" / s / "li_projection.ome.zarr"
+        path = RunLayout(Path(run_dir)).volume(s, "li_projection")
         if path.exists():
             out[s] = np.asarray(read_ome_zarr(path).numpy())[0]
     return out

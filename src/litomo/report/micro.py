@@ -41,7 +41,13 @@ MICRO_CAPTIONS["particle_summary"] = (
     "D10/D50/D90 and, where given (--supplier-psd), the supplier's (red). Right: surface coverage by "
     "carbon-binder and by other particles (AM-AM contact) against particle size, with Spearman's rho; "
     "the star marks the representative particle (nearest the medians of size, sphericity and coverage).")
-_ORDER = ("phase_orthoslices", "psd", "particle_summary", "sphericity", "rev", "s2", "pore_radius_maps")
+MICRO_CAPTIONS["local_maps"] = (
+    "Local property maps (--tile-um): phase fractions, specific surfaces and the pore tortuosity factor of "
+    "each tile (solved on the tile alone) as mean +- std over the tiles of each z layer, and the pore "
+    "fraction of the tiles on the centre y row. A trend with z is a through-thickness gradient "
+    "(e.g. binder migration during drying); a large spread within a layer is in-plane heterogeneity.")
+_ORDER = ("phase_orthoslices", "psd", "particle_summary", "sphericity", "rev", "s2", "pore_radius_maps",
+          "local_maps")
 
 
 def _num(v: Any) -> float:

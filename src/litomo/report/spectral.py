@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from litomo.io.rundir import RunLayout
+
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn (report start-up stays light)
     from matplotlib.figure import Figure
 
@@ -33,7 +35,7 @@ def state_maps(run_dir: Path, states: Sequence[str], name: str) -> dict[str, Any
 
     out = {}
     for s in states:
-        path = Path(run_dir) / "volumes" / s / f"{name}.ome.zarr"
+        path = RunLayout(Path(run_dir)).volume(s, name)
         if path.exists():
             out[s] = read_ome_zarr(path).array
     return out

@@ -120,6 +120,45 @@ def micro_figures(labels: np.ndarray, voxel_size_um: tuple[float, float, float],
     return figs
 
 
+def local_map_figure(local: pd.DataFrame, profile: pd.DataFrame) -> Figure:
+    """Local property maps: z-profiles (mean +- std over the tiles of each layer) and one tile map.
+
+    Left to right: phase volume fractions, specific surfaces, pore tortuosity factor of the tiles
+    (when solved), and the pore fraction of the tiles on the centre row of y tiles (z down, x across).
+
+    Examples
+    --------
+    >>> from litomo.metrics.local import local_property_maps, tile_profile
+    >>> lab = np.zeros((8, 4, 8), np.uint8); lab[4:] = 1; lab[:, :, 6:] = 2
+    >>> t = local_property_maps(lab, 1.0, 4.0, tortuosity_axis=None)
+    >>> len(local_map_figure(t, tile_profile(t)).axes)  # three panels and the colour bar
+    4
+    """
+    from litomo.metrics.local import tile_map
+
+    taus = [c for c in local if c.startswith("tau_pore_")]
+    fig = Figure(figsize=(4 * (3 + bool(taus)), 4), layout="constrained")
+    axs = fig.subplots(1, 3 + bool(taus))
+    zc = (profile["z0_um"] + profile["z1_um"]) / 2
+    for ax, prefix, xlabel in ((axs[0], "volume_fraction_", "volume fraction"),
+                               (axs[1], "specific_surface_", "specific surface (um^-1)"),
+                               *(((axs[2], "tau_pore_", "pore tortuosity factor of the tile"),) if taus else ())):
+        for col in [c for c in local if c.startswith(prefix)]:
+            name = col[len(prefix):].removesuffix("_um-1")
+            name = f"pore along {name} (finite tiles)" if prefix == "tau_pore_" else name
+            ax.errorbar(profile[f"{col}_mean"], zc, xerr=profile[f"{col}_std"], marker="o", capsize=3, label=name)
+        ax.set(xlabel=xlabel, ylabel="z (um)")
+        ax.invert_yaxis()
+        ax.legend(fontsize=8)
+    m = tile_map(local, "volume_fraction_pore")[:, int(local["iy"].max()) // 2]
+    x1, z1 = float(local["x1_um"].max()), float(local["z1_um"].max())
+    im = axs[-1].imshow(m, cmap="viridis", vmin=0, vmax=1, extent=(0, x1, z1, 0), interpolation="nearest")
+    axs[-1].set(xlabel="x (um)", ylabel="z (um)", title="pore fraction of the tiles (centre y row)")
+    fig.colorbar(im, ax=axs[-1], shrink=0.8)
+    fig.suptitle("local property maps over tiles")
+    return fig
+
+
 def damage_figures(table: pd.DataFrame, depth: pd.DataFrame, mild_threshold: float,
                    severe_threshold: float) -> dict[str, Figure]:
     """Damage-index histogram with the class thresholds, and class populations against depth.
@@ -155,5 +194,5 @@ def damage_figures(table: pd.DataFrame, depth: pd.DataFrame, mild_threshold: flo
     return {"damage_index_histogram": hist, "damage_classes_vs_depth": bars}
 
 
-__all__ = ["damage_figures", "micro_figures", "particle_size_figures", "phase_orthoslices", "rev_figure",
+__all__ = ["damage_figures", "local_map_figure", "micro_figures", "particle_size_figures", "phase_orthoslices", "rev_figure",
            "s2_figure"]

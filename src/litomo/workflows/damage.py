@@ -7,7 +7,7 @@ greyscale volume, computes and writes the output folder through
     OUT/tables/{damage_particles, damage_depth, damage_network, sphere_pack}.csv,
     OUT/tables/{damage_edges_particles, damage_edges_depth}.csv (the crack paper's Canny method),
     OUT/tables/{crack_li, crack_li_correlation}.csv (with a Li run: damage vs Li content),
-    OUT/tables/damage.json, OUT/figures/*.png|svg, OUT/run.json (completion record, last)
+    OUT/tables/damage.json, OUT/figures/*.png|svg, OUT/report.html, OUT/run.json (completion record, last)
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class DamageResult:
         severely damaged particles, sphere pack (centres and radii in um).
     summary : dict
         ``n_particles``, ``class_counts``, ``input_kind``, ``mean_damage_index``,
-        ``mean_crack_fraction``, ``network_edges``, ``mean_edge_density_per_um``
+        ``mean_crack_fraction``, ``network_edges``, ``mean_edge_density_per_um``, ``edge_class_counts``
         (``tables/damage.json``).
     edge_particles, edge_depth : pandas.DataFrame
         The crack paper's method (:func:`litomo.damage_edges.edge_damage`): Canny crack-edge
@@ -180,6 +180,8 @@ def analyse_damage(arr: np.ndarray, settings: DamageSettings, *, progress: Progr
                "mean_crack_fraction": float(table["crack_fraction"].mean()),
                "network_edges": len(network),
                "mean_edge_density_per_um": float(edge_per["edge_density_per_um"].mean()),
+               "edge_class_counts": {c: int((edge_per["edge_damage_class"] == c).sum())
+                                     for c in ("intact", "moderate", "severe")},
                "separator_side": settings.separator_side}
     result = DamageResult(particles=table, depth=depth, network=network,
                           sphere_pack=sphere_pack(table, settings.bbox_um), summary=summary,
@@ -192,7 +194,8 @@ def analyse_damage(arr: np.ndarray, settings: DamageSettings, *, progress: Progr
 def _crack_chemistry(result: DamageResult, li: pd.DataFrame, settings: DamageSettings) -> None:
     from litomo.damage_li import crack_li_correlation, crack_li_table
 
-    extra = [c for c in ("edge_density_per_um", "cbd_detached_fraction") if c in result.edge_particles]
+    extra = [c for c in ("edge_density_per_um", "cbd_detached_fraction", "edge_damage_class")
+             if c in result.edge_particles]
     damage = result.particles.merge(result.edge_particles[["particle", *extra]], on="particle", how="left")
     result.crack_li = crack_li_table(damage, li, state=settings.li_state)
     result.crack_li_correlation = crack_li_correlation(result.crack_li)
@@ -236,17 +239,35 @@ def write_damage(rd: Any, result: DamageResult, settings: DamageSettings) -> lis
 
         figs = damage_figures(result.particles, result.depth, settings.params.mild_threshold,
                               settings.params.severe_threshold)
+        figs.update(_edge_figures(result))
         for name, fig in figs.items():
             files += list(save_figure(fig, rd.figures, name).values())
+        from litomo.report.html import build_report
+
+        report = rd.report  # records report.html as owned before it is written
+        files.append(build_report(report.parent, kind="damage"))
     return files
+
+
+def _edge_figures(result: DamageResult) -> dict[str, Any]:
+    from litomo.damage_edges import EdgeDamageParams
+    from litomo.report.damage import crack_li_figure, damage_edge_figures
+
+    p = EdgeDamageParams()
+    figs = damage_edge_figures(result.edge_particles, result.edge_depth,
+                               (p.moderate_trace_number, p.severe_trace_number))
+    if not result.crack_li.empty:
+        figs["crack_li"] = crack_li_figure(result.crack_li, result.crack_li_correlation)
+    return figs
 
 
 def read_li_particles(path: str | os.PathLike) -> pd.DataFrame:
     """A Li run's particle table: ``path`` is the run folder or its ``tables/particles.csv``."""
     from litomo.errors import InputFileError
+    from litomo.io.rundir import RunLayout
 
     p = Path(path)
-    csv = p / "tables" / "particles.csv" if p.is_dir() else p
+    csv = RunLayout(p).table("particles") if p.is_dir() else p
     if not csv.is_file():
         raise InputFileError(f"--li-run: {csv} not found (give a litomo run folder or its tables/particles.csv)")
     try:

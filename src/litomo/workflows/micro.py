@@ -409,6 +409,10 @@ def write_micro(rd: Any, result: MicroResult, labels: np.ndarray | None, setting
 
             figs["particle_summary"] = particle_summary_figure(result.particles, result.particle_psd,
                                                                result.summary)
+        if not result.local_maps.empty:
+            from litomo.report.workflow_figures import local_map_figure
+
+            figs["local_maps"] = local_map_figure(result.local_maps, result.local_profile)
         for name, fig in figs.items():
             files += list(save_figure(fig, rd.figures, name, dpi=120).values())
         report = rd.report  # records report.html as owned before it is written
