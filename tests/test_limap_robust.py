@@ -112,7 +112,8 @@ def test_run_records_background_law_and_regime(fronts_run):
     for reg in run["li_map_regime"].values():
         # predicted noise of a full bin after shrinkage, measured 0.012 / 0.014
         assert 0.006 < reg["noise_sigma_full_bin"] < 0.03
-        assert (reg["regime"] == "noise-limited") == (reg["class_uncertainty_pct"] > 2.0)
+        assert (reg["regime"] == "noise-limited") == (reg["class_shift_pct"] > 2.0)
+        assert reg["class_shift_pct"] <= reg["class_uncertainty_pct"] + 1e-9  # net flow <= gross flow
 
 
 def test_forward_model_is_what_it_says():
@@ -132,15 +133,16 @@ def test_forward_model_is_what_it_says():
 
 
 def test_regime_flags_states_whose_noise_can_move_class_fractions():
-    """A state is "noise-limited" above 2 % of bins near a threshold, and only such states are named."""
+    """A state is "noise-limited" when noise is expected to move a class fraction by > 2 points."""
     import pandas as pd
 
     from litomo.workflows.limap.run import regime_record
 
-    states = pd.DataFrame({"state": ["I", "II"], "li_class_uncertainty": [0.031, 0.004],
-                           "li_noise_sigma_full_bin": [0.022, 0.012]})
+    states = pd.DataFrame({"state": ["I", "II"], "li_class_uncertainty": [0.09, 0.08],
+                           "li_class_shift": [0.031, 0.004], "li_noise_sigma_full_bin": [0.022, 0.012]})
     regime, warning = regime_record(states)
     assert regime["I"]["regime"] == "noise-limited" and regime["II"]["regime"] == "resolved"
-    assert regime["I"]["class_uncertainty_pct"] == pytest.approx(3.1)
-    assert "I (3.1 %)" in warning and "II" not in warning
+    assert regime["I"]["class_shift_pct"] == pytest.approx(3.1)
+    assert regime["II"]["class_uncertainty_pct"] == pytest.approx(8.0)  # many bins near a threshold, flows cancel
+    assert "I (3.1 points)" in warning and "II" not in warning
     assert regime_record(states.iloc[1:])[1] is None

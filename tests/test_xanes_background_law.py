@@ -9,7 +9,12 @@ import forward_models as fm
 from litomo.errors import DataError
 from litomo.xanes import threeenergy as te
 from litomo.xanes.background import background_law, parse_composition
-from litomo.xanes.noise import class_uncertainty, constrained_bayes, image_noise_variances
+from litomo.xanes.noise import (
+    class_fraction_shift,
+    class_uncertainty,
+    constrained_bayes,
+    image_noise_variances,
+)
 
 E = np.array(fm.ENERGIES_EV)
 NMC = "LiNi0.8Mn0.1Co0.1O2"
@@ -94,3 +99,25 @@ def test_class_uncertainty_counts_bins_near_thresholds():
     x = np.array([0.3, 0.6, 0.75, 0.9, 1.0])
     assert class_uncertainty(x, np.full(5, 1e-6)) == pytest.approx(0.2, abs=1e-3)  # two of five at 0.5
     assert class_uncertainty(x, np.full(5, 0.1**2)) > 0.2
+
+
+def test_class_fraction_shift_predicts_the_net_change_monte_carlo():
+    """Truth by simulation: draw x_Li, add Gaussian noise, count the class fractions before and after;
+    the estimate from the *noisy* values must be within the measured factor (0.42-1.16, bounds 0.35-1.4)."""
+    rng = np.random.default_rng(0)
+
+    def fractions(x):
+        return np.array([(x <= 0.6).mean(), ((x > 0.6) & (x < 0.9)).mean(), (x >= 0.9).mean()])
+
+    for plateau_sd in (0.0, 0.02, 0.04):
+        for sigma in (0.02, 0.03):
+            truth = np.concatenate([rng.uniform(0.3, 1.0, 50000), rng.normal(0.63, plateau_sd, 50000)])
+            noisy = truth + rng.normal(0, sigma, truth.size)
+            actual = np.max(np.abs(fractions(noisy) - fractions(truth)))
+            est = class_fraction_shift(noisy, np.full(noisy.size, sigma**2))
+            assert 0.35 * actual < est < 1.4 * actual, (plateau_sd, sigma, est, actual)
+    # a smooth distribution: large gross flow, no net change, and the estimate says so
+    truth = rng.uniform(0.3, 1.0, 100000)
+    noisy = truth + rng.normal(0, 0.03, truth.size)
+    assert class_uncertainty(noisy, np.full(noisy.size, 0.03**2)) > 0.03
+    assert class_fraction_shift(noisy, np.full(noisy.size, 0.03**2)) < 0.005

@@ -161,6 +161,41 @@ def class_uncertainty(x, noise_var, thresholds=(0.6, 0.9)) -> float:
     return float(p.mean())
 
 
+def class_fraction_shift(x, noise_var, thresholds=(0.6, 0.9)) -> float:
+    """Expected net change of the Li class fractions that the map's noise causes (largest class).
+
+    Each bin's noise sends it across a threshold with probability ``Phi(-d / sigma)``, but
+    flows across a threshold in both directions cancel in a class fraction: what is left is
+    ``max_c |mean_i P_i(c) - mean_i [x_i in c]|`` with ``P_i(c)`` the probability that bin
+    ``i`` is read in class ``c`` (classes: ``x <= t_0``, between, ``x >= t_1``). It is large
+    when many bins sit on one side close to a threshold (a plateau next to it) and small when
+    a distribution crosses a threshold smoothly, where :func:`class_uncertainty` (the gross
+    flow) is large in both cases.
+
+    Examples
+    --------
+    >>> x = np.linspace(0.3, 1.0, 701)  # a smooth distribution: flows cancel
+    >>> round(class_fraction_shift(x, np.full(x.size, 0.03**2)), 3)
+    0.001
+    >>> x = np.full(100, 0.62)  # a plateau just above the threshold: a quarter leaks out
+    >>> round(class_fraction_shift(x, np.full(100, 0.03**2)), 2)
+    0.25
+    """
+    from scipy.special import ndtr
+
+    x = np.asarray(x, float)
+    sd = np.sqrt(np.clip(np.asarray(noise_var, float), 0, None))
+    ok = np.isfinite(x) & np.isfinite(sd) & (sd > 0)
+    if not ok.any():
+        return float("nan")
+    x, sd = x[ok], sd[ok]
+    lo, hi = (float(t) for t in thresholds)
+    p_poor, p_rich = ndtr((lo - x) / sd), ndtr((x - hi) / sd)
+    p = np.stack([p_poor, 1.0 - p_poor - p_rich, p_rich])
+    now = np.stack([x <= lo, (x > lo) & (x < hi), x >= hi]).astype(float)
+    return float(np.max(np.abs(p.mean(axis=1) - now.mean(axis=1))))
+
+
 def li_noise_variance(pre, edge, post, x, am, *, jump_threshold: float,
                       calibration: tuple[float, float, float, float],
                       interior: tuple[np.ndarray, int, float] | None = None) -> np.ndarray:

@@ -226,22 +226,24 @@ def background_record(ctx: RunContext, states: pd.DataFrame) -> dict[str, Any]:
 def regime_record(states: pd.DataFrame, *, limit: float = 0.02) -> tuple[dict[str, Any], str | None]:
     """Per state, whether the map's noise leaves class fractions reliable to ~2 pp, and a warning.
 
-    "noise-limited" when more than ``limit`` of the mapped bins lie so close to a class threshold
-    that their noise can put them in the other class (litomo.xanes.noise.class_uncertainty).
+    "noise-limited" when the map's noise is expected to move a class fraction by more than
+    ``limit`` (litomo.xanes.noise.class_fraction_shift: the net flow across the thresholds);
+    ``class_uncertainty_pct`` is the gross share of bins near a threshold
+    (litomo.xanes.noise.class_uncertainty), whose flows partly cancel.
     """
     out: dict[str, Any] = {}
     for row in states.itertuples():
         u = float(getattr(row, "li_class_uncertainty", float("nan")))
-        regime = "noise-limited" if u > limit else "resolved" if u == u else "not estimated"
-        out[str(row.state)] = {"regime": regime,
+        shift = float(getattr(row, "li_class_shift", float("nan")))
+        regime = "noise-limited" if shift > limit else "resolved" if shift == shift else "not estimated"
+        out[str(row.state)] = {"regime": regime, "class_shift_pct": 100 * shift,
                                "class_uncertainty_pct": 100 * u,
                                "noise_sigma_full_bin": float(getattr(row, "li_noise_sigma_full_bin", float("nan")))}
-    bad = [f"{k} ({v['class_uncertainty_pct']:.1f} %)" for k, v in out.items() if v["regime"] == "noise-limited"]
+    bad = [f"{k} ({v['class_shift_pct']:.1f} points)" for k, v in out.items() if v["regime"] == "noise-limited"]
     if not bad:
         return out, None
-    return out, ("noise-limited Li map: noise can put this share of the mapped bins in the wrong Li class, so "
-                 f"class fractions are uncertain by up to as many points: {', '.join(bad)}; image more counts "
-                 "or bin coarser")
+    return out, ("noise-limited Li map: the map's noise is expected to move the Li class fractions by "
+                 f"{', '.join(bad)}; image more counts or bin coarser")
 
 
 def run_record(ctx: RunContext, warn: list[str], timings: list[StageTiming], total_s: float,

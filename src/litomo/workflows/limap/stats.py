@@ -49,13 +49,16 @@ def _sliver_fill(x: np.ndarray, frac: np.ndarray, labels: np.ndarray) -> tuple[A
     return x_fill, labels_ext, sliver, x_w
 
 
-def _class_uncertainty(li: LiMap, p: ProcessingSpec) -> float:
-    """Share of mapped bins that noise can put in the other Li class (litomo.xanes.noise)."""
-    from litomo.xanes.noise import class_uncertainty
+def _class_uncertainty(li: LiMap, p: ProcessingSpec) -> tuple[float, float]:
+    """Share of mapped bins that noise can put in the other Li class, and the net change of the
+    class fractions it causes (litomo.xanes.noise)."""
+    from litomo.xanes.noise import class_fraction_shift, class_uncertainty
 
     if li.li_variance is None:
-        return float("nan")
-    return float(class_uncertainty(li.li, li.li_variance, (p.li_poor_max, p.li_rich_min)))
+        return float("nan"), float("nan")
+    th = (p.li_poor_max, p.li_rich_min)
+    return (float(class_uncertainty(li.li, li.li_variance, th)),
+            float(class_fraction_shift(li.li, li.li_variance, th)))
 
 
 def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Particles, p: ProcessingSpec,
@@ -89,7 +92,7 @@ def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Par
                "n_particles": int((ids > 0).sum()), "clipped_fraction": li.clipped_fraction,
                "jump_threshold": mapped.jump_threshold, "background_li_shift": mapped.background_li_shift,
                "li_noise_sigma_full_bin": li.li_noise_sigma_full_bin,
-               "li_class_uncertainty": _class_uncertainty(li, p)}
+               **dict(zip(("li_class_uncertainty", "li_class_shift"), _class_uncertainty(li, p), strict=True))}
     h = st.li_histogram(x, bins)
     hist = h.to_frame()
     hist["density"] = hist["count"] / max(int(h.counts.sum()), 1) / np.diff(h.edges)
