@@ -149,3 +149,20 @@ def test_cli_cbd_porosity_and_class_labels(tmp_path, capsys):
     assert "--cbd-diffusivity must lie in [0, 1]" in capsys.readouterr().err
     assert cli("tortuosity", str(path), "--voxel-size-um", "1", "--phase", "cbd", "--cbd-porosity", "0.4") == 2
     assert "need --phase pore" in capsys.readouterr().err
+
+
+def test_micro_reports_the_multiphase_tortuosity_of_layers():
+    """`litomo micro --cbd-porosity`: pore and CBD layers normal to z, exact series value."""
+    from litomo.transport.multiphase import cbd_relative_diffusivity
+    from litomo.workflows.micro import MicroSettings, analyse_microstructure
+
+    lab = np.zeros((16, 12, 12), np.uint8)
+    lab[8:] = 2  # half pore, half CBD along z
+    r = analyse_microstructure(lab, MicroSettings(0.5, cbd_porosity=0.47, pore_sizes=False))
+    mp = r.summary["multiphase_tortuosity_z"]
+    d = cbd_relative_diffusivity(0.47)
+    # series layers: D_eff = 1 / mean(1/D); tau = mean(D) * mean(1/D)
+    assert mp["tau"] == pytest.approx(0.5 * (1 + d) * 0.5 * (1 + 1 / d), rel=1e-5)
+    assert mp["deff"] == pytest.approx(1 / (0.5 * (1 + 1 / d)), rel=1e-5)
+    with pytest.raises(DataError, match="--cbd-porosity"):
+        MicroSettings(0.5, cbd_porosity=1.5)

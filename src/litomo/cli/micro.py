@@ -48,6 +48,7 @@ def micro(
     no_close_cracks: bool = typer.Option(False, "--no-close-cracks", help="Separate particles on the AM mask as it is (default: close one-voxel cracks and fill enclosed voids first, so a cracked particle stays one)."),
     expected: str = typer.Option(None, "--expected", help="Expected volume fractions, e.g. am=0.6,cbd=0.1,pore=0.3 (shown beside the data)."),
     supplier_psd: str = typer.Option(None, "--supplier-psd", help="A supplier's volume-based D10,D50,D90 in um (laser diffraction), compared with the particles' edge-corrected volume PSD."),
+    cbd_porosity: float = typer.Option(None, "--cbd-porosity", help="Also the multiphase pore + porous-CBD tortuosity along z: the CBD's own nano-porosity (0-1; D_CBD/D_0 = porosity^1.5, Bruggeman), e.g. 0.47."),
     tile_um: float = typer.Option(None, "--tile-um", help="Local property maps: volume fractions, specific surfaces and pore tortuosity (z) on tiles of this edge in um (tables/local_maps.csv, local_profile.csv)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random REV sub-volumes."),
     rev_tolerance: float = typer.Option(0.05, "--rev-tolerance", help="REV size criterion: relative tolerance of mean and spread (0.05 = 5 %)."),
@@ -92,7 +93,8 @@ def micro(
         transport=not no_transport, close_cracks=not no_close_cracks,
         expected=parse_phase_items(expected, float, option="--expected", example="am=0.6,cbd=0.1") if expected else None,
         seed=seed, figures=not no_figures, pore_sizes=not no_pore_sizes, rev_tolerance=rev_tolerance,
-        supplier_psd_um=_parse_supplier(supplier_psd), chunk_vox=chunk_size, tile_um=tile_um)
+        supplier_psd_um=_parse_supplier(supplier_psd), chunk_vox=chunk_size, tile_um=tile_um,
+        cbd_porosity=cbd_porosity)
     result = run_micro(labels_path, out, settings, mode="force" if force else "new",
                        progress=progress_bar(not (quiet or as_json)))
     rep = result.summary

@@ -67,6 +67,9 @@ class MicroSettings:
     supplier_psd_um : (D10, D50, D90), optional
         A supplier's volume-based (laser diffraction) D-values in um, compared with the
         edge-corrected volume PSD of the particles (``--supplier-psd``).
+    cbd_porosity : float, optional
+        The CBD's own nano-porosity: also solve the pore + porous-CBD tortuosity along z
+        (``summary["multiphase_tortuosity_z"]``; ``--cbd-porosity``).
     tile_um : float, optional
         Edge of the tiles of the local property maps (fractions, specific surfaces, pore
         tortuosity along z per tile; ``--tile-um``); None skips them.
@@ -89,6 +92,7 @@ class MicroSettings:
     supplier_psd_um: tuple[float, float, float] | None = None
     tile_um: float | None = None
     chunk_vox: int | None = None
+    cbd_porosity: float | None = None
 
     def __post_init__(self) -> None:
         from litomo.volume import as_voxel_size
@@ -101,6 +105,8 @@ class MicroSettings:
             raise DataError(f"--chunk-size must be at least 16 voxels, got {self.chunk_vox!r}")
         if self.tile_um is not None and not self.tile_um > 0:
             raise DataError(f"--tile-um must be a positive length in um, got {self.tile_um!r}")
+        if self.cbd_porosity is not None and not 0.0 <= self.cbd_porosity <= 1.0:
+            raise DataError(f"--cbd-porosity must lie in [0, 1], got {self.cbd_porosity!r}")
         if not 0 < self.rev_tolerance < 1:
             raise DataError(f"--rev-tolerance must be in (0, 1), got {self.rev_tolerance!r}")
 
@@ -206,8 +212,8 @@ def analyse_microstructure_chunked(source: Any, settings: MicroSettings, *, samp
     from litomo.metrics.rev import rev_size
     from litomo.metrics.summary import normalise_expected, seed_table
 
-    asked = [flag for flag, val in (("--tile-um", settings.tile_um), ("--supplier-psd", settings.supplier_psd_um))
-             if val is not None]
+    asked = [flag for flag, val in (("--tile-um", settings.tile_um), ("--supplier-psd", settings.supplier_psd_um),
+                                    ("--cbd-porosity", settings.cbd_porosity)) if val is not None]
     if asked:  # both need the particles or whole-tile transport, which this path does not compute
         raise DataError(f"{' and '.join(asked)} need the in-memory path, but this volume is processed out of "
                         "core (above 2^28 voxels or --chunk-size given): crop the volume or leave them out")
@@ -330,12 +336,31 @@ def analyse_microstructure(labels: np.ndarray, settings: MicroSettings, *, sampl
     summary["characteristic_length_um"] = _s2_lengths(s2)
     ppsd, cover = _particle_summaries(particles, labels.shape, settings, summary)
     local, local_prof = _local_maps(labels, settings, progress)
+    if settings.cbd_porosity is not None and settings.transport:
+        summary["multiphase_tortuosity_z"] = _multiphase_tau(labels, settings, progress)
     return MicroResult(
         summary=summary,
         particles=particles if particles is not None else pd.DataFrame(columns=["particle"]),
         z_profile=z_profile_fractions(labels, v), rev=rev, s2=s2,
         metrics_table=seed_table(summary, sample=sample), rev_size=rsize, psd=psd, pore_maps=maps,
         particle_psd=ppsd, coverage_by_size=cover, local_maps=local, local_profile=local_prof)
+
+
+def _multiphase_tau(labels: np.ndarray, settings: MicroSettings, progress: ProgressCallback | None
+                    ) -> dict[str, float]:
+    """Pore + porous-CBD tortuosity along z (CBD ``D/D_0`` by Bruggeman from ``cbd_porosity``)."""
+    from litomo.transport.multiphase import (
+        cbd_relative_diffusivity,
+        diffusivity_map,
+        multiphase_tortuosity,
+    )
+
+    d_cbd = cbd_relative_diffusivity(float(settings.cbd_porosity))
+    res = multiphase_tortuosity(diffusivity_map(labels, {"pore": 1.0, "cbd": d_cbd}), "z",
+                                voxel_size_um=settings.voxel_size_um, progress=progress)
+    return {"cbd_porosity": float(settings.cbd_porosity), "cbd_relative_diffusivity": d_cbd,
+            "tau": float(res.tau), "deff": float(res.deff), "d_mean": float(res.d_mean),
+            "mcmullin": float(res.mcmullin)}
 
 
 def _local_maps(labels: np.ndarray, settings: MicroSettings, progress: ProgressCallback | None
