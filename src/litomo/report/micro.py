@@ -181,6 +181,9 @@ def glance_micro(report: dict[str, Any]) -> list[str]:
     >>> glance_micro({"d50_um": 2.0, "n_inner_particles": 9, "sphericity_mean": 0.9,
     ...               "sphericity_median": 0.91, "sphericity_min_voxels": 64})[0]
     'Median particle size D50 2 um over 9 particles inside the volume; sphericity mean 0.90, median 0.91 (particles of at least 64 voxels).'
+    >>> glance_micro({"multiphase_tortuosity_z": {"cbd_porosity": 0.47, "cbd_relative_diffusivity": 0.322,
+    ...               "tau": 1.52, "deff": 0.33, "mcmullin": 3.04}})[0]
+    'With a porous carbon-binder (porosity 0.47, D/D0 0.322): tortuosity along z 1.52, D_eff/D0 0.33, MacMullin number 3.04.'
     """
     out: list[str] = []
     vf = report.get("volume_fraction") or {}
@@ -191,6 +194,11 @@ def glance_micro(report: dict[str, Any]) -> list[str]:
     tpb = _num(report.get("tpb_density_um-2"))
     if math.isfinite(tpb):
         out.append(f"Triple-phase-boundary density {tpb:.3g} um^-2.")
+    mp = report.get("multiphase_tortuosity_z") or {}
+    if mp:
+        out.append(f"With a porous carbon-binder (porosity {_num(mp.get('cbd_porosity')):.2f}, D/D0 "
+                   f"{_num(mp.get('cbd_relative_diffusivity')):.3f}): tortuosity along z {_num(mp.get('tau')):.3g}, "
+                   f"D_eff/D0 {_num(mp.get('deff')):.3g}, MacMullin number {_num(mp.get('mcmullin')):.3g}.")
     return out
 
 
