@@ -51,8 +51,7 @@ class LiStage(StateStage):
     needs = ("map", "particles", "warp")
     output = LiMap
 
-    def active(self, ctx: RunContext) -> bool:
-        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+    energies = "three"  # N-energy runs: litomo.workflows.limap.spectral
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing

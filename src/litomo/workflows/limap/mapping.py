@@ -157,8 +157,7 @@ class MapStage(StateStage):
     needs = ("warp",)
     output = Mapped
 
-    def active(self, ctx: RunContext) -> bool:
-        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+    energies = "three"  # N-energy runs: litomo.workflows.limap.spectral
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p, c, x = ctx.manifest.processing, ctx.calibration, ctx.manifest.xanes

@@ -135,8 +135,7 @@ class RegisterStage(StateStage):
     needs = ("read",)
     output = Registration
 
-    def active(self, ctx: RunContext) -> bool:
-        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+    energies = "three"  # N-energy runs: litomo.workflows.limap.spectral
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing

@@ -111,8 +111,7 @@ def fixed_role(state: StateSpec) -> str:
 class _Spectral:
     """Active in N-energy runs only (the three-energy stage of the same name runs otherwise)."""
 
-    def active(self, ctx: RunContext) -> bool:
-        return not ctx.manifest.three_energy
+    energies = "spectral"
 
 
 class SpectralRegisterStage(_Spectral, RegisterStage):

@@ -35,6 +35,9 @@ class StateStage:
     #: stored under work/ and reused by --resume (False: recomputed whenever it is needed)
     persist: ClassVar[bool] = True
     output: ClassVar[type] = object
+    #: which runs have this stage: ``"three"`` (three-energy states), ``"spectral"`` (N-energy
+    #: states) or None (every run); one class of each kind shares a name and a resume key
+    energies: ClassVar[str | None] = None
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         """Everything besides the needed stages' outputs that the result depends on."""
@@ -42,7 +45,9 @@ class StateStage:
 
     def active(self, ctx: RunContext) -> bool:
         """Whether the run has this stage (an inactive stage is left out; stages needing it get no input)."""
-        return True
+        if self.energies is None:
+            return True
+        return ctx.manifest.three_energy == (self.energies == "three")
 
     def run(self, ctx: RunContext, state: StateSpec, **inputs: Any) -> Any:
         raise NotImplementedError

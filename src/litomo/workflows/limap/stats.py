@@ -128,8 +128,7 @@ class StatisticsStage(StateStage):
     needs = ("li", "map", "particles", "warp")
     output = StateTables
 
-    def active(self, ctx: RunContext) -> bool:
-        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+    energies = "three"  # N-energy runs: litomo.workflows.limap.spectral
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing

@@ -225,8 +225,7 @@ class WarpStage(StateStage):
     needs = ("read", "register", "reconstruct")
     output = Warped
 
-    def active(self, ctx: RunContext) -> bool:
-        return ctx.manifest.three_energy  # N-energy runs: litomo.workflows.limap.spectral
+    energies = "three"  # N-energy runs: litomo.workflows.limap.spectral
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
