@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from litomo.errors import LitomoError
@@ -115,37 +114,3 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
 
 
 
-def load_elastix() -> None:
-    """Load itk's elastix wrappers and everything they depend on (~10-17 s of CPU, once per process)."""
-    import itk
-
-    itk.ParameterObject.New()
-
-
-def preload(load: Callable[[], Any] = load_elastix, name: str = "itk-elastix") -> threading.Thread:
-    """Run ``load`` (an import) in a background daemon thread; returns the thread.
-
-    Loading itk-elastix costs ~10-17 s of single-threaded CPU (1.6 GB of shared libraries,
-    ~1300 wrapper modules) the first time a run registers. Started before the input checksums
-    and the read stage, it overlaps with them: SHA-256 and the numba binning kernels release
-    the GIL, so the other core does them meanwhile. itk's lazy loader holds one re-entrant
-    lock (and Python's import lock covers the rest), so a stage that needs itk while the
-    thread is still loading waits for it. A failure is only logged: the stage that needs the
-    module raises it properly.
-
-    Examples
-    --------
-    >>> t = preload(lambda: __import__("json"), "json")
-    >>> t.join(); t.daemon
-    True
-    """
-
-    def run() -> None:
-        try:
-            load()
-        except Exception as exc:  # reported where the module is really needed
-            log.debug("background load of %s failed: %s", name, exc)
-
-    thread = threading.Thread(target=run, name=f"litomo-preload-{name}", daemon=True)
-    thread.start()
-    return thread

@@ -312,10 +312,6 @@ def run_experiment(manifest: Manifest | str | os.PathLike, out_dir: str | os.Pat
         manifest = load_manifest(manifest)
     warn: list[str] = []
     timings: list[StageTiming] = []
-    if manifest.processing.register if opts.register is None else opts.register:
-        from litomo.workflows.execution import preload
-
-        preload()  # itk-elastix loads while the inputs are checksummed and read (issue 22)
     ctx = prepare_context(manifest, opts, progress, warn)
     mode = "force" if opts.force else "resume" if opts.resume else "new"
     inputs = [manifest.path, *ctx.checksums]
