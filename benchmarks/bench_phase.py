@@ -10,7 +10,9 @@ Times (CPU seconds, ``time.process_time``, and wall seconds) per projection:
   method needs; nabu has no multi-distance retrieval);
 - ``litomo_multi_paganin_4`` / ``litomo_ctf_4``: litomo's four-distance retrievals;
 - ``litomo_align_grid_4``: :func:`litomo.holo.align.to_common_grid` of the four images
-  (Fresnel rescaling + shift, linear interpolation), which precedes the retrieval.
+  (Fresnel rescaling + shift, cubic splines; distance 0 is copied), which precedes the retrieval;
+  ``litomo_align_grid_4_linear``: the same with linear interpolation (the default before
+  2026-12-02).
 
 The images are smooth random holograms (the content does not change FFT timings).
 Run: ``python benchmarks/bench_phase.py [--size 2048] [--repeat 3]``; prints JSON.
@@ -64,9 +66,9 @@ def main() -> None:
     pag = PhaseRetriever((n, n), [d0], g.energy_kev, g.common_pixel_um, RetrievalSettings("paganin", 137.0))
     mp = PhaseRetriever((n, n), g.propagation_distance_mm, g.energy_kev, g.common_pixel_um,
                         RetrievalSettings("multi-paganin", 137.0))
-    ctf = PhaseRetriever((n, n), g.propagation_distance_mm, g.energy_kev, g.common_pixel_um,
-                         RetrievalSettings("ctf", 137.0))
     al = DistanceAlignment.nominal(g)
+    ctf = PhaseRetriever((n, n), g.propagation_distance_mm, g.energy_kev, g.common_pixel_um,
+                         RetrievalSettings("ctf", 137.0), detector_px=al.scale)
     res = {
         "size": n,
         "padded": list(pag.pad_shape),
@@ -77,6 +79,7 @@ def main() -> None:
         "litomo_multi_paganin_4": _time(lambda: mp(imgs), args.repeat),
         "litomo_ctf_4": _time(lambda: ctf(imgs), args.repeat),
         "litomo_align_grid_4": _time(lambda: to_common_grid(list(imgs), al), args.repeat),
+        "litomo_align_grid_4_linear": _time(lambda: to_common_grid(list(imgs), al, order=1), args.repeat),
     }
     res["overhead_paganin_1_cpu"] = res["litomo_paganin_1"]["cpu_s"] / res["nabu_paganin_1"]["cpu_s"] - 1
     res["overhead_ctf_4_vs_nabu_x4_cpu"] = res["litomo_ctf_4"]["cpu_s"] / res["nabu_paganin_x4"]["cpu_s"] - 1

@@ -1,7 +1,8 @@
 """Holograms of other crops of the TauFactor electrode -> ``litomo phase`` -> forest -> post-processing.
 
-Checks the segmentation post-processing of ``tests/test_holo_chain.py`` on crops and noise
-draws the test does not use (issue 15: carbon-binder face specific surface area within 10 %).
+Checks the segmentation post-processing of ``tests/test_holo_chain.py`` (the 3x3x3 majority,
+``majority_14_of_27`` here) on crops and noise draws the test does not use (issue 15: face
+specific surface areas within 10 %, volume fractions within 1.5 pp).
 Same forward model (``tests/holo_forward.py``), geometry and chain as the test; prints, per
 post-processing, the volume-fraction error (percentage points) and the face specific
 surface-area error (%) of pore, NMC and carbon-binder, as JSON.

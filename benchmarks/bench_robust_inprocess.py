@@ -8,7 +8,10 @@ stages run once per state and only the stages after them rerun for each setting.
 Run: ``python benchmarks/bench_robust_inprocess.py --workdir W [--cases a,b] [--rigid]``;
 prints one JSON line per case, state and setting (``before`` = pre-issue-16 defaults,
 ``default`` = current defaults with ``[sample] composition``, ``shrink`` = the same with
-``li_shrinkage = "constrained_bayes"``).
+``li_shrinkage = "constrained_bayes"``; ``--settings`` picks some). ``class_pp`` scores the
+class fractions the states table reports (deconvolved, of the mapped AM volume) and
+``map_class_pp`` the map's bins counted; ``noise_var_ratio`` checks the run's predicted noise
+variance against the truth (1 = right).
 """
 
 from __future__ import annotations
@@ -63,13 +66,30 @@ def score(name: str, work: Path, m: Any, *, rigid: bool, stages_dir: str = "stag
             StateRunner(stages, ctx, st, cache, []).run_all()
         li = cache.load(st.name, "li", LiMap)
         tables = cache.load(st.name, "statistics", StateTables)
-        tot = float(tables.states["total_li_um3"].iloc[0])
-        s = fm.score_state(li.li.astype(float), np.load(case_dir / st.name / "truth_am.npy"),
-                           np.load(case_dir / st.name / "truth_li.npy"), int(m.processing.bin[0]), tot,
-                           fm.CASES[name].voxel_size_um)
-        s["class_uncertainty_pct"] = 100 * float(tables.states["li_class_uncertainty"].iloc[0])
+        row = tables.states.iloc[0]
+        f_am, f_li = np.load(case_dir / st.name / "truth_am.npy"), np.load(case_dir / st.name / "truth_li.npy")
+        reported = (np.array([row[f"frac_li_{c}"] for c in ("poor", "moderate", "rich")])
+                    if "frac_li_poor_map" in row else None)  # deconvolved fractions (issue 16)
+        s = fm.score_state(li.li.astype(float), f_am, f_li, int(m.processing.bin[0]), float(row["total_li_um3"]),
+                           fm.CASES[name].voxel_size_um, run_fractions=reported)
+        s["class_uncertainty_pct"] = 100 * float(row["li_class_uncertainty"])
+        s["class_shift_pct"] = 100 * float(row["li_class_shift"])
+        s["class_sd_pp"] = (100 * max(float(row.get(f"frac_li_{c}_sd", np.nan)) for c in ("poor", "moderate", "rich")))
+        s["noise_var_ratio"] = noise_check(li, f_am, f_li, int(m.processing.bin[0]))
         out[st.name] = s
     return out
+
+
+def noise_check(li: Any, f_am: np.ndarray, f_li: np.ndarray, factor: int) -> float:
+    """Robust variance of (map - truth) / predicted noise sd over the bins with truth: 1 when the
+    run's noise variance (``LiMap.li_variance``) is right; it includes any systematic error."""
+    tb, _ = fm.truth_binned(f_am, f_li, factor)
+    sh = tuple(min(a, b) for a, b in zip(tb.shape, li.li.shape, strict=True))
+    x = li.li[: sh[0], : sh[1], : sh[2]].astype(float)
+    v = li.li_variance[: sh[0], : sh[1], : sh[2]].astype(float)
+    ok = np.isfinite(x) & np.isfinite(tb[: sh[0], : sh[1], : sh[2]]) & (v > 0)
+    z = (x[ok] - tb[: sh[0], : sh[1], : sh[2]][ok]) / np.sqrt(v[ok])
+    return float((1.4826 * np.median(np.abs(z - np.median(z)))) ** 2) if z.size else float("nan")
 
 
 def main() -> None:
@@ -78,12 +98,16 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(fm.CASES))
     ap.add_argument("--rigid", action="store_true", help="register rigid-only (bspline = false)")
     ap.add_argument("--stages", default="stages", help="stage-cache folder per case (one per code version)")
+    ap.add_argument("--settings", default="before,default,shrink", help="settings to score (see the docstring)")
     args = ap.parse_args()
+    wanted = set(args.settings.split(","))
     work = Path(args.workdir)
     for name in args.cases.split(","):
         m0 = case_manifest(name, work, rigid=args.rigid)
         m1 = dataclasses.replace(m0, sample=dataclasses.replace(m0.sample, composition=COMPOSITION))
         for tag, m, shrink in (("before", m0, "none"), ("default", m1, "none"), ("shrink", m1, "constrained_bayes")):
+            if tag not in wanted:
+                continue
             for st, s in score(name, work, m, rigid=args.rigid, stages_dir=args.stages, li_shrinkage=shrink).items():
                 print(json.dumps({"case": name, "state": st, "settings": tag, "rigid": args.rigid, **s}), flush=True)
 

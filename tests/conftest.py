@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# itk-elastix runs in this test process, not in one worker process per registration stage
+# (each worker pays the ~17 s itk import again); tests/test_register_worker.py turns it on
+os.environ.setdefault("LITOMO_ELASTIX_WORKER", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()

@@ -345,8 +345,10 @@ def write_manifest(case: Case, out: Path, states: list[str], *, processing: dict
 
 # --------------------------------------------------------------------------- scoring
 
-def _classes(x: np.ndarray, poor_max: float = 0.6, rich_min: float = 0.9) -> np.ndarray:
-    return np.array([np.mean(x <= poor_max), np.mean((x > poor_max) & (x < rich_min)), np.mean(x >= rich_min)])
+def _classes(x: np.ndarray, w: np.ndarray | None = None, poor_max: float = 0.6, rich_min: float = 0.9) -> np.ndarray:
+    w = np.ones(x.shape) if w is None else w
+    c = np.array([w[x <= poor_max].sum(), w[(x > poor_max) & (x < rich_min)].sum(), w[x >= rich_min].sum()])
+    return c / w.sum()
 
 
 def truth_binned(f_am: np.ndarray, f_li: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -364,10 +366,15 @@ def truth_binned(f_am: np.ndarray, f_li: np.ndarray, factor: int) -> tuple[np.nd
 
 
 def score_state(li_map: np.ndarray, f_am: np.ndarray, f_li: np.ndarray, factor: int,
-                total_li_run_um3: float, voxel_size_um: float) -> dict[str, float]:
+                total_li_run_um3: float, voxel_size_um: float,
+                run_fractions: np.ndarray | None = None) -> dict[str, float]:
     """x_Li RMSE and bias, class fractions (pp), Wasserstein distance, total Li (%) of one state.
 
     Compared over the bins mapped by the run that are at least half AM in the truth.
+    ``run_fractions``: the (poor, moderate, rich) fractions the run *reports* (its states
+    table: fractions of the mapped AM volume); scored as ``class_pp`` against the true classes
+    of the run's mapped bins (any AM), weighted by their true AM fraction. Without it,
+    ``class_pp`` scores the classes of the map's bins; ``map_class_pp`` always does.
     """
     from scipy.stats import wasserstein_distance
 
@@ -376,15 +383,35 @@ def score_state(li_map: np.ndarray, f_am: np.ndarray, f_li: np.ndarray, factor: 
     tb, lm = tb[: sh[0], : sh[1], : sh[2]], li_map[: sh[0], : sh[1], : sh[2]]
     both = np.isfinite(tb) & np.isfinite(lm)
     err = lm[both] - tb[both]
-    cls_err = 100 * (_classes(lm[both]) - _classes(tb[both]))
+    map_err = 100 * (_classes(lm[both]) - _classes(tb[both]))
+    cls_err = map_err
+    if run_fractions is not None:
+        # truth of every mapped bin with any AM (the run reports fractions of all its mapped bins)
+        t_any = _truth_any_am(f_am, f_li, factor)[: sh[0], : sh[1], : sh[2]]
+        mapped = np.isfinite(lm) & np.isfinite(t_any)
+        fa = truth_binned(f_am, f_li, factor)[1][: sh[0], : sh[1], : sh[2]]
+        cls_err = 100 * (np.asarray(run_fractions, float) - _classes(t_any[mapped], fa[mapped]))
     m = tuple(s // factor * factor for s in f_am.shape)
     total = float(f_li[: m[0], : m[1], : m[2]].sum(dtype=np.float64) * voxel_size_um**3)
+    names = ("poor", "moderate", "rich")
     return {"rmse": float(np.sqrt(np.mean(err**2))), "bias": float(np.mean(err)),
             "n_bins": int(both.sum()),
-            "class_pp": {k: float(v) for k, v in zip(("poor", "moderate", "rich"), cls_err, strict=True)},
+            "class_pp": {k: float(v) for k, v in zip(names, cls_err, strict=True)},
             "max_class_pp": float(np.max(np.abs(cls_err))),
+            "map_class_pp": {k: float(v) for k, v in zip(names, map_err, strict=True)},
+            "max_map_class_pp": float(np.max(np.abs(map_err))),
             "wasserstein": float(wasserstein_distance(lm[both], tb[both])),
             "total_li_pct": 100 * (total_li_run_um3 - total) / total}
+
+
+def _truth_any_am(f_am: np.ndarray, f_li: np.ndarray, factor: int) -> np.ndarray:
+    """AM-weighted mean true x_Li per bin wherever the bin holds any AM."""
+    m = tuple(s // factor * factor for s in f_am.shape)
+    nb = tuple(s // factor for s in m)
+    fa, fl = (a[: m[0], : m[1], : m[2]].reshape(nb[0], factor, nb[1], factor, nb[2], factor).sum(axis=(1, 3, 5))
+              for a in (f_am, f_li))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(fa > 0, fl / fa, np.nan)
 
 
 def score_run(run_dir: Path, case_dir: Path) -> dict[str, Any]:
@@ -403,7 +430,8 @@ def score_run(run_dir: Path, case_dir: Path) -> dict[str, Any]:
         li_map = np.asarray(grp["0"][...], dtype=np.float64)
         out[name] = score_state(li_map, np.load(case_dir / name / "truth_am.npy"),
                                 np.load(case_dir / name / "truth_li.npy"), factor,
-                                float(row.total_li_um3), vs)
+                                float(row.total_li_um3), vs,
+                                run_fractions=np.array([row.frac_li_poor, row.frac_li_moderate, row.frac_li_rich]))
     worst = {"rmse": max(v["rmse"] for v in out.values()),
              "max_class_pp": max(v["max_class_pp"] for v in out.values()),
              "total_li_pct": max(abs(v["total_li_pct"]) for v in out.values()),

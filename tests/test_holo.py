@@ -220,12 +220,18 @@ def test_cli_phase_then_segment(tmp_path, capsys):
     assert _cli(["phase", str(h5), "--out", str(out), "--quiet", "--z1-mm", "5,6", "--pixel-um", str(vox * z12 / z1[0])]) == 0
     capsys.readouterr()
     for name in ("volume.ome.zarr", "volume.tif", "phase.json", "figures/phase_projections.png",
-                 "figures/phase_slice_histogram.png", "report.html", "run.json", ".litomo/owner.json"):
+                 "figures/phase_slice_histogram.png", "figures/phase_rotation_axis.png", "report.html", "run.json",
+                 ".litomo/owner.json"):
         assert (out / name).exists(), name
     # the completion record comes last: every other output is older than run.json
     done = (out / "run.json").stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= done for p in out.rglob("*") if p.is_file() and ".litomo" not in p.parts)
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # projections, slice + histogram, rotation axis QA
+    # the automatic axis and its independent check are in the report (truth: (n_det - 1) / 2 = 15.5)
+    centre = json.loads((out / "phase.json").read_text())["center"]
+    assert centre["method"].startswith("vo") and abs(centre["center_px"] - 15.5) <= 0.5, centre
+    assert f"{centre['center_px']:.2f}" in page and "axis check" in page
     # a second run without --force is refused
     assert _cli(["phase", str(h5), "--out", str(out), "--quiet", "--z1-mm", "5,6", "--pixel-um", "8"]) == 2
     assert "--force" in capsys.readouterr().err

@@ -16,7 +16,6 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage
 
 from holo_forward import CODES, HC_KEV_UM, holograms, projected_phase
 from litomo.holo import (
@@ -29,6 +28,7 @@ from litomo.holo import (
 from litomo.holo.align import to_common_grid
 from litomo.metrics.fractions import volume_fractions
 from litomo.metrics.surface import specific_surface_area
+from litomo.segment.cleanup import majority_filter
 from litomo.segment.forest import ForestSettings, train_forest
 from litomo.workflows.phase import PhaseOptions, run_phase
 
@@ -84,9 +84,9 @@ def test_automatic_centre_of_the_phase_projections(electrode):
 
     sino = np.load(electrode["result"].outputs["phase_projections"], mmap_mode="r")
     axis = find_phase_center(sinogram_band(sino), np.linspace(0, 180, N_ANGLES, endpoint=False))
-    # truth (N_DET - 1) / 2 = 47.5; Vo's method: measured 47.25 (also 47.25 on the true projected
-    # phase, so a bias of the method on this scan, not of the retrieval)
-    assert abs(axis.center_px - (N_DET - 1) / 2) <= 0.5, axis
+    # truth (N_DET - 1) / 2 = 47.5; Vo's method: measured 47.50 (47.25 on the exact projected phase
+    # and with linear resampling onto the common grid: within the method's quarter-pixel steps)
+    assert abs(axis.center_px - (N_DET - 1) / 2) <= 0.3, axis
 
 
 def test_alignment_recovers_known_shifts(electrode):
@@ -102,14 +102,14 @@ def test_projected_phase_correlation_multi_distance(electrode):
     sino = np.load(electrode["result"].outputs["phase_projections"])
     phi = electrode["phi"]
     r_ctf = np.mean([_corr(-sino[i], phi[i]) for i in range(N_ANGLES)])
-    assert r_ctf >= 0.98  # measured 0.987 (issue's threshold)
+    assert r_ctf >= 0.98  # measured 0.9872 (issue's threshold)
     # multi-distance Paganin-like on every 4th projection, same alignment
     scan, g = read_holo_hdf5(electrode["path"]), electrode["geometry"]
     r = PhaseRetriever(scan.image_shape, g.propagation_distance_mm, E_KEV, g.common_pixel_um,
                        RetrievalSettings("multi-paganin", 137.0))
     rs = [_corr(r(to_common_grid(scan.intensities(i), electrode["result"].alignment)), phi[i])
           for i in range(0, N_ANGLES, 4)]
-    assert np.mean(rs) >= 0.98  # measured 0.985 (issue's threshold)
+    assert np.mean(rs) >= 0.98  # measured 0.9846 (issue's threshold)
 
 
 def test_recursive_paganin_reduces_phase_error(electrode):
@@ -124,10 +124,11 @@ def test_recursive_paganin_reduces_phase_error(electrode):
         return np.mean([np.sqrt(np.mean((r(s) - phi[i]) ** 2) / np.mean(phi[i] ** 2)) for i, s in stacks.items()])
 
     # relative RMS error of the projected phase: measured paganin 0.145 -> 0.124, multi-paganin
-    # 0.142 -> 0.123 with 3 iterations (CTF 0.137); the rest is mostly the carbon-binder's delta/beta
+    # 0.143 -> 0.119 with 3 iterations (CTF with the pixel aperture 0.134); the rest is mostly the
+    # carbon-binder's delta/beta
     for method in ("paganin", "multi-paganin"):
         e0, e3 = rel_rms(method, 0), rel_rms(method, 3)
-        assert e3 < 0.93 * e0, (method, e0, e3)  # measured ratio 0.86 / 0.87
+        assert e3 < 0.93 * e0, (method, e0, e3)  # measured ratio 0.86 / 0.83
         assert e3 < 0.13, (method, e3)
 
 
@@ -136,10 +137,29 @@ def test_reconstructed_delta_matches_xraydb(electrode):
 
     vol, lab = _interior(electrode)
     truth = {CODES[k]: d * 1e6 for k, (d, _) in refractive_indices(E_KEV).items()}
-    assert abs(np.median(vol[lab == 0])) < 0.02  # pore: measured 0.0007 (NMC is 1.08)
-    assert np.median(vol[lab == 1]) == pytest.approx(truth[1], rel=0.07)  # NMC: measured -3.3 %
-    # carbon-binder (delta/beta 4800, retrieved with the NMC's 137): measured -25 %
+    assert abs(np.median(vol[lab == 0])) < 0.02  # pore: measured -0.003 (NMC is 1.08)
+    assert np.median(vol[lab == 1]) == pytest.approx(truth[1], rel=0.05)  # NMC: measured -2.4 %
+    # carbon-binder (delta/beta 4800, retrieved with the NMC's 137): measured -23 %
     assert np.median(vol[lab == 2]) == pytest.approx(truth[2], rel=0.35)
+
+
+def test_volume_is_registered_with_the_labels(electrode):
+    """No geometric shift between the reconstruction and the labels (Fresnel scaling, alignment, FBP centre).
+
+    Sub-voxel shift per axis by phase correlation of the interior with a rendering of the true
+    delta: measured (z, y, x) = (0.00, -0.05, 0.00) voxels; the FBP of the exact projected phase
+    gives (0, 0, 0). A half-pixel convention error anywhere in the chain would show as >= 0.5.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    from holo_forward import refractive_indices
+
+    vol, lab = _interior(electrode)
+    truth = np.zeros(lab.shape, np.float32)
+    for k, (d, _) in refractive_indices(E_KEV).items():
+        truth[lab == CODES[k]] = d * 1e6
+    shift, _, _ = phase_cross_correlation(truth, vol, upsample_factor=20, normalization=None)
+    assert np.abs(shift).max() <= 0.25, shift
 
 
 def _interior(electrode):
@@ -152,20 +172,6 @@ def _interior(electrode):
     return vol, lab.astype(np.uint8)[:, ::-1, :]
 
 
-def _despeckle(labels, share=0.6):
-    """Relabel a voxel when at least ``share`` of its 3x3x3 neighbourhood is one other class.
-
-    The 60 % share was chosen on this crop, so the surface numbers below are not independent.
-    On two other crops and noise seeds of the same electrode the carbon-binder face surface
-    came out +8.6 / +16.5 % with it (+15.1 / +22.4 % without; a parameter-free 3x3x3 majority
-    filter gave -0.8 / +6.9 % there but shrinks this crop's carbon-binder by 1.6 pp, beyond the
-    1.5 pp target): docs/benchmarks.md.
-    """
-    acc = np.stack([ndimage.uniform_filter((labels == c).astype(np.float32), 3) for c in range(3)])
-    best, top = np.argmax(acc, axis=0), np.max(acc, axis=0)
-    return np.where((best != labels) & (top >= share), best, labels).astype(np.uint8)
-
-
 def test_segmentation_recovers_fractions_and_surface_areas(electrode):
     vol, truth = _interior(electrode)
     half = vol.shape[0] // 2
@@ -175,19 +181,19 @@ def test_segmentation_recovers_fractions_and_surface_areas(electrode):
     scribbles = np.zeros(vol.shape, np.uint8)
     scribbles[pick] = truth[pick] + 1
     model = train_forest(vol, scribbles, ForestSettings(n_estimators=50, seed=0))
-    seg = _despeckle(model.predict(vol).astype(np.uint8) - 1)[half:]
+    # `litomo segment --majority`: a strict 3x3x3 majority vote, parameter-free (not chosen on
+    # this crop; two other crops and noise seeds in docs/benchmarks.md)
+    seg = majority_filter(model.predict(vol).astype(np.uint8) - 1, 3)[half:]
     ref = truth[half:]
     vf_t, vf_s = volume_fractions(ref), volume_fractions(seg)
     sa_t, sa_s = specific_surface_area(ref, VOXEL_UM), specific_surface_area(seg, VOXEL_UM)
     for p in ("pore", "am", "cbd"):
-        assert abs(vf_s[p] - vf_t[p]) < 0.015, (p, vf_s, vf_t)  # measured +1.01 / -0.02 / -0.99 pp
-    # face specific surface areas, measured +3.6 / +0.4 / +10.1 % (without the despeckle step
-    # +12.6 / +1.3 / +18.7 %): the issue's 10 % is met for pore and NMC, not for the
-    # carbon-binder, whose thin features sit at the resolution limit; the 15 % bound is looser
-    # than the issue's target, and an independent crop gave +16.5 % (docs/benchmarks.md)
-    assert abs(sa_s["pore"] / sa_t["pore"] - 1) < 0.08, (sa_s, sa_t)
-    assert abs(sa_s["am"] / sa_t["am"] - 1) < 0.02, (sa_s, sa_t)
-    assert abs(sa_s["cbd"] / sa_t["cbd"] - 1) < 0.15, (sa_s, sa_t)
+        assert abs(vf_s[p] - vf_t[p]) < 0.015, (p, vf_s, vf_t)  # measured +1.16 / +0.19 / -1.35 pp
+    # face specific surface areas (issue's target 10 %), measured -5.1 / -1.2 / -2.4 % (the
+    # forest alone: +11.5 / +0.2 / +16.1 %); other crops in docs/benchmarks.md (CBD -3.3 / +3.7 %)
+    assert abs(sa_s["pore"] / sa_t["pore"] - 1) < 0.10, (sa_s, sa_t)
+    assert abs(sa_s["am"] / sa_t["am"] - 1) < 0.03, (sa_s, sa_t)
+    assert abs(sa_s["cbd"] / sa_t["cbd"] - 1) < 0.06, (sa_s, sa_t)
 
 
 def test_geometry_of_the_test_scan():

@@ -100,3 +100,19 @@ def test_read_volume_on_xrm(shared_data):
     assert v.shape == (1, 1024, 1024)
     assert v.voxel_size_um == pytest.approx((0.0312,) * 3, abs=1e-6)
     assert v.metadata["energy_ev"] == 8324.0
+
+
+def test_real_frame_as_txrm_reads_its_angle(shared_data, tmp_path):
+    """The .txrm path (ImageData1/Image1 + ImageInfo/Angles) on real Xradia bytes: an APS frame is an
+    OLE2 container with the same streams, so copied to ``.txrm`` it is a one-view stack. Not a multi-view
+    .txrm (none is public here; olefile cannot write one): angle grouping over 100 images is untested."""
+    from litomo.io.projections import read_projections
+
+    f = _frames(shared_data, "aps")[0]
+    src = tmp_path / "one.txrm"
+    shutil.copy(f, src)
+    s = read_projections(src)
+    assert s.data.shape == (1, 1024, 1024)
+    np.testing.assert_array_equal(s.data[0], read_xrm(f).image)
+    assert s.angles_deg[0] == pytest.approx(-0.042, abs=1e-3)  # the file's ImageInfo/Angles
+    assert src.read_bytes() == f.read_bytes()  # input untouched

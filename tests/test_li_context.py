@@ -102,6 +102,69 @@ def test_cbd_contact_fraction_and_means_on_a_cube():
     assert t["mean_li_free_surface"].item() == pytest.approx(0.9)
 
 
+def _dry_electrode(cbd_contrast: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two 6^3 map-voxel cube particles (map bin 2 of a fine grid); a CBD layer on cube A's z-low face only
+    and a CBD slab away from both (x >= 21 map voxels; binder is ~15 % of the non-AM volume).
+
+    Returns the fine post-edge image (pore 1, CBD 1 + ``cbd_contrast``, AM 10, noise 0.15), the
+    map-grid particle labels and an x_Li map with 0.5 on cube A's CBD-covered face, 0.9 elsewhere.
+    """
+    lab = np.zeros((12, 16, 24), np.int32)
+    lab[3:9, 3:9, 3:9] = 1
+    lab[3:9, 3:9, 14:20] = 2
+    fine = np.ones((24, 32, 48))
+    fine[np.repeat(np.repeat(np.repeat(lab > 0, 2, 0), 2, 1), 2, 2)] = 10.0
+    fine[4:6, 6:18, 6:18] += cbd_contrast  # the map plane z = 2 over cube A's footprint
+    fine[:, :, 42:] += cbd_contrast
+    fine += np.random.default_rng(seed).normal(0.0, 0.15, fine.shape)
+    x = np.where(lab > 0, 0.9, np.nan)
+    x[3][lab[3] == 1] = 0.5
+    return fine, lab, x
+
+
+def test_cbd_from_post_edge_finds_the_binder_face_of_one_particle():
+    # truth counted by hand: cube A has 6^3 - 4^3 = 152 surface voxels, the 36 of its z-low face
+    # touch the binder; cube B touches none
+    from litomo.workflows.limap.registration import interior_threshold
+    from litomo.xanes.li_context import cbd_from_post_edge, map_grid_phases
+
+    fine, lab, x = _dry_electrode(1.0)
+    cbd = cbd_from_post_edge(fine, interior_threshold(fine))
+    assert cbd.mask is not None and 1.3 < cbd.threshold < 1.7
+    assert cbd.effectiveness > 0.8  # measured 0.848 (two Gaussians 6.7 widths apart, 15 % / 85 %: 0.85)
+    ph = map_grid_phases(cbd.mask, lab, 1, 2)
+    assert (ph[:, :, :21] == 2).sum() == 36 and (ph[:, :, 21:] == 2).all()  # exactly the binder
+    t = cbd_contact_li(x, lab, ph).set_index("particle")
+    assert t.loc[1, "cbd_contact_fraction"] == pytest.approx(36 / 152)
+    assert t.loc[2, "cbd_contact_fraction"] == 0.0
+    assert t.loc[1, "mean_li_cbd_contact"] == pytest.approx(0.5)
+    assert t.loc[1, "mean_li_free_surface"] == pytest.approx(0.9)
+
+
+def test_binder_absorbing_like_the_pores_gives_no_cbd_mask():
+    # electrolyte-filled pores absorb about as much as binder: a contrast of 0.1 noise widths
+    from litomo.workflows.limap.registration import interior_threshold
+    from litomo.xanes.li_context import CBD_MIN_EFFECTIVENESS, cbd_from_post_edge
+
+    fine, _, _ = _dry_electrode(0.015)
+    cbd = cbd_from_post_edge(fine, interior_threshold(fine))
+    assert cbd.mask is None and 0.6 < cbd.effectiveness < CBD_MIN_EFFECTIVENESS  # measured 0.637; one Gaussian: 2/pi
+
+
+def test_thin_binder_film_and_the_map_bin():
+    # a binder film one fine voxel thick fills 1/2 of a map voxel at bin 2 (found) and 1/4 at bin 4
+    # (the share limit, still found); 1/8 at bin 8 is lost
+    from litomo.xanes.li_context import CBD_MIN_SHARE, map_grid_phases
+
+    cbd = np.zeros((16, 16, 16), bool)
+    cbd[0] = True
+    for b, found in ((2, True), (4, True), (8, False)):
+        lab = np.zeros((16 // b,) * 3, np.int32)
+        ph = map_grid_phases(cbd, lab, 1, b)
+        assert bool((ph[0] == 2).all()) is found and not (ph[1:] == 2).any(), b
+    assert CBD_MIN_SHARE == 0.25
+
+
 def test_half_poor_half_rich_column_is_a_false_intermediate_in_2d():
     # 4 x 4 columns of 4 voxels: the first 8 columns half 0.3 / half 0.95 (no intermediate voxel),
     # the other 8 all 0.7 (truly intermediate)
@@ -206,6 +269,16 @@ def test_context_figures():
                           "mean_li_bulk": [0.8, 0.7]})
     ax = void_figure(table).axes[0]
     assert ax.collections[0].get_offsets().tolist() == [[0.8, 0.4]]  # only the particle with a void
+    from litomo.report.li_context import cbd_figure, context_unavailable
+
+    table = pd.DataFrame({"state": ["I", "I", "II"], "cbd_contact_fraction": [0.25, 0.0, 0.5],
+                          "mean_li_cbd_contact": [0.5, np.nan, 0.6], "mean_li_free_surface": [0.9, 0.8, 0.7]})
+    fig = cbd_figure(table)
+    assert len(fig.axes) == 3  # two states and the colour bar
+    assert fig.axes[0].collections[0].get_offsets().tolist() == [[0.9, 0.5]]  # particles touching CBD only
+    assert context_unavailable("li_cbd_contact", {"li_context": table}, {}) is None
+    no_cbd = table.assign(cbd_contact_fraction=np.nan)
+    assert "no CBD mask" in context_unavailable("li_cbd_contact", {"li_context": no_cbd}, {})
 
 
 def test_run_writes_context_tables_and_depth_from_the_separator(tmp_path_factory, monkeypatch):
@@ -222,14 +295,16 @@ def test_run_writes_context_tables_and_depth_from_the_separator(tmp_path_factory
     ph = make_phantom(tmp_path_factory)
     d = tmp_path_factory.mktemp("ctx-run")
     m = load_manifest(ph / "experiment.toml")
+    # the phantom's true phases of state I as the user's label volume (CBD = 2)
     m = dataclasses.replace(m, processing=dataclasses.replace(m.processing, register=False),
-                            sample=dataclasses.replace(m.sample, separator_side="z_max"))
+                            sample=dataclasses.replace(m.sample, separator_side="z_max",
+                                                       labels=ph / "truth" / "I" / "labels.tif", cbd_value=2))
     out = d / "out"
     run_experiment(write_manifest(m, d / "m.toml"), out, RunOptions(scheduler="synchronous"))
     ctx = pd.read_csv(out / "tables" / "li_context.csv")
     assert {"state", "particle", "near_void_distance_um", "n_near_void", "mean_li_near_void",
             "mean_li_bulk"} <= set(ctx.columns)
-    assert not any(c.startswith(("cbd", "mean_li_cbd")) for c in ctx.columns)  # no CBD phase in a run
+    assert {"cbd_contact_fraction", "mean_li_cbd_contact", "mean_li_free_surface"} <= set(ctx.columns)
     parts = pd.read_csv(out / "tables" / "particles.csv")
     assert len(ctx) == len(parts)
     has = ctx["n_bulk"] > 0
@@ -241,6 +316,7 @@ def test_run_writes_context_tables_and_depth_from_the_separator(tmp_path_factory
         assert np.isfinite(proj[k]).all(), k
     two_d = proj[["frac_li_poor_2d", "frac_li_moderate_2d", "frac_li_rich_2d"]].sum(axis=1)
     np.testing.assert_allclose(two_d, 1.0, atol=1e-9)
+    _check_cbd_contact_against_truth(proj, ph)
     run = json.loads((out / "run.json").read_text())
     assert set(run["li_projection"]) == {"I", "II"}
     assert run["parameters"]["separator_side"] == "z_max"
@@ -250,3 +326,41 @@ def test_run_writes_context_tables_and_depth_from_the_separator(tmp_path_factory
     np.testing.assert_allclose(zp["depth_um"], thick - zp["z_um"], atol=1e-9)
     np.testing.assert_allclose(parts["depth_um"], thick - parts["centroid_z_um"], atol=1e-6)
     assert (out / "volumes" / "I" / "li_projection.ome.zarr").is_dir()
+
+
+def _check_cbd_contact_against_truth(proj: pd.DataFrame, ph: Path) -> None:
+    """State I's share of particle surface touching CBD (map grid, from the labels) against the
+    phantom's full-resolution truth (true particles, true phases, true x_Li)."""
+    import tifffile
+
+    assert set(proj["cbd_source"]) == {"sample.labels"}
+    row = proj[proj["state"].astype(str) == "I"].iloc[0]
+    t = cbd_contact_li(tifffile.imread(ph / "truth" / "I" / "li.tif").astype(np.float32),
+                       tifffile.imread(ph / "truth" / "I" / "particles.tif").astype(np.int32),
+                       tifffile.imread(ph / "truth" / "I" / "labels.tif"))
+    true_frac = float((t["cbd_contact_fraction"] * t["n_surface_voxels"]).sum() / t["n_surface_voxels"].sum())
+    # measured 0.465 on the 9^3 map grid (7^3 bins) against 0.679 at full resolution: binder films
+    # thinner than a quarter of a map voxel are lost, so the map grid sees fewer contacts, never more
+    assert 0.5 * true_frac < row["cbd_contact_fraction"] < true_frac
+
+
+def test_wrong_sample_labels_refused_before_the_folder(tmp_path_factory, tmp_path):
+    """A ``[sample] labels`` volume of another shape (or not integer) is a one-line DataError from
+    its header, before the output folder exists (not after minutes of registration)."""
+    import dataclasses
+
+    import tifffile
+
+    from litomo.errors import DataError
+    from litomo.manifest import load_manifest
+    from litomo.workflows.limap import RunOptions, run_experiment
+    from pipeline_helpers import make_phantom
+
+    ph = make_phantom(tmp_path_factory)
+    m = load_manifest(ph / "experiment.toml")
+    for name, arr in (("small.tif", np.zeros((8, 8, 8), np.uint8)), ("float.tif", np.zeros((64, 64, 64), np.float32))):
+        tifffile.imwrite(tmp_path / name, arr)
+        bad = dataclasses.replace(m, sample=dataclasses.replace(m.sample, labels=tmp_path / name, cbd_value=2))
+        with pytest.raises(DataError, match="sample.labels"):
+            run_experiment(bad, tmp_path / "out", RunOptions(scheduler="synchronous"))
+        assert not (tmp_path / "out").exists()

@@ -69,6 +69,40 @@ def test_bad_composition_names_the_field(tree, value, message):
     assert "\n" not in str(exc.value)
 
 
+def test_cbd_labels_round_trip(tree):
+    (tree / "phases.tif").write_bytes(b"x")
+    m = _load(tree, 'labels = "phases.tif"\ncbd_value = 3')
+    assert m.sample.labels == (tree / "phases.tif").resolve() and m.sample.cbd_value == 3
+    back = load_manifest(write_manifest(m, tree / "copy.toml")).sample
+    assert (back.labels, back.cbd_value) == (m.sample.labels, 3)
+    assert _load(tree).sample.labels is None
+
+
+@pytest.mark.parametrize("sample, field, message", [
+    ('labels = "missing.tif"', "sample.labels", "missing.tif"),
+    ("labels = 3", "sample.labels", "expected a file path"),
+    ('labels = "I/edge.tif"\ncbd_value = -1', "sample.cbd_value", "non-negative integer"),
+    ('labels = "I/edge.tif"\ncbd_value = 2.5', "sample.cbd_value", "non-negative integer"),
+    ("cbd_value = 2", "sample.cbd_value", "sample.labels, which is missing"),
+])
+def test_bad_cbd_labels_name_the_field(tree, sample, field, message):
+    with pytest.raises(ManifestError, match=message) as exc:
+        _load(tree, sample)
+    assert field in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_bad_composition_in_run_is_one_line_exit_2(tree):
+    # the CLI's answer to a formula naming an unknown element: one line naming the field, no folder
+    from pipeline_helpers import cli
+
+    p = tree / "experiment.toml"
+    p.write_text(HEAD.format(sample='composition = "LiNi0.8Qq0.2O2"', xanes=THREE))
+    code, _, err = cli(["run", str(p), "--out", str(tree / "out"), "-q"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "sample.composition" in err and "'Qq' is not an element" in err
+    assert not (tree / "out").exists()
+
+
 def _nmode(energies, n_volumes=len(ENERGIES)):
     vols = ", ".join(f'"S/e{k}.tif"' for k in range(n_volumes))
     return f"energies_ev = {energies!r}\n[[states]]\nname = \"S\"\nvolumes = [{vols}]\n"

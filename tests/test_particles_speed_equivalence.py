@@ -70,3 +70,30 @@ def test_centroids_equal_regionprops():
     base = particle_table(lab, v)
     assert base["particle"].tolist() == rp["label"].tolist()
     np.testing.assert_array_equal(base["n_voxels"], np.bincount(lab.ravel())[1:])
+
+
+@pytest.mark.parametrize("voxel_um", [(0.25, 0.25, 0.25), (0.5, 0.25, 0.125), (1.0, 1.0, 1.0), (0.4, 0.4, 0.4),
+                                      (0.3, 0.5, 0.5)])
+def test_distance_um_equals_scipy_bit_for_bit(voxel_um):
+    # the edt package's path (binary-fraction voxels) and scipy's fallback (0.4, 0.3) alike
+    from litomo.segment.particles import distance_um
+
+    _, mask = _smoothed_distance(5, shape=(40, 37, 51))
+    mask[:, :, :3] = True  # particles cut by the faces: the outside is not background
+    ref = ndi.distance_transform_edt(mask, sampling=voxel_um)
+    got = distance_um(mask, voxel_um)
+    assert got.dtype == np.float64 and ref.max() > 3 * min(voxel_um)
+    assert np.array_equal(got, ref)
+    full = np.ones((6, 7, 8), bool)  # no background voxel: edt would answer inf
+    assert np.array_equal(distance_um(full, voxel_um), ndi.distance_transform_edt(full, sampling=voxel_um))
+
+
+def test_fill_voids_equals_scipy_fill_holes():
+    # particles_from_finer_grid fills enclosed voids with fill_voids instead of scipy
+    import fill_voids
+
+    rng = np.random.default_rng(6)
+    mask = ndi.gaussian_filter(rng.random((40, 44, 48)), 1.5) > 0.47
+    ref = ndi.binary_fill_holes(mask)
+    assert ref.sum() > mask.sum()  # there are enclosed voids to fill
+    assert np.array_equal(fill_voids.fill(mask, in_place=False), ref)

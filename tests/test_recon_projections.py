@@ -36,10 +36,11 @@ def test_tooth_center_and_fbp(shared_data):
     s = _tooth(shared_data)
     p = normalize(s)
     res = find_center_auto(p[:, 0, :], s.angles_deg)
-    # algotom find_center_vo: 295.0 (issue 14); its slice-metric search 295.5
-    assert abs(res.vo_px - 295.0) <= 1.0
-    assert abs(res.entropy_px - 295.0) <= 1.0  # measured 295.75
-    assert abs(res.vo_px - res.entropy_px) <= 1.0  # measured 0.75 px apart
+    # algotom find_center_vo: 295.0 (biased low by its angular smoothing, see test_recon_center_fbp);
+    # its slice-metric search 295.5; litomo's Vo 295.85, entropy 295.78
+    assert abs(res.vo_px - 295.5) <= 0.75
+    assert abs(res.entropy_px - 295.5) <= 0.75
+    assert res.agree and abs(res.vo_px - res.entropy_px) <= 0.25  # measured 0.07 px apart
     mine = reconstruct_slab(p[:, :1], s.angles_deg, res.center_px)[0]
     sino = np.ascontiguousarray(p[:, 0, :])
     # measured 0.992 (algotom's astra wrapper); algotom's own numba FBP gave 0.994 (not run: slow to compile)
@@ -71,7 +72,10 @@ def test_dendrite_sinogram(shared_data):
     res = reconstruct_series(series, ReconstructionConfig(bin=4, zingers=False))
     c = res.center
     assert abs(res.info["center_px_unbinned"] - 627.75) <= 4.0  # algotom Vo on the full-width sinogram: 627.75
-    assert abs(c.vo_px - c.entropy_px) <= 1.0  # binned pixels
+    # binned pixels; measured 1.01: Vo's metric is flat on this truncated sinogram (test_recon_center_fbp)
+    assert abs(c.vo_px - c.entropy_px) <= 1.5
+    # the entropy centre unbinned vs algotom's slice-metric searches at bin 2 (629.0-630.0 px): 629.3
+    assert abs(c.entropy_px * 4 + 1.5 - 629.5) <= 1.5
     assert res.volume.shape[0] == 1 and np.isfinite(res.volume).all()
     # not asserted: correlation with algotom's astra FBP is 0.91 at bin 2 (sample wider than the
     # detector; edge padding here vs none in algotom changes the low frequencies)

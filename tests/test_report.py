@@ -73,7 +73,11 @@ def make_run_dir(out: Path, *, with_volumes: bool = True, bad_pair: bool = True)
             vdir = out / "volumes" / s
             write_ome_zarr(vdir / "li.ome.zarr", Volume(x, VOXEL_UM, {"name": "li"}))
             write_ome_zarr(vdir / "labels.ome.zarr", Volume(labels, VOXEL_UM, {"name": "particles"}))
-        ctx.append(state_context(s, x, am.astype(float), labels, VOXEL_UM, poor_max=0.6, rich_min=0.9, bins=bins))
+        # binder on the particles' faces in the upper half of the volume (the CBD-contact figure)
+        phases = np.where(am, 1, 0)
+        phases[~am & ndi.binary_dilation(am) & (np.indices(SHAPE)[0] < SHAPE[0] // 2)] = 2
+        ctx.append(state_context(s, x, am.astype(float), labels, VOXEL_UM, poor_max=0.6, rich_min=0.9, bins=bins,
+                                 phases=phases, cbd_source="sample.labels"))
         if with_volumes:
             write_ome_zarr(vdir / "li_projection.ome.zarr", Volume(ctx[-1].map_2d[None], VOXEL_UM))
         xa = x[am]
@@ -446,3 +450,17 @@ def test_view_rejects_dir_without_volumes(tmp_path):
     res = CliRunner().invoke(app, ["view", str(tmp_path), "--export-vti"])
     assert res.exit_code != 0
     assert "volumes" in str(res.exception) + res.output
+
+
+def test_glance_names_the_background_law_and_its_shift():
+    """Issue 16 item 3: the report says which background law the map used and how far it moved
+    the mean x_Li (from run.json's ``background``)."""
+    from litomo.report.html import glance_limap
+
+    bg = {"law": "tabulated", "composition": "LiNi0.8Mn0.1Co0.1O2", "effective_exponent": 2.7,
+          "mean_li_shift": {"I": -0.016, "II": -0.022}}
+    out = glance_limap({"background": bg}, {})
+    assert out == ["Matrix background: tabulated law for LiNi0.8Mn0.1Co0.1O2; it moved the mean x_Li by "
+                   "-0.016 (I), -0.022 (II)."]
+    assert glance_limap({"background": {**bg, "law": "none", "mean_li_shift": {}}}, {}) == [
+        "Matrix background: none (plain edge ratio)."]

@@ -110,3 +110,27 @@ def test_bad_inputs_exit_2(files, tmp_path, capsys):
         code, out = _run(["segment", *args, "--out", str(tmp_path / "o"), "-q"], capsys)
         assert code == 2, args
         assert msg in out.err, out.err
+
+
+def test_missing_zarr_chunk_and_unknown_phase_value_exit_2(tmp_path, capsys):
+    """Issue 18's bad input: an OME-Zarr grey volume with a chunk missing (segment reads it
+    lazily: refused before anything is written) and a label volume with an unexpected phase
+    value (tortuosity): one line on stderr, exit 2, no output folder left behind."""
+    from litomo.io.omezarr import write_ome_zarr
+    from litomo.volume import Volume
+
+    grey = np.random.default_rng(0).normal(100, 20, (32, 32, 32)).astype(np.float32)
+    store = write_ome_zarr(tmp_path / "grey.ome.zarr", Volume(grey, 1.0), chunks=(16, 16, 16))
+    chunk = next(p for p in (store / "0").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()
+    code, out = _run(["segment", str(store), "--method", "multi-otsu", "--out", str(tmp_path / "o"), "-q"], capsys)
+    assert code == 2 and "1 of 8 chunks are missing" in out.err and out.err.count("\n") == 1, out.err
+    assert not (tmp_path / "o").exists()
+
+    lab = np.zeros((16, 16, 16), np.uint8)
+    lab[:, :, 8:] = 1
+    lab[0, 0, 0] = 7
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    code, out = _run(["tortuosity", str(tmp_path / "lab.tif"), "--voxel-size-um", "1"], capsys)
+    assert code == 2 and "values not in the phase mapping" in out.err and ": 7." in out.err, out.err
+    assert out.err.count("\n") == 1

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from litomo import elastix
+from litomo import elastix, register_worker
 from litomo.elastix import ParameterMaps
 from litomo.errors import DataError, LitomoError
 from litomo.volume import as_voxel_size
@@ -339,14 +339,16 @@ def register_pair(
     >>> np.round(res.translation_vox, 1)  # doctest: +SKIP
     array([ 1.5, -2. ,  1. ])
     """
+    if (w := register_worker.active()) is not None:  # itk stays out of this process
+        return w.call(register_pair, fixed, moving, params=params, voxel_size_um=voxel_size_um, fixed_mask=fixed_mask,
+                      resample=resample)
     p = (params or RegistrationParams()).validated()
     fixed = _check_image(fixed, "fixed image")
     moving = _check_image(moving, "moving image")
     if fixed.shape != moving.shape:
         raise DataError(f"fixed and moving images differ in shape: {fixed.shape} vs {moving.shape}")
-    for name, a in (("fixed", fixed), ("moving", moving)):
-        if float(np.ptp(a)) == 0.0:
-            raise DataError(f"the {name} image is constant; there is nothing to register")
+    if (name := next((n for n, a in (("fixed", fixed), ("moving", moving)) if float(np.ptp(a)) == 0.0), None)):
+        raise DataError(f"the {name} image is constant; there is nothing to register")
     spacing = _spacing(voxel_size_um, fixed.ndim)
     mask = None
     if fixed_mask is not None:
@@ -449,6 +451,9 @@ def apply_transform(
     --------
     >>> moved_full = apply_transform(full_res, res, voxel_size_um=0.03)  # doctest: +SKIP
     """
+    if (worker := register_worker.active()) is not None:
+        return worker.call(apply_transform, array, result, voxel_size_um=voxel_size_um, order=order,
+                           fill_value=fill_value)
     if isinstance(result, RegistrationResult):
         maps = result.parameter_maps
         default_vs = result.voxel_size_um
@@ -509,7 +514,8 @@ def displacement_field(
     numpy.ndarray
         float32 array of shape ``(ndim, *shape)``; component 0 is the z displacement.
     """
-    itk = elastix.load_itk()
+    from litomo.elastix_field import displacement
+
     if isinstance(result, RegistrationResult):
         maps, vs = result.parameter_maps, voxel_size_um or result.voxel_size_um
     else:
@@ -517,6 +523,13 @@ def displacement_field(
     if vs is None:
         raise LitomoError("displacement_field needs voxel_size_um when given bare parameter maps")
     spacing = _spacing(vs, len(shape))
+    # rigid and B-spline maps are evaluated with numpy: the caller need not load itk for them
+    native = displacement(maps, tuple(int(n) for n in shape), spacing)
+    if native is not None:
+        return native
+    if (worker := register_worker.active()) is not None:
+        return worker.call(displacement_field, maps, shape, voxel_size_um=spacing)
+    itk = elastix.load_itk()
     img = elastix.to_itk(np.zeros(shape, np.float32), spacing)
     field = elastix.deformation_field(img, elastix.parameter_object(elastix.with_grid(maps, tuple(shape), spacing)))
     arr = np.asarray(itk.array_from_image(field), dtype=np.float32)  # (..., ndim) x-first

@@ -54,6 +54,7 @@ def segment(
     chunks: int = typer.Option(None, "--chunks", help="Block edge (voxels) for chunk-wise feature computation; default from --memory-mb."),
     memory_mb: float = typer.Option(512.0, "--memory-mb", help="Memory budget for one block's features (MiB)."),
     n_jobs: int = typer.Option(-1, "--n-jobs", help="Threads for the random forest (-1 = all cores)."),
+    majority: bool = typer.Option(False, "--majority", help="Clean the labels with a strict 3x3x3 majority vote (a voxel takes a class held by >= 14 of its 27 neighbourhood voxels): removes isolated misclassified voxels and one-voxel boundary excursions that inflate surface areas of thin phases such as carbon binder."),
     seed: int = typer.Option(0, "--seed", help="Seed for subsampling and the forest (same seed = identical result)."),
     reference: Path = typer.Option(None, "--reference", help="Reference labelling on the same grid (e.g. FIB-SEM or a hand-labelled sub-volume): adds Dice, IoU and volume-fraction differences per phase to segmentation.json (reference_agreement)."),
     reference_values: str = typer.Option("pore=0,am=1,cbd=2", "--reference-values", help="Which value is which phase in --reference; other values are unlabelled and not compared."),
@@ -74,7 +75,8 @@ def segment(
         method=method.strip().lower(), classifier=classifier.strip().lower(), denoise=_items(denoise), voxel_size_um=voxel_size_um,
         scribble_values=_parse_mapping(scribble_values, "--scribble-values"), phase_order=_items(phase_order),
         sigmas=_parse_floats(sigmas, "--sigmas") if sigmas else None, n_estimators=n_estimators,
-        max_samples_per_class=max_samples, chunks=chunks, memory_mb=memory_mb, n_jobs=n_jobs, seed=seed)
+        max_samples_per_class=max_samples, chunks=chunks, memory_mb=memory_mb, n_jobs=n_jobs, seed=seed,
+        majority=majority)
     result = run_segment(grey_path, out, settings, scribbles_path=scribbles_path, model_path=model_path,
                          reference_path=reference,
                          reference_values=_parse_mapping(reference_values, "--reference-values") if reference else None,

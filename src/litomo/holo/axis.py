@@ -17,7 +17,7 @@ Centres are detector columns from 0 (pixel centres), as in :mod:`litomo.tomo.cen
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,11 +29,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AxisResult:
-    """The rotation axis used and how it was found (``to_json`` goes into ``phase.json``)."""
+    """The rotation axis used and how it was found (``to_json`` goes into ``phase.json``).
+
+    ``curve`` holds the entropy search ``(trial_px, entropy)`` of the automatic centre of a
+    full scan (the report's centre QA figure); None when the axis was given or mirror-matched.
+    """
 
     center_px: float
     method: str
     details: dict[str, Any]
+    curve: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"center_px": self.center_px, "method": self.method, **self.details}
@@ -110,7 +115,8 @@ def find_phase_center(band: np.ndarray, theta_deg: Any, *, half_acquisition: boo
     from litomo.tomo.center import find_center_auto
 
     res = find_center_auto(band, theta_deg)
-    return AxisResult(res.center_px, "vo (entropy check)", {k: v for k, v in res.to_json().items() if k != "center_px"})
+    return AxisResult(res.center_px, "vo (entropy check)", {k: v for k, v in res.to_json().items() if k != "center_px"},
+                      curve=(np.asarray(res.trial_px, float), np.asarray(res.entropy, float)))
 
 
 def _mirror_mismatch(top: np.ndarray, bottom: np.ndarray, c: float, margin: int) -> float:

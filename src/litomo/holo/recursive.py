@@ -90,8 +90,11 @@ class RecursivePaganin:
 
 
 def build_retriever(shape: tuple[int, int], distances_mm, energy_kev: float, pixel_um: float,
-                    settings: RetrievalSettings) -> PhaseRetriever | RecursivePaganin:
+                    settings: RetrievalSettings, detector_px=None) -> PhaseRetriever | RecursivePaganin:
     """The retriever ``settings`` ask for: recursive when ``settings.iterations > 0``.
+
+    ``detector_px`` (the CTF's pixel aperture, :class:`litomo.holo.retrieve.PhaseRetriever`) is
+    used by ``ctf`` only.
 
     Examples
     --------
@@ -99,7 +102,8 @@ def build_retriever(shape: tuple[int, int], distances_mm, energy_kev: float, pix
     >>> type(r).__name__, r(np.ones((1, 16, 16))).shape
     ('RecursivePaganin', (16, 16))
     """
-    base = PhaseRetriever(shape, distances_mm, energy_kev, pixel_um, settings)
+    base = PhaseRetriever(shape, distances_mm, energy_kev, pixel_um, settings,
+                          detector_px if settings.method == "ctf" else None)
     if settings.iterations == 0:
         return base
     return RecursivePaganin(base, distances_mm, energy_kev, pixel_um, settings.iterations)

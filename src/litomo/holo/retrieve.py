@@ -16,7 +16,11 @@ and ``a_j = pi lambda D_j (delta/beta)``:
 * ``ctf`` (Cloetens et al., Appl. Phys. Lett. 75, 1999; Zabler et al., Rev. Sci. Instrum. 76, 2005,
   homogeneous-object form): ``F[I_j - 1] = 2 (sin chi_j + (beta/delta) cos chi_j) F[phi]`` with
   ``chi_j = pi lambda D_j f^2``; Tikhonov-regularised least squares over the distances,
-  ``F[phi] = sum_j H_j F[I_j - 1] / (sum_j H_j^2 + alpha)``.
+  ``F[phi] = sum_j H_j F[I_j - 1] / (sum_j H_j^2 + alpha)``. Given the detector pixel of each
+  distance on the common grid (``detector_px``, the zoom onto that grid), ``H_j`` includes the
+  pixel's aperture ``sinc(w_j f_y) sinc(w_j f_x)`` (``f`` in cycles per common pixel): a less
+  magnified distance integrates over a wider pixel, and a CTF without it averages blurred
+  images of those distances into the sharp one of the closest distance.
 
 Why written here: nabu (MIT) has the single-distance Paganin and a single-distance CTF but no
 multi-distance CTF; hotopy has it but is GPL-3.0 and a 4.7 GB environment (docs/design.md).
@@ -143,6 +147,25 @@ def frequency_squared(shape: tuple[int, int], pixel_um: float) -> np.ndarray:
     return np.add.outer(fy**2, fx**2)
 
 
+def pixel_aperture(shape: tuple[int, int], widths_px: Any, n: int) -> np.ndarray:
+    """Transfer ``sinc(w f_y) sinc(w f_x)`` of a square detector pixel of width ``w`` (common pixels), per distance.
+
+    On the rfft2 grid of ``shape``; ``(n, *rfft shape)``.
+
+    Examples
+    --------
+    >>> m = pixel_aperture((8, 8), [1.0, 2.0], 2)
+    >>> m.shape, float(m[0, 0, 0]), round(float(m[1, 0, 2]), 3)  # 0.25 cycles/px at width 2: sinc(0.5)
+    ((2, 8, 5), 1.0, 0.637)
+    """
+    w = np.asarray(widths_px, dtype=float).ravel()[:n]
+    if w.size != n or not np.all(w > 0):
+        raise DataError(f"detector pixel widths {list(w)} must be positive, one per distance ({n})")
+    fy = sfft.fftfreq(shape[0])
+    fx = sfft.rfftfreq(shape[1])
+    return np.stack([np.outer(np.sinc(wj * fy), np.sinc(wj * fx)) for wj in w])
+
+
 class PhaseRetriever:
     """Phase retrieval for images of one shape; the filters are computed once.
 
@@ -156,6 +179,10 @@ class PhaseRetriever:
     pixel_um : float
         Effective pixel size (um).
     settings : RetrievalSettings
+    detector_px : sequence of float, optional
+        ``ctf`` only: the detector pixel width of each distance in common pixels (the zoom
+        factors :attr:`litomo.holo.align.DistanceAlignment.scale`); the CTF then models each
+        pixel's aperture. None: point sampling.
 
     Examples
     --------
@@ -165,7 +192,7 @@ class PhaseRetriever:
     """
 
     def __init__(self, shape: tuple[int, int], distances_mm: Any, energy_kev: float, pixel_um: float,
-                 settings: RetrievalSettings) -> None:
+                 settings: RetrievalSettings, detector_px: Any = None) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
         self.settings = settings
         d_um = np.asarray(distances_mm, dtype=float).ravel() * 1e3
@@ -181,6 +208,8 @@ class PhaseRetriever:
         if settings.method == "ctf":
             chi = np.pi * lam * d_um[:, None, None] * f2[None]
             h = 2.0 * (np.sin(chi) + np.cos(chi) / db)
+            if detector_px is not None:
+                h = h * pixel_aperture(self.pad_shape, detector_px, d_um.size)
             alpha = settings.regularization * d_um.size * (2.0 / db) ** 2
             self._weights = (h / (np.sum(h * h, axis=0) + alpha)).astype(np.float32)
         else:
@@ -255,5 +284,5 @@ def retrieve_phase(intensities: np.ndarray, geometry: HoloGeometry, settings: Re
     if stack.ndim != 3 or stack.shape[0] != geometry.n_distances:
         raise DataError(f"expected ({geometry.n_distances}, ny, nx) images, got shape {stack.shape}")
     r = PhaseRetriever(stack.shape[1:], geometry.propagation_distance_mm, geometry.energy_kev,
-                       geometry.common_pixel_um, settings)
+                       geometry.common_pixel_um, settings, geometry.scale_to_common if settings.method == "ctf" else None)
     return r(stack)

@@ -26,6 +26,11 @@ class SampleSpec:
     composition: str | None = None
     #: the z face on the separator side, "z_min" (z = 0) or "z_max": depth profiles start there
     separator_side: str = "z_min"
+    #: optional phase label volume on the full-resolution grid of every state's post-edge (highest
+    #: energy) volume, e.g. from `litomo segment`: its ``cbd_value`` voxels are the carbon-binder
+    #: domain of the Li-versus-CBD contact analysis (otherwise a post-edge threshold, issue 16)
+    labels: Path | None = None
+    cbd_value: int = 2
 
 
 @dataclass(frozen=True)

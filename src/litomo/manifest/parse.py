@@ -23,7 +23,7 @@ from litomo.manifest.model import (
     XanesSpec,
 )
 
-_SAMPLE_KEYS = ("name", "voxel_size_um", "expected", "composition", "separator_side")
+_SAMPLE_KEYS = ("name", "voxel_size_um", "expected", "composition", "separator_side", "labels", "cbd_value")
 _XANES_KEYS = (
     "pre_edge_ev", "edge_ev", "post_edge_ev", "energy_shift_ev",
     "reference_pristine", "reference_charged", "li_pristine", "li_charged", "energy_unit",
@@ -82,8 +82,17 @@ def _parse_sample(ctx: FieldReader, t: dict) -> SampleSpec:
             raise ctx.err(f"volume fractions am + cbd + pore must sum to 1, got {sum(fr):.3f}", "sample.expected")
     composition = _parse_composition(ctx, t["composition"]) if "composition" in t else None
     side = ctx.string(t.get("separator_side", "z_min"), "sample.separator_side", choices=SEPARATOR_SIDES)
+    labels = ctx.file(t["labels"], "sample.labels") if "labels" in t else None
+    cbd_value = 2
+    if "cbd_value" in t:
+        if labels is None:
+            raise ctx.err("cbd_value names the binder's value in sample.labels, which is missing", "sample.cbd_value")
+        v = t["cbd_value"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ctx.err(f"expected a non-negative integer label value, got {v!r}", "sample.cbd_value")
+        cbd_value = v
     return SampleSpec(name=name, voxel_size_um=voxel, expected=expected,  # type: ignore[arg-type]
-                      composition=composition, separator_side=side)
+                      composition=composition, separator_side=side, labels=labels, cbd_value=cbd_value)
 
 
 def _parse_composition(ctx: FieldReader, value: Any) -> str:

@@ -101,6 +101,9 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     _kv_optional(kv, "composition", s.composition)
     if s.separator_side != "z_min":
         kv("separator_side", s.separator_side)
+    if s.labels is not None:
+        kv("labels", _rel(Path(s.labels), base))
+        kv("cbd_value", int(s.cbd_value))
     x = manifest.xanes
     lines += ["", "[xanes]"]
     for key in ("pre_edge_ev", "edge_ev", "post_edge_ev"):

@@ -139,6 +139,25 @@ def _pct(v: float) -> str:
     return f"{100 * v:.0f} %"
 
 
+def background_sentence(bg: dict[str, Any] | None) -> str | None:
+    """Which matrix-background law the map used and how far it moved each state's mean x_Li.
+
+    Examples
+    --------
+    >>> background_sentence({"law": "tabulated", "composition": "LiNi0.8Mn0.1Co0.1O2",
+    ...                      "mean_li_shift": {"I": -0.016, "II": -0.022}})
+    'Matrix background: tabulated law for LiNi0.8Mn0.1Co0.1O2; it moved the mean x_Li by -0.016 (I), -0.022 (II).'
+    """
+    if not bg or not bg.get("law"):
+        return None
+    p = float(bg.get("effective_exponent") or 0.0)
+    law = {"none": "none (plain edge ratio)", "power": f"power law E^-{p:.2f}"}.get(
+        bg["law"], f"{bg['law']} law" + (f" for {bg['composition']}" if bg.get("composition") else ""))
+    shifts = ", ".join(f"{float(v):+.3f} ({k})" for k, v in (bg.get("mean_li_shift") or {}).items()
+                       if v is not None and v == v)
+    return f"Matrix background: {law}" + (f"; it moved the mean x_Li by {shifts}." if shifts else ".")
+
+
 def glance_limap(run: dict[str, Any], tables: dict[str, pd.DataFrame | None]) -> list[str]:
     """Plain-language sentences summarising a Li-mapping run, computed from its tables.
 
@@ -225,6 +244,9 @@ def glance_limap(run: dict[str, Any], tables: dict[str, pd.DataFrame | None]) ->
             else:
                 out.append(f"Particle tracking matched at least {_pct(frac[k])} of the first state's "
                            f"particles in every later state (lowest: {m['state'].iloc[k]}).")
+    bg = background_sentence(run.get("background"))
+    if bg:
+        out.append(bg)
     n_warn = len(run.get("warnings") or [])
     if n_warn:
         out.append(f"The run raised {n_warn} warning{'s' if n_warn > 1 else ''} (listed below).")

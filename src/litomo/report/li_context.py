@@ -36,6 +36,12 @@ CONTEXT_FIGURES: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Mean Li of each particle next to its own internal pores and enclosed cracks against its bulk "
         "(dashed: equal). Points below the line: the void surfaces are delithiated ahead of the bulk, as "
         "an extra reacting surface would be."),
+    "li_cbd_contact": (
+        "Li at carbon-binder contacts", ("li_context",),
+        "Mean Li of each particle's surface voxels that touch the carbon-binder domain against its free "
+        "surface voxels (dashed: equal; colour: share of the surface touching CBD). The CBD comes from "
+        "[sample] labels or a post-edge threshold (tables/li_projection.csv: cbd_source); binder films "
+        "thinner than a quarter of a map voxel are not seen."),
 }
 
 
@@ -72,6 +78,10 @@ def context_unavailable(name: str, tables: Mapping[str, pd.DataFrame | None], ex
     lc = tables.get("li_context")
     if name == "li_voids" and lc is not None and not (lc.get("n_near_void", pd.Series(dtype=float)) > 0).any():
         return "no particle has an internal void in the Li map"
+    if name == "li_cbd_contact" and lc is not None and not (lc.get("cbd_contact_fraction",
+                                                                    pd.Series(dtype=float)) > 0).any():
+        return ("no CBD mask: the post-edge image does not separate binder from pores "
+                "(give [sample] labels with cbd_value)")
     return None
 
 
@@ -79,6 +89,8 @@ def draw_context(name: str, tables: Mapping[str, Any], extra: Mapping[str, Any])
     """Figure ``name`` of :data:`CONTEXT_FIGURES` from the run's tables and ``extra`` (:func:`context_extra`)."""
     if name == "li_voids":
         return void_figure(tables["li_context"])
+    if name == "li_cbd_contact":
+        return cbd_figure(tables["li_context"])
     p = extra.get("parameters", {})
     return projection_figure(extra["li_maps"], extra["li_projection_maps"], tables["li_projection_hist"],
                              poor_max=float(p.get("li_poor_max", 0.6)), rich_min=float(p.get("li_rich_min", 0.9)))
@@ -167,5 +179,40 @@ def void_figure(li_context: pd.DataFrame) -> Figure:
     return fig
 
 
-__all__ = ["CONTEXT_FIGURES", "context_extra", "context_unavailable", "draw_context", "projection_figure",
-           "read_projection_maps", "void_figure"]
+def cbd_figure(li_context: pd.DataFrame) -> Figure:
+    """Per particle touching CBD: mean x_Li of its CBD-contact surface against its free surface.
+
+    Parameters
+    ----------
+    li_context : DataFrame
+        ``tables/li_context.csv``: ``state, mean_li_cbd_contact, mean_li_free_surface,
+        cbd_contact_fraction``.
+
+    Returns
+    -------
+    Figure
+        One panel per state, points coloured by the particle's CBD-contact share.
+    """
+    from matplotlib.figure import Figure
+
+    from litomo.report.figures import LI_LABEL
+
+    df = li_context[li_context["cbd_contact_fraction"] > 0]
+    groups = list(df.groupby(df["state"].astype(str), sort=False))
+    fig = Figure(figsize=(4.2 * max(len(groups), 1) + 0.8, 4.0), layout="constrained")
+    axs = np.atleast_1d(fig.subplots(1, max(len(groups), 1), squeeze=False)[0])
+    sc = None
+    for ax, (name, g) in zip(axs, groups, strict=False):
+        sc = ax.scatter(g["mean_li_free_surface"], g["mean_li_cbd_contact"], c=g["cbd_contact_fraction"], s=16,
+                        vmin=0.0, vmax=1.0, cmap="viridis", edgecolors="0.2", linewidths=0.3)
+        ax.plot([0.0, 1.1], [0.0, 1.1], color="0.5", lw=0.8, ls="--")
+        ax.set_title(f"state {name}", fontsize=9)
+        ax.set_xlabel(f"free surface mean {LI_LABEL}")
+    axs[0].set_ylabel(f"CBD-contact surface mean {LI_LABEL}")
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axs), label="share of surface touching CBD", shrink=0.8)
+    return fig
+
+
+__all__ = ["CONTEXT_FIGURES", "cbd_figure", "context_extra", "context_unavailable", "draw_context",
+           "projection_figure", "read_projection_maps", "void_figure"]

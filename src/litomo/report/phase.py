@@ -1,4 +1,4 @@
-"""Figures of a ``litomo phase`` run: holograms per distance, retrieved phase, a slice, histogram."""
+"""Figures of a ``litomo phase`` run: holograms per distance, retrieved phase, a slice, histogram, axis QA."""
 
 from __future__ import annotations
 
@@ -74,13 +74,58 @@ def slice_and_histogram(volume: np.ndarray, voxel_size_um: float, *, classes: in
     return fig
 
 
+def axis_figure(axis: Any, sinogram_row: np.ndarray | None = None) -> Figure:
+    """Centre-of-rotation QA: the entropy search around Vo's estimate, its checks, the axis used.
+
+    ``axis`` is a :class:`litomo.holo.axis.AxisResult`. With an entropy curve (automatic centre
+    of a full scan) the figure is :func:`litomo.report.recon.center_figure` plus the independent
+    opposite-view estimate; otherwise (axis given, or half acquisition) it shows the axis on
+    ``sinogram_row`` (one phase sinogram, angles x columns) when given.
+
+    Examples
+    --------
+    >>> from litomo.holo.axis import AxisResult
+    >>> ax = AxisResult(4.2, "vo (entropy check)", {"vo_px": 4.2, "opposite_px": 4.3},
+    ...                 curve=(np.arange(8.0), np.abs(np.arange(8.0) - 4)))
+    >>> len(axis_figure(ax).axes)
+    1
+    """
+    from litomo.report.recon import center_figure
+
+    d = axis.details
+    if axis.curve is not None:
+        fig = center_figure(axis.curve[0], axis.curve[1], float(d.get("vo_px", axis.center_px)), axis.center_px)
+        if d.get("opposite_px") is not None:
+            fig.axes[0].axvline(float(d["opposite_px"]), color="C2", ls=":",
+                                label=f"opposite views {float(d['opposite_px']):.2f}")
+            fig.axes[0].legend()
+        return fig
+    fig = Figure(figsize=(5.0, 3.5), layout="constrained")
+    a = fig.subplots()
+    if sinogram_row is not None:
+        a.imshow(sinogram_row, cmap="gray", aspect="auto")
+        a.set(xlabel="detector column (px)", ylabel="projection")
+    c = float(d.get("center_stitched_px", axis.center_px))  # half acquisition: the stitched sinogram's column
+    a.axvline(c, color="C1", lw=1, label=f"axis {c:.2f} px ({axis.method})")
+    a.legend(loc="upper right", fontsize=7)
+    a.set_title("rotation axis")
+    return fig
+
+
 def phase_figures(result: Any, figures_dir: str | os.PathLike, z1_mm: Any) -> dict[str, Path]:
-    """Write both figures of a :class:`litomo.workflows.phase.PhaseResult` as PNG/SVG."""
+    """Write the figures of a :class:`litomo.workflows.phase.PhaseResult` as PNG/SVG."""
     out = {}
     fig = hologram_panel(result.example_images, result.example_phase, z1_mm)
     out["holograms"] = save_figure(fig, figures_dir, "phase_projections")["png"]
     fig = slice_and_histogram(np.asarray(result.volume.array), result.volume.voxel_size_um[0])
     out["slice_histogram"] = save_figure(fig, figures_dir, "phase_slice_histogram")["png"]
+    if result.axis is not None:
+        sino = result.outputs.get("phase_projections")
+        row = None
+        if sino is not None and Path(sino).is_file():
+            p = np.load(sino, mmap_mode="r")
+            row = np.asarray(p[:, p.shape[1] // 2, :])
+        out["rotation_axis"] = save_figure(axis_figure(result.axis, row), figures_dir, "phase_rotation_axis")["png"]
     return out
 
 
@@ -102,10 +147,14 @@ def phase_report_html(record: dict[str, Any], pngs: dict[str, bytes]) -> str:
                "magnification": g.get("magnification"), "Fresnel number": g.get("fresnel_number"),
                "voxel size (um)": record.get("voxel_size_um"), "projections": record.get("n_angles"),
                "alignment shift (px)": al.get("shift_px"), "alignment scale": al.get("scale"),
-               "alignment NCC": al.get("correlation")}
+               "alignment NCC": al.get("correlation"), **_axis_rows(record.get("center") or {})}
     captions = {
         "holograms": "One flat-corrected projection per distance on the common grid (Fresnel-scaled and "
                      "aligned), and its retrieved phase.",
+        "rotation_axis": "Centre-of-rotation QA: for an automatic axis, the slice entropy over trial centres "
+                         "around Vo's estimate (minimum = sharpest slice) and the independent opposite-view "
+                         "estimate; for a given or half-acquisition axis, the axis drawn on the middle "
+                         "row's phase sinogram.",
         "slice_histogram": "Central slice of the reconstructed delta (x 1e6) and the grey histogram with "
                            "the class peaks (blue) and multi-Otsu thresholds (red): pore, carbon-binder, "
                            "active material from low to high delta.",
@@ -119,10 +168,25 @@ def phase_report_html(record: dict[str, Any], pngs: dict[str, bytes]) -> str:
             + "\n".join(body) + "</body></html>\n")
 
 
+def _axis_rows(center: dict[str, Any]) -> dict[str, Any]:
+    """Summary-table rows of the rotation axis (``phase.json`` "center")."""
+    if not center:
+        return {}
+    rows: dict[str, Any] = {"rotation axis (px)": round(float(center["center_px"]), 2), "axis method": center.get("method")}
+    if center.get("check_method"):
+        check = center.get("opposite_px") if center["check_method"] == "opposite" else center.get("entropy_px")
+        rows["axis check"] = (f"Vo {center['vo_px']:.2f} vs {center['check_method']} {check:.2f} px: "
+                              + ("agree" if center.get("agree") else "DISAGREE, check the figure or give --center-px"))
+    if "center_stitched_px" in center:
+        rows["axis in stitched sinogram (px)"] = round(float(center["center_stitched_px"]), 2)
+    return rows
+
+
 def write_phase_report(rd: Any, result: Any, z1_mm: Any) -> dict[str, str]:
     """Figures (``rd.figures``) and ``report.html`` of a phase run in an open :class:`~litomo.io.rundir.RunDir`.
 
-    Returns the written files by name (``holograms``, ``slice_histogram``, ``report_html``).
+    Returns the written files by name (``rotation_axis``, ``holograms``, ``slice_histogram``,
+    ``report_html``).
     """
     from litomo.io.atomic import write_text_atomic
 

@@ -104,6 +104,7 @@ class PhaseResult:
     example_images: np.ndarray  # (n_distances, ny, nx): one projection per distance, common grid
     example_phase: np.ndarray  # (ny, nx) retrieved phase of that projection, rad
     record: dict[str, Any]
+    axis: AxisResult | None = None  # the rotation axis used, with the centre search (report QA)
 
 
 def check_scan(scan: HoloScan, geometry: HoloGeometry) -> None:
@@ -146,7 +147,7 @@ def _retrieve_all(scan: HoloScan, geometry: HoloGeometry, settings: RetrievalSet
             stack = np.stack([stitch_opposite_views(a, b, half[1])[0] for a, b in zip(stack, other, strict=True)])
         if retriever is None:
             retriever = build_retriever(stack.shape[1:], geometry.propagation_distance_mm, geometry.energy_kev,
-                                        geometry.common_pixel_um, settings)
+                                        geometry.common_pixel_um, settings, detector_px=alignment.scale)
             sino = np.lib.format.open_memmap(sino_path, mode="w+", dtype=np.float32, shape=(n_out, *stack.shape[1:]))
         phi = retriever(stack)
         sino[i] = -phi  # line integral of k * delta, radians
@@ -214,7 +215,7 @@ def _phase_volume(scan: HoloScan, geometry: HoloGeometry, settings: RetrievalSet
         sino, ex_img, ex_phi = _retrieve_all(scan, geometry, settings, alignment, sino_path, progress,
                                              half=(theta180.size - 1, axis.center_px))
         c_stitched = stitched_center(scan.image_shape[1], axis.center_px)
-        axis = AxisResult(axis.center_px, axis.method, {**axis.details, "center_stitched_px": c_stitched})
+        axis = AxisResult(axis.center_px, axis.method, {**axis.details, "center_stitched_px": c_stitched}, axis.curve)
         delta = _reconstruct(sino, theta180, c_stitched, geometry, stitched=True, out_path=work / "delta_x1e6.npy",
                              progress=progress)
         return sino, ex_img, ex_phi, delta, axis
@@ -323,7 +324,7 @@ def run_phase(scan: HoloScan, geometry: HoloGeometry, settings: RetrievalSetting
         outputs["phase_projections"] = str(sino_path)
         del sino
         record = _record(geometry, settings, alignment, theta, axis, opt.half_acquisition, outputs)
-        result = PhaseResult(vol, outputs, alignment, ex_img, ex_phi, record)
+        result = PhaseResult(vol, outputs, alignment, ex_img, ex_phi, record, axis)
         if opt.figures:
             from litomo.report.phase import write_phase_report
 

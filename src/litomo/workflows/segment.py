@@ -33,6 +33,10 @@ from litomo.workflows.stage import stage
 log = logging.getLogger(__name__)
 
 METHODS = ("forest", "multi-otsu")
+#: random voxels behind the Otsu separability figure and the multi-Otsu thresholds (a fixed
+#: cost of the streamed path: ~28 bytes per sample for the indices, their order and values)
+OTSU_SAMPLES = 2_000_000
+MULTI_OTSU_SAMPLES = 4_000_000
 DENOISE_STEPS = ("nlm", "unsharp", "median")
 
 
@@ -60,6 +64,10 @@ class SegmentSettings:
     n_estimators, max_samples_per_class, chunks, memory_mb, n_jobs, seed
         ``--n-estimators``, ``--max-samples-per-class``, ``--chunks``, ``--memory-mb``,
         ``--n-jobs``, ``--seed``.
+    majority : bool
+        ``--majority``: a strict 3x3x3 majority vote on the labels after classification
+        (:func:`litomo.segment.cleanup.majority_filter`); the probability maps stay the
+        classifier's own.
     """
 
     method: str = "forest"
@@ -75,6 +83,7 @@ class SegmentSettings:
     memory_mb: float = 512.0
     n_jobs: int = -1
     seed: int = 0
+    majority: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -98,7 +107,7 @@ class SegmentSettings:
 class SegmentResult:
     """Labels (canonical codes 0 pore, 1 AM, 2 CBD), the report (``segmentation.json``), the model."""
 
-    labels: np.ndarray
+    labels: Any  # ndarray from segment_volume, dask array from segment_streamed / run_segment
     report: dict[str, Any]
     model: Any | None = None
     out_dir: Path | None = None
@@ -142,13 +151,18 @@ def _load_model(model_path: Path, settings: SegmentSettings) -> tuple[Any, tuple
 def _prepare(grey: np.ndarray, steps: tuple[str, ...], settings: SegmentSettings,
              report: dict[str, Any]) -> np.ndarray:
     from litomo.denoise import denoise_pipeline, otsu_interclass_variance
+    from litomo.workflows.segment_stream import sample_values
 
-    before = otsu_interclass_variance(grey, seed=settings.seed)
+    def separability(g: np.ndarray) -> float:
+        return otsu_interclass_variance(sample_values(g, OTSU_SAMPLES, settings.seed, depth=g.shape[0]),
+                                        max_samples=OTSU_SAMPLES, seed=settings.seed)
+
+    before = separability(grey)
     report["otsu_interclass_variance"] = {"before": before, "after": before}
     if steps:
         grey, record = denoise_pipeline(grey, steps, chunks=settings.chunks, return_record=True)
         report["parameters"]["denoise_steps"] = record
-        report["otsu_interclass_variance"]["after"] = otsu_interclass_variance(grey, seed=settings.seed)
+        report["otsu_interclass_variance"]["after"] = separability(grey)
     return grey
 
 
@@ -173,10 +187,26 @@ def _train(grey: np.ndarray, scribbles: np.ndarray, settings: SegmentSettings, s
     return model
 
 
-def _forest_labels(grey: np.ndarray, model: Any, settings: SegmentSettings, report: dict[str, Any],
-                   progress: ProgressCallback | None, store: Path | None = None) -> np.ndarray:
+def _phase_lut(model: Any) -> np.ndarray:
+    """Scribble value -> canonical phase code."""
+    lut = np.zeros(int(max(model.classes_.max(), 0)) + 1, dtype=np.uint8)
+    for c, name in model.class_names.items():
+        lut[int(c)] = PHASE_CODES[name]
+    return lut
+
+
+def _record_model(model: Any, report: dict[str, Any]) -> None:
+    names = model.class_names
     report["parameters"]["feature_params"] = model.feature_params
     report["parameters"]["classifier"] = type(model.classifier).__name__
+    report["validation"] = model.validation
+    report["validation_accuracy"] = model.validation_accuracy
+    report["validation_accuracy_per_class"] = {names[c]: a for c, a in model.validation_accuracy_per_class.items()}
+    report["training_samples_per_class"] = {names[c]: n for c, n in model.n_samples_per_class.items()}
+
+
+def _forest_labels(grey: np.ndarray, model: Any, settings: SegmentSettings, report: dict[str, Any],
+                   progress: ProgressCallback | None, store: Path | None = None) -> np.ndarray:
     if store is None:
         pred = model.predict(grey, chunks=settings.chunks, progress=progress, memory_mb=settings.memory_mb,
                              n_jobs=settings.n_jobs)
@@ -186,15 +216,8 @@ def _forest_labels(grey: np.ndarray, model: Any, settings: SegmentSettings, repo
         model.predict_to_zarr(grey, store, chunks=settings.chunks, memory_mb=settings.memory_mb,
                               n_jobs=settings.n_jobs, progress=progress)
         pred = zarr.open_group(str(store), mode="r")["labels"][...]
-    lut = np.zeros(int(max(model.classes_.max(), 0)) + 1, dtype=np.uint8)
-    for c, name in model.class_names.items():
-        lut[int(c)] = PHASE_CODES[name]
-    names = model.class_names
-    report["validation"] = model.validation
-    report["validation_accuracy"] = model.validation_accuracy
-    report["validation_accuracy_per_class"] = {names[c]: a for c, a in model.validation_accuracy_per_class.items()}
-    report["training_samples_per_class"] = {names[c]: n for c, n in model.n_samples_per_class.items()}
-    return lut[pred]
+    _record_model(model, report)
+    return _phase_lut(model)[pred]
 
 
 def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np.ndarray | None = None,
@@ -227,7 +250,6 @@ def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np
     """
     from litomo.segment.features import check_grey
     from litomo.segment.forest import am_fraction_sensitivity
-    from litomo.segment.threshold import multi_otsu_labels
 
     t0 = time.perf_counter()
     check_grey(grey, "the greyscale volume")
@@ -237,8 +259,7 @@ def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np
     grey = _prepare(grey, steps, settings, report)
     if settings.method == "multi-otsu":
         report["parameters"]["phase_order"] = list(settings.phase_order)
-        labels = multi_otsu_labels(grey, classes=len(settings.phase_order), order=settings.phase_order,
-                                   seed=settings.seed)
+        labels = _otsu_coder(grey, settings, grey.shape[0])(grey)
     else:
         if model is None:
             if scribbles is None:
@@ -248,6 +269,11 @@ def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np
                                         n_estimators=settings.n_estimators,
                                         max_samples_per_class=settings.max_samples_per_class)
         labels = _forest_labels(grey, model, settings, report, progress, prediction_store)
+    if settings.majority:
+        from litomo.segment.cleanup import majority_filter
+
+        labels = majority_filter(labels, len(PHASE_CODES))
+        report["parameters"]["majority"] = True
     present = set(np.unique(labels).tolist())
     keep = set(settings.phase_order) if settings.method == "multi-otsu" else set()
     report["volume_fractions"] = {name: float((labels == code).mean()) for name, code in PHASE_CODES.items()
@@ -258,13 +284,123 @@ def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np
     return SegmentResult(labels=labels, report=report, model=model)
 
 
+def _block_and_slab(grey: Any, model: Any, settings: SegmentSettings) -> tuple[tuple[int, int, int], int]:
+    """Prediction block shape (also the staged store's chunks) and the z-slab depth of reads."""
+    from litomo.segment.blocks import normalise_chunks
+    from litomo.segment.features import DEFAULT_SIGMAS, feature_halo, feature_names, feature_params
+    from litomo.workflows.segment_stream import slab_depth
+
+    params = model.feature_params if model is not None else feature_params(settings.sigmas or DEFAULT_SIGMAS)
+    halo = feature_halo(params["sigmas"], structure_tensor=params["structure_tensor"])
+    shape = tuple(int(n) for n in grey.shape)
+    block = normalise_chunks(settings.chunks, shape, halo, len(feature_names(params)) + 3, settings.memory_mb)
+    return block, slab_depth(shape, max(np.dtype(grey.dtype).itemsize, 4), settings.memory_mb)
+
+
+def _otsu_coder(grey: Any, settings: SegmentSettings, depth: int) -> Any:
+    """Multi-Otsu thresholds from the voxel sample; returns grey -> canonical codes."""
+    from litomo.segment.threshold import multi_otsu_thresholds
+    from litomo.workflows.segment_stream import otsu_coder, sample_values
+
+    sample = sample_values(grey, MULTI_OTSU_SAMPLES, settings.seed, depth=depth)
+    thresholds = multi_otsu_thresholds(sample.reshape(1, 1, -1), len(settings.phase_order),
+                                       max_samples=MULTI_OTSU_SAMPLES, seed=settings.seed)
+    return otsu_coder(thresholds, settings.phase_order)
+
+
+def _record_fractions(report: dict[str, Any], counts: np.ndarray, bracket: dict[str, float],
+                      settings: SegmentSettings) -> None:
+    keep = set(settings.phase_order) if settings.method == "multi-otsu" else set()
+    n = float(counts.sum())
+    report["volume_fractions"] = {name: float(counts[code]) / n for name, code in PHASE_CODES.items()
+                                  if counts[code] > 0 or name in keep}
+    if counts[PHASE_CODES["am"]] > 0:
+        report["am_fraction_sensitivity"] = bracket
+
+
+def segment_streamed(grey: Any, settings: SegmentSettings, work: Path, *, scribbles: np.ndarray | None = None,
+                     model: Any | None = None, progress: ProgressCallback | None = None) -> SegmentResult:
+    """:func:`segment_volume` of a lazy (dask) volume, never holding it whole.
+
+    The grey volume is denoised block-wise and staged into ``work/grey.zarr`` (chunks = the
+    prediction blocks); Otsu figures and multi-Otsu thresholds come from the same random
+    voxel sample as in memory (gathered slab by slab); the forest streams labels and
+    probabilities into ``work/prediction.zarr``. ``labels`` of the result is a dask array
+    over that store (or over the staged grey for multi-Otsu). Labels, fractions and figures
+    equal :func:`segment_volume`'s.
+    """
+    from litomo.denoise import otsu_interclass_variance
+    from litomo.segment.features import check_grey
+    from litomo.workflows import segment_stream as ss
+
+    t0 = time.perf_counter()
+    check_grey(grey, "the greyscale volume")
+    steps = settings.denoise or (tuple(model.preprocessing) if model is not None else ())
+    report: dict[str, Any] = {"parameters": {"method": settings.method, "denoise": list(steps),
+                                             "seed": settings.seed}}
+    block, depth = _block_and_slab(grey, model, settings)
+    before = otsu_interclass_variance(ss.sample_values(grey, OTSU_SAMPLES, settings.seed, depth=depth),
+                                      max_samples=OTSU_SAMPLES, seed=settings.seed)
+    report["otsu_interclass_variance"] = {"before": before, "after": before}
+    grey, record = ss.stage_grey(grey, work / "grey.zarr", block, steps)
+    if steps:
+        report["parameters"]["denoise_steps"] = record
+        report["otsu_interclass_variance"]["after"] = otsu_interclass_variance(
+            ss.sample_values(grey, OTSU_SAMPLES, settings.seed, depth=depth), max_samples=OTSU_SAMPLES,
+            seed=settings.seed)
+    import dask.array as da
+    import zarr
+
+    if settings.method == "multi-otsu":
+        report["parameters"]["phase_order"] = list(settings.phase_order)
+        to_labels = _otsu_coder(grey, settings, depth)
+        source = grey
+    else:
+        if model is None:
+            if scribbles is None:
+                raise DataError("--method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model")
+            model = _train(grey, scribbles, settings, steps, progress)
+            report["parameters"].update(scribble_values=dict(settings.scribble_values),
+                                        n_estimators=settings.n_estimators,
+                                        max_samples_per_class=settings.max_samples_per_class)
+        store = model.predict_to_zarr(grey, work / "prediction.zarr", chunks=block, memory_mb=settings.memory_mb,
+                                      n_jobs=settings.n_jobs, progress=progress)
+        _record_model(model, report)
+        lut = _phase_lut(model)
+        source = zarr.open_group(str(store), mode="r")["labels"]
+
+        def to_labels(b: np.ndarray) -> np.ndarray:
+            return lut[b]
+    labels = da.from_zarr(source).map_blocks(to_labels, dtype=np.uint8)
+    if settings.majority:
+        from litomo.segment.cleanup import majority_filter
+
+        # dask's "reflect" boundary mirrors like scipy's, so blocks equal the in-memory filter
+        labels = labels.map_overlap(majority_filter, depth=1, boundary="reflect", dtype=np.uint8,
+                                    n_classes=len(PHASE_CODES))
+        report["parameters"]["majority"] = True
+
+    def region(sl: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(labels[sl]) if settings.majority else to_labels(np.asarray(source[sl]))
+    counts, bracket = ss.label_summary(region, tuple(grey.shape), block)
+    _record_fractions(report, counts, bracket, settings)
+    report["elapsed_s"] = time.perf_counter() - t0
+    return SegmentResult(labels=labels, report=report, model=model)
+
+
 def _read_inputs(grey_path: Path, scribbles_path: Path | None, model_path: Path | None,
                  settings: SegmentSettings) -> tuple[Any, np.ndarray | None, Any, SegmentSettings]:
     from dataclasses import replace
 
     from litomo.io import read_volume
+    from litomo.workflows.segment_stream import slab_depth
 
-    vol = read_volume(grey_path, voxel_size_um=settings.voxel_size_um)
+    # lazily, in z-slabs of at most a quarter of --memory-mb (an OME-Zarr keeps its own chunks)
+    vol = read_volume(grey_path, voxel_size_um=settings.voxel_size_um, lazy=True)
+    depth = slab_depth(vol.shape, max(np.dtype(vol.dtype).itemsize, 4), settings.memory_mb)
+    if max(vol.array.chunks[0]) > depth and not grey_path.name.lower().endswith(".zarr"):
+        vol = read_volume(grey_path, voxel_size_um=settings.voxel_size_um, lazy=True,
+                          chunks=(depth, *vol.shape[1:]))
     scribbles = model = None
     if model_path is not None:
         model, trained = _load_model(model_path, settings)
@@ -283,9 +419,7 @@ def _publish_prediction(path: Path, store: Path, model: Any, vol: Any) -> Path:
     from litomo.io.omezarr import write_ome_zarr
 
     group = zarr.open_group(str(store), mode="r")
-    lut = np.zeros(int(max(model.classes_.max(), 0)) + 1, dtype=np.uint8)
-    for c, name in model.class_names.items():
-        lut[int(c)] = PHASE_CODES[name]
+    lut = _phase_lut(model)
     labels = da.from_zarr(group["labels"])
     prob = da.from_zarr(group["probability"])
     images = {"labels": vol.with_array(labels.map_blocks(lambda b: lut[b], dtype=np.uint8), step="segment")}
@@ -309,7 +443,7 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
     values unlabelled) the report gets ``reference_agreement``
     (:func:`litomo.metrics.agreement.reference_agreement`: Dice, IoU, volume-fraction differences).
     """
-    from litomo.io import write_tiff
+    from litomo.io import read_volume, write_tiff
     from litomo.io.atomic import write_text_atomic
     from litomo.io.rundir import RunDir, to_jsonable
 
@@ -324,21 +458,20 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
             vol, scribbles, model, settings = _read_inputs(grey_path, scribbles_path, model_path, settings)
             ref = None
             if reference_path is not None:  # read and checked before the (long) segmentation
-                from litomo.io import read_volume
-
                 ref = read_volume(reference_path, voxel_size_um=vol.voxel_size_um).numpy()
                 if ref.shape != tuple(vol.shape):
                     raise DataError(f"--reference: shape {ref.shape} differs from the greyscale volume's "
                                     f"{tuple(vol.shape)}")
         store = rd.work / "prediction.zarr" if settings.method == "forest" else None
         with stage(log, "segment", f"segmentation ({settings.method})"):
-            result = segment_volume(vol.numpy(), settings, scribbles=scribbles, model=model, progress=progress,
-                                    prediction_store=store)
-        if ref is not None:
+            result = segment_streamed(vol.array, settings, rd.work, scribbles=scribbles, model=model,
+                                      progress=progress)
+        if ref is not None:  # the one step that holds the labels whole (beside the reference)
             from litomo.metrics.agreement import reference_agreement
 
             with stage(log, "segment", "comparing with the reference"):
-                result.report["reference_agreement"] = reference_agreement(result.labels, ref, reference_values)
+                result.report["reference_agreement"] = reference_agreement(np.asarray(result.labels), ref,
+                                                                           reference_values)
                 result.report["reference_agreement"]["reference"] = str(reference_path)
         params = result.report["parameters"]
         params.update(voxel_size_um=list(vol.voxel_size_um), grey=str(grey_path))
@@ -352,7 +485,8 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
             if store is not None:
                 result.files.append(rd.output("segmentation.ome.zarr"))
                 _publish_prediction(result.files[-1], store, result.model, vol)
-                rd.remove("work")
+            rd.remove("work")  # the staged grey and the prediction store: labels now read from labels.tif
+            result.labels = read_volume(result.files[0], lazy=True).array
             if result.model is not None:
                 result.files.append(rd.output("model.joblib"))
                 result.model.save(result.files[-1])
@@ -365,4 +499,4 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
     return result
 
 
-__all__ = ["SegmentResult", "SegmentSettings", "check_options", "run_segment", "segment_volume"]
+__all__ = ["SegmentResult", "SegmentSettings", "check_options", "run_segment", "segment_streamed", "segment_volume"]

@@ -34,6 +34,7 @@ def particles_from_finer_grid(post_fine: np.ndarray, threshold: float, fine_fact
     restricted to the map's AM mask ``am``; AM voxels that no fine particle reached take the
     nearest particle's label.
     """
+    import fill_voids
     from scipy import ndimage
     from skimage.segmentation import relabel_sequential
 
@@ -46,7 +47,10 @@ def particles_from_finer_grid(post_fine: np.ndarray, threshold: float, fine_fact
     # true particles split below 80 % completeness 22 -> 8 (holes filled) -> 0 (closed too),
     # run particles below 80 % purity 12 -> 1.
     mask = np.asarray(post_fine) > threshold
-    solid = ndimage.binary_fill_holes(ndimage.binary_closing(mask, ndimage.generate_binary_structure(3, 1)) | mask)
+    closed = ndimage.binary_closing(mask, ndimage.generate_binary_structure(3, 1)) | mask
+    # fill_voids fills what scipy's binary_fill_holes does (background not 6-connected to the
+    # faces; equal on the 128^3 and 256^3 phantom grids) with ~2x less CPU
+    solid = fill_voids.fill(closed, in_place=True)
     fine = separate_particles(solid, voxel_size_um=fine_voxel_size_um)
     lab = coarsen_labels(fine, fine_factor, factor, am.shape)
     lab[~am] = 0

@@ -97,16 +97,23 @@ def predicted_edge(pre: np.ndarray, edge: np.ndarray, post: np.ndarray, interior
     """
     from scipy import ndimage as ndi
 
-    pre, edge, post = (np.asarray(a, np.float64) for a in (pre, edge, post))
     inside = np.asarray(interior, bool)
     if not inside.any():
         raise DataError("no particle voxels to predict the edge image from")
-    jump, rise = post - pre, edge - pre
-    r_mean = rise[inside].sum() / jump[inside].sum()
-    num, den = ndi.gaussian_filter(rise, sigma_vox), ndi.gaussian_filter(jump, sigma_vox)
+    # float64 throughout, in place: at a 256^3 grid each temporary is 128 MiB (issue 22)
+    pre = np.asarray(pre, np.float64)
+    jump = np.subtract(post, pre, dtype=np.float64)
+    num = np.subtract(edge, pre, dtype=np.float64)  # the rise, then its smoothed sum
+    r_mean = num[inside].sum() / jump[inside].sum()
+    num = ndi.gaussian_filter(num, sigma_vox)
+    den = ndi.gaussian_filter(jump, sigma_vox)
     ok = den > 0.25 * jump[inside].mean()
-    r = np.where(ok, num / np.where(ok, den, 1.0), r_mean)
-    return (pre + r * jump).astype(np.float32)
+    r = np.divide(num, den, out=num, where=ok)  # the edge fraction r, in num's memory
+    r[~ok] = r_mean
+    del den
+    r *= jump
+    r += pre
+    return r.astype(np.float32)
 
 
 @dataclass
@@ -162,6 +169,16 @@ class RegisterStage(StateStage):
         if not ctx.do_register:
             ctx.report(len(MOVING), len(MOVING), f"{state.name}: register")
             return out
+        from litomo import register_worker
+
+        # elastix in a worker process: its itk import and working memory leave with it
+        with register_worker.session():
+            self._register_all(ctx, state, grid, out, params)
+        return out
+
+    def _register_all(self, ctx: RunContext, state: StateSpec, grid: dict[str, np.ndarray], out: Registration,
+                      params: Any) -> None:
+        p, rf, reg_vs = ctx.manifest.processing, out.register_factor, out.register_voxel_size_um
         self._store(out, "pre_edge", self._register(grid["post_edge"], grid["pre_edge"], params, reg_vs))
         ctx.report(1, len(MOVING), f"{state.name}: register")
         fixed = grid["post_edge"]
@@ -178,7 +195,6 @@ class RegisterStage(StateStage):
             res = self._register(fixed, grid["edge"], params, reg_vs)
         self._store(out, "edge", res)
         ctx.report(2, len(MOVING), f"{state.name}: register")
-        return out
 
     @staticmethod
     def _register(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...]) -> Any:

@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from litomo import __version__
-from litomo.errors import LitomoError
+from litomo.errors import DataError, LitomoError
 from litomo.io.rundir import RunDir, to_jsonable
 from litomo.manifest import Manifest
 from litomo.progress import ProgressCallback
@@ -105,10 +106,31 @@ def prepare_context(manifest: Manifest, opts: RunOptions, progress: ProgressCall
     return _context(manifest, opts, cal, shapes, voxels, progress)
 
 
+def check_sample_labels(manifest: Manifest, shapes: dict[str, Any]) -> None:
+    """``[sample] labels`` (CBD phase for the context stage): readable, integer, every state's shape.
+
+    Checked from the file's header before the output folder is touched, so a wrong file is a
+    one-line error, not a failure after the registration.
+    """
+    from litomo.io import read_volume
+
+    s = manifest.sample
+    if s.labels is None:
+        return
+    lab = read_volume(s.labels, voxel_size_um=s.voxel_size_um, lazy=True).array
+    bad = sorted(n for n, shape in shapes.items() if tuple(shape) != tuple(lab.shape))
+    if bad or not np.issubdtype(lab.dtype, np.integer):
+        raise DataError(f"sample.labels ({s.labels}) must be an integer volume of the states' volume shape "
+                        f"{tuple(shapes[bad[0]]) if bad else tuple(lab.shape)}, got {lab.dtype} {tuple(lab.shape)}")
+
+
 def _context(manifest: Manifest, opts: RunOptions, cal: Any, shapes: dict[str, Any], voxels: dict[str, Any],
              progress: ProgressCallback | None) -> RunContext:
     x = manifest.xanes
+    check_sample_labels(manifest, shapes)
     files = [*(p for st in manifest.states for p in st.volumes), x.reference_pristine, x.reference_charged]
+    if manifest.sample.labels is not None:  # in the checksums: a changed label file is a changed input
+        files.append(manifest.sample.labels)
     do_register = manifest.processing.register if opts.register is None else opts.register
     return RunContext(manifest, opts, cal, bool(do_register), shapes, voxels,
                       {str(p): file_sha256(p) for p in files}, progress)
@@ -226,8 +248,12 @@ def background_record(ctx: RunContext, states: pd.DataFrame) -> dict[str, Any]:
 def regime_record(states: pd.DataFrame, *, limit: float = 0.02) -> tuple[dict[str, Any], str | None]:
     """Per state, whether the map's noise leaves class fractions reliable to ~2 pp, and a warning.
 
-    "noise-limited" when the map's noise is expected to move a class fraction by more than
-    ``limit`` (litomo.xanes.noise.class_fraction_shift: the net flow across the thresholds);
+    The class fractions are deconvolved from the map's noise (litomo.xanes.classes), which
+    removes the net flow across the thresholds (``class_shift_pct``,
+    litomo.xanes.noise.class_fraction_shift) that counting the bins would carry; what is left is
+    their uncertainty: "noise-limited" when twice the largest class-fraction standard deviation
+    (``frac_li_<class>_sd``: the posterior sd, about half the actual scatter) exceeds ``limit``.
+    Without those columns (older tables) the net flow itself decides.
     ``class_uncertainty_pct`` is the gross share of bins near a threshold
     (litomo.xanes.noise.class_uncertainty), whose flows partly cancel.
     """
@@ -235,14 +261,17 @@ def regime_record(states: pd.DataFrame, *, limit: float = 0.02) -> tuple[dict[st
     for row in states.itertuples():
         u = float(getattr(row, "li_class_uncertainty", float("nan")))
         shift = float(getattr(row, "li_class_shift", float("nan")))
-        regime = "noise-limited" if shift > limit else "resolved" if shift == shift else "not estimated"
+        sd = max(float(getattr(row, f"frac_li_{c}_sd", float("nan"))) for c in ("poor", "moderate", "rich"))
+        measure = 2.0 * sd if sd == sd else shift
+        regime = "noise-limited" if measure > limit else "resolved" if measure == measure else "not estimated"
         out[str(row.state)] = {"regime": regime, "class_shift_pct": 100 * shift,
+                               "class_fraction_sd_pct": 100 * sd, "class_error_pct": 100 * measure,
                                "class_uncertainty_pct": 100 * u,
                                "noise_sigma_full_bin": float(getattr(row, "li_noise_sigma_full_bin", float("nan")))}
-    bad = [f"{k} ({v['class_shift_pct']:.1f} points)" for k, v in out.items() if v["regime"] == "noise-limited"]
+    bad = [f"{k} ({v['class_error_pct']:.1f} points)" for k, v in out.items() if v["regime"] == "noise-limited"]
     if not bad:
         return out, None
-    return out, ("noise-limited Li map: the map's noise is expected to move the Li class fractions by "
+    return out, ("noise-limited Li map: the Li class fractions are uncertain by "
                  f"{', '.join(bad)}; image more counts or bin coarser")
 
 

@@ -61,6 +61,25 @@ def _class_uncertainty(li: LiMap, p: ProcessingSpec) -> tuple[float, float]:
             float(class_fraction_shift(li.li, li.li_variance, th)))
 
 
+def _class_fraction_columns(li: LiMap, am_fraction: np.ndarray, p: ProcessingSpec,
+                            summary: dict[str, Any]) -> dict[str, float]:
+    """The states table's class fractions: fractions of the mapped AM volume (bins weighted by
+    their AM fraction) deconvolved from the map's noise (issue 16,
+    :func:`litomo.xanes.classes.deconvolved_class_fractions`), with their standard deviations;
+    the plain counts of mapped bins stay as ``frac_li_<class>_map``."""
+    from litomo.xanes.classes import deconvolved_class_fractions
+
+    names = ("poor", "moderate", "rich")
+    out = {f"frac_li_{c}_map": float(summary[f"frac_li_{c}"]) for c in names}
+    if li.li_variance is None:
+        return out
+    f = deconvolved_class_fractions(li.li, li.li_variance, (p.li_poor_max, p.li_rich_min), weights=am_fraction)
+    for c in names:
+        out[f"frac_li_{c}"] = float(getattr(f, c))
+        out[f"frac_li_{c}_sd"] = float(getattr(f, f"{c}_sd"))
+    return out
+
+
 def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Particles, p: ProcessingSpec,
                      voxel_size_um: tuple[float, float, float], bins: np.ndarray,
                      separator_side: str = "z_min") -> dict[str, pd.DataFrame]:
@@ -85,6 +104,7 @@ def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Par
     x_fill, labels_ext, sliver, x_w = _sliver_fill(x, frac, labels)
     if np.isfinite(mapped.mean_li_global) and np.isfinite(x_w):
         x_w = float(mapped.mean_li_global)
+    summary.update(_class_fraction_columns(li, mapped.am_fraction, p, summary))
     summary["am_volume_um3"] = am_volume
     summary["mean_li_volume_weighted"] = x_w
     summary["total_li_um3"] = x_w * am_volume

@@ -3,6 +3,7 @@ particles, and build the evolution table and the difference maps."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,14 @@ def track_states(names: list[str], load: Callable[[str], StateMaps], voxel_size_
 
     ``load(name)`` gives a state's maps; one state besides the first is held at a time.
     """
+    from litomo import register_worker
+
+    # elastix in a worker process (issue 22): this process need not load itk for the rigid fits
+    with register_worker.session() if do_register and len(names) > 1 else contextlib.nullcontext():
+        return _track(names, load, voxel_size_um, do_register)
+
+
+def _track(names: list[str], load: Callable[[str], StateMaps], voxel_size_um: Any, do_register: bool) -> Tracking:
     from litomo.evolution import difference_map, evolution_table, match_particles, match_summary
     from litomo.register import RegistrationParams, apply_transform, register_pair
 
