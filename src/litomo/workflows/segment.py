@@ -187,6 +187,18 @@ def _train(grey: np.ndarray, scribbles: np.ndarray, settings: SegmentSettings, s
     return model
 
 
+def _model_for(grey: Any, scribbles: np.ndarray | None, model: Any | None, settings: SegmentSettings,
+               steps: tuple[str, ...], progress: ProgressCallback | None, report: dict[str, Any]) -> Any:
+    """The given model, or one trained on the scribbles (its parameters recorded in ``report``)."""
+    if model is not None:
+        return model
+    if scribbles is None:
+        raise DataError("--method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model")
+    report["parameters"].update(scribble_values=dict(settings.scribble_values), n_estimators=settings.n_estimators,
+                                max_samples_per_class=settings.max_samples_per_class)
+    return _train(grey, scribbles, settings, steps, progress)
+
+
 def _phase_lut(model: Any) -> np.ndarray:
     """Scribble value -> canonical phase code."""
     lut = np.zeros(int(max(model.classes_.max(), 0)) + 1, dtype=np.uint8)
@@ -261,13 +273,7 @@ def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np
         report["parameters"]["phase_order"] = list(settings.phase_order)
         labels = _otsu_coder(grey, settings, grey.shape[0])(grey)
     else:
-        if model is None:
-            if scribbles is None:
-                raise DataError("--method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model")
-            model = _train(grey, scribbles, settings, steps, progress)
-            report["parameters"].update(scribble_values=dict(settings.scribble_values),
-                                        n_estimators=settings.n_estimators,
-                                        max_samples_per_class=settings.max_samples_per_class)
+        model = _model_for(grey, scribbles, model, settings, steps, progress, report)
         labels = _forest_labels(grey, model, settings, report, progress, prediction_store)
     if settings.majority:
         from litomo.segment.cleanup import majority_filter
@@ -356,13 +362,7 @@ def segment_streamed(grey: Any, settings: SegmentSettings, work: Path, *, scribb
         to_labels = _otsu_coder(grey, settings, depth)
         source = grey
     else:
-        if model is None:
-            if scribbles is None:
-                raise DataError("--method forest needs scribbles (--labels SCRIBBLES.tif) or a trained --model")
-            model = _train(grey, scribbles, settings, steps, progress)
-            report["parameters"].update(scribble_values=dict(settings.scribble_values),
-                                        n_estimators=settings.n_estimators,
-                                        max_samples_per_class=settings.max_samples_per_class)
+        model = _model_for(grey, scribbles, model, settings, steps, progress, report)
         store = model.predict_to_zarr(grey, work / "prediction.zarr", chunks=block, memory_mb=settings.memory_mb,
                                       n_jobs=settings.n_jobs, progress=progress)
         _record_model(model, report)

@@ -36,6 +36,22 @@ EDGE_TARGET = "predicted"
 EDGE_PREDICTIONS = 1
 
 
+def estimate(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...]) -> Any:
+    """One registration on the estimation grid (transform only, no resampled image)."""
+    from litomo.register import register_pair
+
+    return register_pair(fixed, moving, params=params, voxel_size_um=reg_vs, resample=False)
+
+
+def store_estimate(out: Registration, role: str, res: Any) -> None:
+    """Keep the latest transform of ``role`` in ``out`` (shifts in raw voxels); elapsed times add up."""
+    rf = out.register_factor
+    out.maps[role] = res.parameter_maps
+    out.translation_vox[role] = tuple(float(t * f) for t, f in zip(res.translation_vox, rf, strict=True))
+    out.rotation_deg[role] = float(np.max(np.abs(res.rotation_deg)))
+    out.elapsed_s[role] = out.elapsed_s.get(role, 0.0) + float(res.elapsed_s)
+
+
 def interior_threshold(post_binned: np.ndarray) -> float:
     """Threshold between the particles and the rest on post-edge attenuation (Otsu).
 
@@ -179,36 +195,22 @@ class RegisterStage(StateStage):
     def _register_all(self, ctx: RunContext, state: StateSpec, grid: dict[str, np.ndarray], out: Registration,
                       params: Any) -> None:
         p, rf, reg_vs = ctx.manifest.processing, out.register_factor, out.register_voxel_size_um
-        self._store(out, "pre_edge", self._register(grid["post_edge"], grid["pre_edge"], params, reg_vs))
+        store_estimate(out, "pre_edge", estimate(grid["post_edge"], grid["pre_edge"], params, reg_vs))
         ctx.report(1, len(MOVING), f"{state.name}: register")
         fixed = grid["post_edge"]
         if p.bspline:
             # map bin in registration voxels: Li contrast on coarser scales stays in the target
             sigma = 0.5 * min(b / f for b, f in zip(np.broadcast_to(p.bin, 3), rf, strict=True))
-            edge_maps = self._register(grid["post_edge"], grid["edge"], dataclasses.replace(params, mode="rigid"),
+            edge_maps = estimate(grid["post_edge"], grid["edge"], dataclasses.replace(params, mode="rigid"),
                                        reg_vs).parameter_maps
             for _ in range(EDGE_PREDICTIONS):
                 fixed = self._edge_target(grid, out, edge_maps, reg_vs, max(sigma, 1.0))
-                res = self._register(fixed, grid["edge"], params, reg_vs)
+                res = estimate(fixed, grid["edge"], params, reg_vs)
                 edge_maps = res.parameter_maps
         else:
-            res = self._register(fixed, grid["edge"], params, reg_vs)
-        self._store(out, "edge", res)
+            res = estimate(fixed, grid["edge"], params, reg_vs)
+        store_estimate(out, "edge", res)
         ctx.report(2, len(MOVING), f"{state.name}: register")
-
-    @staticmethod
-    def _register(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...]) -> Any:
-        from litomo.register import register_pair
-
-        return register_pair(fixed, moving, params=params, voxel_size_um=reg_vs, resample=False)
-
-    @staticmethod
-    def _store(out: Registration, role: str, res: Any) -> None:
-        rf = out.register_factor
-        out.maps[role] = res.parameter_maps
-        out.translation_vox[role] = tuple(float(t * f) for t, f in zip(res.translation_vox, rf, strict=True))
-        out.rotation_deg[role] = float(np.max(np.abs(res.rotation_deg)))
-        out.elapsed_s[role] = out.elapsed_s.get(role, 0.0) + float(res.elapsed_s)
 
     @staticmethod
     def _edge_target(grid: dict[str, np.ndarray], out: Registration, edge_maps: Any,

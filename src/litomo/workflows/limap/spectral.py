@@ -44,7 +44,13 @@ from litomo.workflows.limap.li import LiMap
 from litomo.workflows.limap.mapping import Mapped, am_fraction_from_jump
 from litomo.workflows.limap.options import RunContext
 from litomo.workflows.limap.read import Binned, open_slabbed, roles_of
-from litomo.workflows.limap.registration import RegisterStage, Registration, interior_threshold
+from litomo.workflows.limap.registration import (
+    RegisterStage,
+    Registration,
+    estimate,
+    interior_threshold,
+    store_estimate,
+)
 from litomo.workflows.limap.stage import StateStage
 from litomo.workflows.limap.stats import StateTables, StatisticsStage
 from litomo.workflows.limap.warp import Warped, WarpStage, qa_row, warp_and_bin
@@ -148,21 +154,6 @@ def spectral_target(pre: np.ndarray, image: np.ndarray, post: np.ndarray, interi
     return predicted_edge(pre, image, post, interior, sigma_vox)
 
 
-def _register(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...]) -> Any:
-    from litomo.register import register_pair
-
-    return register_pair(fixed, moving, params=params, voxel_size_um=reg_vs, resample=False)
-
-
-def _store(out: Registration, role: str, res: Any) -> None:
-    """Keep the latest transform of ``role``; elapsed times add up over the passes."""
-    rf = out.register_factor
-    out.maps[role] = res.parameter_maps
-    out.translation_vox[role] = tuple(float(t * f) for t, f in zip(res.translation_vox, rf, strict=True))
-    out.rotation_deg[role] = float(np.max(np.abs(res.rotation_deg)))
-    out.elapsed_s[role] = out.elapsed_s.get(role, 0.0) + float(res.elapsed_s)
-
-
 class SpectralRegisterStage(_Spectral, RegisterStage):
     """Every energy registered onto the highest one on the registration grid (itk-elastix).
 
@@ -194,7 +185,7 @@ class SpectralRegisterStage(_Spectral, RegisterStage):
         params = RegistrationParams(mode="rigid", spatial_samples=8192)
         n = len(moving) * (2 if predicted else 1)
         for i, role in enumerate(moving, start=1):
-            _store(out, role, _register(fixed, read.reg_grid[role], params, reg_vs))
+            store_estimate(out, role, estimate(fixed, read.reg_grid[role], params, reg_vs))
             ctx.report(i, n, f"{state.name}: register")
         if predicted:
             self._register_predicted(ctx, state, read, out, moving, mode)
@@ -234,7 +225,7 @@ class SpectralRegisterStage(_Spectral, RegisterStage):
         sigma = max(0.5 * min(b / f for b, f in zip(np.broadcast_to(p.bin, 3), out.register_factor, strict=True)), 1.0)
         for i, role in enumerate(moving, start=1):
             target = spectral_target(pre, moved(role), post, interior, sigma)
-            _store(out, role, _register(target, read.reg_grid[role], params, reg_vs))
+            store_estimate(out, role, estimate(target, read.reg_grid[role], params, reg_vs))
             ctx.report(len(moving) + i, 2 * len(moving), f"{state.name}: register")
 
 
