@@ -115,6 +115,34 @@ def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
+def figure_gallery(run_dir: Path, order: Sequence[str], captions: dict[str, str], command: str,
+                   progress: Any = None) -> list[str]:
+    """The run's ``figures/*.png`` as captioned HTML figures: ``order`` first, then any others.
+
+    ``command`` names the command in the note shown when there is no figure; ``progress`` is
+    called as ``progress(done, total, "report figures")``.
+    """
+    fdir = RunLayout(run_dir).figures
+    pngs = {p.stem: p for p in sorted(fdir.glob("*.png"))} if fdir.is_dir() else {}
+    ordered = [n for n in order if n in pngs] + [n for n in pngs if n not in order]
+    if not ordered:
+        return [note(f"No figures under figures/ (was `{command}` run with --no-figures?).")]
+    out = []
+    for k, name in enumerate(ordered, start=1):
+        out.append(figure_html(pngs[name].read_bytes(), esc(captions.get(name, name.replace("_", " "))), name))
+        if progress is not None:
+            progress(k, len(ordered), "report figures")
+    return out
+
+
+def notes_html(notes: Sequence[str]) -> list[str]:
+    """The list of missing or unreadable inputs of a report (nothing when there is none)."""
+    if not notes:
+        return []
+    return ["<h3>Missing or unreadable inputs of this report</h3><ul>"
+            + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>"]
+
+
 def read_table(run_dir: Path, name: str, notes: list[str] | None = None) -> pd.DataFrame | None:
     """``run_dir/tables/<name>.csv`` as a DataFrame, or None (with a note) if absent or empty."""
     path = RunLayout(run_dir).table(name)

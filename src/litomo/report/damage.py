@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from litomo.io.rundir import RunLayout
 from litomo.progress import ProgressCallback
-from litomo.report.blocks import esc, figure_html, html_table, note, read_table
+from litomo.report.blocks import esc, figure_gallery, html_table, notes_html, read_table
 
 _CLASS_COLOURS = {"intact": "C2", "moderate": "C1", "severe": "C3"}
 
@@ -163,23 +163,13 @@ def damage_body(run_dir: Path, progress: ProgressCallback | None = None) -> tupl
     body = ['<h2 id="glance">At a glance</h2>',
             f'<p class="glance">{esc(" ".join(glance)) if glance else "No summary found."}</p>',
             '<h2 id="figures">Figures</h2>']
-    fdir = RunLayout(run_dir).figures
-    pngs = {p.stem: p for p in sorted(fdir.glob("*.png"))} if fdir.is_dir() else {}
-    ordered = [n for n in _ORDER if n in pngs] + [n for n in pngs if n not in _ORDER]
-    if not ordered:
-        body.append(note("No figures under figures/ (was `litomo damage` run with --no-figures?)."))
-    for k, name in enumerate(ordered, start=1):
-        body.append(figure_html(pngs[name].read_bytes(), esc(DAMAGE_CAPTIONS.get(name, name)), name))
-        if progress is not None:
-            progress(k, len(ordered), "report figures")
+    body += figure_gallery(run_dir, _ORDER, DAMAGE_CAPTIONS, "litomo damage", progress)
     for table, title in (("damage_edges_depth", "Canny damage per depth window"),
                          ("crack_li_correlation", "Damage vs Li content (Spearman)")):
         df = read_table(run_dir, table, notes) if RunLayout(run_dir).table(table).is_file() else None
         if df is not None:
             body += [f"<h2>{esc(title)}</h2>", html_table(df)]
-    if notes:
-        body.append("<h3>Missing or unreadable inputs of this report</h3><ul>"
-                    + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    body += notes_html(notes)
     return esc(str(run_dir.resolve())), body
 
 

@@ -36,6 +36,7 @@ from litomo.report.blocks import (
     html_page,
     html_table,
     note,
+    notes_html,
     read_table,
     short_value,
 )
@@ -387,9 +388,7 @@ def _limap_body(run_dir: Path, progress: ProgressCallback | None,
 
     body.append('<h2 id="run">Run</h2>')
     body.append(_run_summary(run))
-    if notes:
-        body.append("<h3>Missing or unreadable inputs of this report</h3><ul>"
-                    + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    body += notes_html(notes)
     subtitle = esc(f"{run_dir.resolve()} - created {run.get('created', 'unknown')} - litomo "
                    f"{run.get('litomo_version', '?')}")
     return subtitle, body

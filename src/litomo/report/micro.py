@@ -14,7 +14,15 @@ from typing import Any
 
 from litomo.io.rundir import RunLayout
 from litomo.progress import ProgressCallback
-from litomo.report.blocks import dict_table, esc, figure_html, html_table, note, read_table
+from litomo.report.blocks import (
+    dict_table,
+    esc,
+    figure_gallery,
+    html_table,
+    note,
+    notes_html,
+    read_table,
+)
 
 #: captions of the figures ``litomo micro`` writes; others are embedded with their file name
 MICRO_CAPTIONS = {
@@ -221,16 +229,7 @@ def micro_body(run_dir: Path, progress: ProgressCallback | None = None) -> tuple
         body.append(f'<div class="warning">Note: {esc(n)}</div>')
 
     body.append('<h2 id="figures">Figures</h2>')
-    fdir = RunLayout(run_dir).figures
-    pngs = {p.stem: p for p in sorted(fdir.glob("*.png"))} if fdir.is_dir() else {}
-    ordered = [n for n in _ORDER if n in pngs] + [n for n in pngs if n not in _ORDER]
-    if not ordered:
-        body.append(note("No figures under figures/ (was `litomo micro` run with --no-figures?)."))
-    for k, name in enumerate(ordered, start=1):
-        caption = MICRO_CAPTIONS.get(name, name.replace("_", " "))
-        body.append(figure_html(pngs[name].read_bytes(), esc(caption), name))
-        if progress is not None:
-            progress(k, len(ordered), "report figures")
+    body += figure_gallery(run_dir, _ORDER, MICRO_CAPTIONS, "litomo micro", progress)
 
     body.append('<h2 id="metrics">Metrics</h2>')
     mt = read_table(run_dir, "metrics_table", notes)
@@ -243,9 +242,7 @@ def micro_body(run_dir: Path, progress: ProgressCallback | None = None) -> tuple
     info = {k: report[k] for k in ("input", "shape", "voxel_size_um", "label_mapping", "seed",
                                     "percolation_connectivity", "mc_smooth_sigma_vox") if k in report}
     body.append(dict_table(info, "item", "value") if info else note("No input information recorded."))
-    if notes:
-        body.append("<h3>Missing or unreadable inputs of this report</h3><ul>"
-                    + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    body += notes_html(notes)
     return esc(str(run_dir.resolve())), body
 
 

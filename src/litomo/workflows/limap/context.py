@@ -113,11 +113,11 @@ class ContextStage(StateStage):
     output = LiContext
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
-        from litomo.workflows.limap.cache import file_sha256
         from litomo.xanes.li_context import CBD_MIN_EFFECTIVENESS, CBD_MIN_SHARE
 
         p, s = ctx.manifest.processing, ctx.manifest.sample
-        labels = None if s.labels is None else {"sha256": file_sha256(s.labels), "cbd_value": s.cbd_value}
+        # the label file's checksum is taken once, with the run's other inputs (run.prepare_context)
+        labels = None if s.labels is None else {"sha256": ctx.checksums[str(s.labels)], "cbd_value": s.cbd_value}
         return {"li_poor_max": p.li_poor_max, "li_rich_min": p.li_rich_min, "histogram_bins": p.histogram_bins,
                 "near_void_distance_vox": NEAR_VOID_DISTANCE_VOX, "voxel_size_um": ctx.map_voxel_size_um(state.name),
                 "cbd": {"min_share": CBD_MIN_SHARE, "min_effectiveness": CBD_MIN_EFFECTIVENESS, "labels": labels}}
