@@ -176,12 +176,15 @@ def test_resume_reruns_only_what_changed(phantom, run_dir):
 
 
 def test_registration_target_keeps_each_energys_contrast_with_less_noise():
-    """:func:`spectral_target` against a forward model: a sphere with a Li-poor core (x 0.5) in a
-    Li-rich shell (x 0.95), 30 energies, Gaussian noise. Each energy's target must keep that energy's
-    core/shell contrast (the Li contrast near the edge) and carry less noise than the energy itself."""
+    """The edge prediction (:func:`~litomo.workflows.limap.registration.predicted_edge`) applied to
+    every energy of a forward model, as a registration target from the mean pre-/post-edge images: a
+    sphere with a Li-poor core (x 0.5) in a Li-rich shell (x 0.95), 30 energies, Gaussian noise. Each
+    energy's target must keep that energy's core/shell contrast (the Li contrast near the edge) and
+    carry less noise than the energy itself (docs/science.md: the second registration pass tried for
+    N-energy runs)."""
     from litomo.phantom.spectra import txm_energies
-    from litomo.workflows.limap.registration import interior_threshold
-    from litomo.workflows.limap.spectral import spectral_target, stack_jump
+    from litomo.workflows.limap.registration import interior_threshold, predicted_edge
+    from litomo.workflows.limap.spectral import stack_jump
     from litomo.xanes.spectra import read_spectrum
 
     data = Path(__file__).resolve().parents[1] / "src" / "litomo" / "xanes" / "data"
@@ -199,7 +202,7 @@ def test_registration_target_keeps_each_energys_contrast_with_less_noise():
     deep_core, deep_shell = r < 4, (r > 8) & (r < 10)  # two voxels from the Li boundary and the surface
     worst_contrast, worst_noise = 0.0, 0.0
     for k in range(len(e)):
-        t = spectral_target(pre, noisy[k], post, interior, 1.0)
+        t = predicted_edge(pre, noisy[k], post, interior, 1.0)
         true_contrast = clean[k][deep_core].mean() - clean[k][deep_shell].mean()
         worst_contrast = max(worst_contrast, abs(t[deep_core].mean() - t[deep_shell].mean() - true_contrast))
         inside = deep_core | deep_shell

@@ -8,9 +8,7 @@ N-energy run these stages take the place of the three-energy stages of the same 
 =============  ===========================================================================
 ``read``       every energy binned for the map and the registration, slab by slab (shared)
 ``register``   each energy onto the highest one, **rigid only** (:class:`SpectralRegisterStage`):
-               a B-spline onto the highest energy would absorb the Li contrast that differs
-               between energies; ``SPECTRAL_TARGET = "predicted"`` adds a rigid + B-spline pass
-               onto each energy's predicted image (:func:`spectral_target`; off: not better so far)
+               a B-spline would absorb the Li contrast that differs between energies
 ``warp``       the transforms at full resolution, one slab of one energy at a time, binned
                (:class:`SpectralWarpStage`)
 ``map``        the binned (E, z, y, x) stack through :func:`litomo.xanes.nenergy.map_li_spectra`:
@@ -122,51 +120,11 @@ class _Spectral:
     energies = "spectral"
 
 
-#: what each energy's final transform is estimated against (a change invalidates stored runs):
-#: ``"top"``, the highest energy itself (rigid only; measured: x_Li RMSE 0.041 rigid / 0.066 deformed
-#: misregistration, docs/benchmarks.md), or ``"predicted"``, a second pass, rigid + B-spline onto the
-#: energy's image predicted from the rigidly registered stack (:func:`spectral_target`). Issue 16:
-#: "predicted" is not the default: on the deformed 30-energy phantom it gave RMSE 0.059 in state I
-#: (state II unfinished), no better than rigid only, at ~12.6 s CPU per energy (24^3 registration
-#: grid) against ~1.8 s for the rigid pass (session 6)
-SPECTRAL_TARGET = "top"
-
-
-def spectral_target(pre: np.ndarray, image: np.ndarray, post: np.ndarray, interior: np.ndarray,
-                    sigma_vox: float) -> np.ndarray:
-    """The image one energy should show, predicted from the mean pre- and post-edge images.
-
-    The three-energy edge prediction (:func:`litomo.workflows.limap.registration.predicted_edge`)
-    applied to any energy: ``pre + r_s (post - pre)`` with the energy's own fraction of the jump
-    ``r`` smoothed over ``sigma_vox``. The target has the energy's contrast (the Li contrast near
-    the edge, the white line above it) on scales above ``sigma_vox`` and the noise of the mean
-    images (averages over the pre-/post-edge energies), so the registration is neither pulled by
-    the contrast change across the edge nor by the noise of a single energy.
-
-    Examples
-    --------
-    >>> pre = np.ones((6, 6, 6)); post = 3 * pre; inside = np.ones((6, 6, 6), bool)
-    >>> bool(np.allclose(spectral_target(pre, 2 * pre, post, inside, 1.0), 2.0))
-    True
-    """
-    from litomo.workflows.limap.registration import predicted_edge
-
-    return predicted_edge(pre, image, post, interior, sigma_vox)
-
-
 class SpectralRegisterStage(_Spectral, RegisterStage):
-    """Every energy registered onto the highest one on the registration grid (itk-elastix).
-
-    Pass 1: each energy rigidly onto the highest. Pass 2 (``SPECTRAL_TARGET = "predicted"``):
-    each energy, rigid then B-spline (``processing.bspline``), onto its image predicted from the
-    stack of pass 1 (:func:`spectral_target`); the B-spline cannot gain by moving Li because the
-    prediction already holds the Li contrast on scales above half a map bin.
-    """
+    """Every energy registered rigidly onto the highest one on the registration grid (itk-elastix)."""
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
-        p = ctx.manifest.processing
-        return {"register": ctx.do_register, "target": SPECTRAL_TARGET, "bspline": p.bspline,
-                "bspline_spacing_um": p.bspline_spacing_um, "bin": tuple(np.broadcast_to(p.bin, 3).tolist())}
+        return {"register": ctx.do_register, "mode": "rigid"}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned) -> Registration:
         from litomo.register import RegistrationParams
@@ -175,58 +133,16 @@ class SpectralRegisterStage(_Spectral, RegisterStage):
         reg_vs = tuple(s * f for s, f in zip(read.raw_voxel_size_um, rf, strict=True))
         top = fixed_role(state)
         fixed = read.reg_grid[top]
-        predicted = ctx.do_register and SPECTRAL_TARGET == "predicted"
-        mode = "rigid+bspline" if predicted and ctx.manifest.processing.bspline else "rigid"
-        out = Registration(mode if ctx.do_register else "none", {}, {}, {}, {}, interior_threshold(fixed),
+        out = Registration("rigid" if ctx.do_register else "none", {}, {}, {}, {}, interior_threshold(fixed),
                            fixed, rf, reg_vs)
         moving = [r for r in roles_of(state) if r != top]
         if not ctx.do_register:
             return out
         params = RegistrationParams(mode="rigid", spatial_samples=8192)
-        n = len(moving) * (2 if predicted else 1)
         for i, role in enumerate(moving, start=1):
             store_estimate(out, role, estimate(fixed, read.reg_grid[role], params, reg_vs))
-            ctx.report(i, n, f"{state.name}: register")
-        if predicted:
-            self._register_predicted(ctx, state, read, out, moving, mode)
+            ctx.report(i, len(moving), f"{state.name}: register")
         return out
-
-    def _register_predicted(self, ctx: RunContext, state: StateSpec, read: Binned, out: Registration,
-                            moving: list[str], mode: str) -> None:
-        """Pass 2: each energy onto :func:`spectral_target` of the rigidly registered stack."""
-        from litomo.manifest import check_bspline_spacing
-        from litomo.register import RegistrationParams, apply_transform
-        from litomo.xanes.nenergy import POST_EDGE_GAP_EV, PRE_EDGE_GAP_EV
-
-        p, reg_vs, top = ctx.manifest.processing, out.register_voxel_size_um, fixed_role(state)
-        if "bspline" in mode:  # too fine a grid hangs or crashes elastix (issue #20)
-            check_bspline_spacing(p.bspline_spacing_um, reg_vs)
-        params = RegistrationParams(mode=mode, spatial_samples=8192,
-                                    bspline_grid_spacing_vox=p.bspline_spacing_um / min(reg_vs))
-        energies = np.asarray(ctx.manifest.xanes.calibrated_ev(state.energies_ev), float)
-        e0 = float(ctx.calibration.energies_ev[1])
-        roles = roles_of(state)
-
-        def moved(role: str) -> np.ndarray:
-            if role == top:
-                return np.asarray(read.reg_grid[top], np.float64)
-            m = apply_transform(read.reg_grid[role], out.maps[role], voxel_size_um=reg_vs, order=3,
-                                fill_value=np.nan)
-            # the few voxels mapped from outside the volume: unregistered values, only a target
-            return np.where(np.isfinite(m), m, read.reg_grid[role])
-
-        # mean pre- and post-edge images, one warped energy at a time (the stack is not held twice)
-        pre = sum(moved(r) for r, e in zip(roles, energies, strict=True) if e <= e0 - PRE_EDGE_GAP_EV)
-        post = sum(moved(r) for r, e in zip(roles, energies, strict=True) if e >= e0 + POST_EDGE_GAP_EV)
-        pre = pre / int(np.sum(energies <= e0 - PRE_EDGE_GAP_EV))
-        post = post / int(np.sum(energies >= e0 + POST_EDGE_GAP_EV))
-        interior = post > interior_threshold(post)
-        # map bin in registration voxels: Li contrast on coarser scales stays in the target
-        sigma = max(0.5 * min(b / f for b, f in zip(np.broadcast_to(p.bin, 3), out.register_factor, strict=True)), 1.0)
-        for i, role in enumerate(moving, start=1):
-            target = spectral_target(pre, moved(role), post, interior, sigma)
-            store_estimate(out, role, estimate(target, read.reg_grid[role], params, reg_vs))
-            ctx.report(len(moving) + i, 2 * len(moving), f"{state.name}: register")
 
 
 class SpectralWarpStage(_Spectral, WarpStage):
