@@ -11,7 +11,8 @@ prints one JSON line per case, state and setting (``before`` = pre-issue-16 defa
 ``li_shrinkage = "constrained_bayes"``; ``--settings`` picks some). ``class_pp`` scores the
 class fractions the states table reports (deconvolved, of the mapped AM volume) and
 ``map_class_pp`` the map's bins counted; ``noise_var_ratio`` checks the run's predicted noise
-variance against the truth (1 = right).
+variance against the truth (1 = right); ``regime`` is the run's statement for the state
+(``litomo.workflows.limap.run.regime_record``), ``near_threshold_pct`` what it reads.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def score(name: str, work: Path, m: Any, *, rigid: bool, stages_dir: str = "stag
     from litomo.workflows.limap.cache import StageCache
     from litomo.workflows.limap.li import LiMap
     from litomo.workflows.limap.options import RunOptions
-    from litomo.workflows.limap.run import STATE_STAGES, prepare_context
+    from litomo.workflows.limap.run import STATE_STAGES, prepare_context, regime_record
     from litomo.workflows.limap.stage import StateRunner
     from litomo.workflows.limap.stats import StateTables
 
@@ -75,6 +76,8 @@ def score(name: str, work: Path, m: Any, *, rigid: bool, stages_dir: str = "stag
         s["class_uncertainty_pct"] = 100 * float(row["li_class_uncertainty"])
         s["class_shift_pct"] = 100 * float(row["li_class_shift"])
         s["class_sd_pp"] = (100 * max(float(row.get(f"frac_li_{c}_sd", np.nan)) for c in ("poor", "moderate", "rich")))
+        s["near_threshold_pct"] = 100 * float(row.get("frac_li_near_threshold", np.nan))
+        s["regime"] = regime_record(tables.states)[0][st.name]["regime"]
         s["noise_var_ratio"] = noise_check(li, f_am, f_li, int(m.processing.bin[0]))
         out[st.name] = s
     return out

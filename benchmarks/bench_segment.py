@@ -3,20 +3,24 @@
 Phantom: the TauFactor/Polaron NMC label volume (../shared/data/micro), rendered as grey
 levels pore 40 / CBD 100 / AM 180, Gaussian blur 1 voxel, Gaussian noise 25; scribbles =
 2000 random voxels per phase; accuracy = fraction of voxels equal to the label volume (the
-measure of tests/test_segment.py). Rows, on the same features and scribbles:
+measure of tests/test_segment.py). Rows, on the same grey volume and scribbles:
 
-- ``rf100``: random forest, 100 trees (the previous default), ``rf30``: 30 trees (default),
-  ``hgb100``: histogram gradient boosting, 100 iterations;
+- ``old:<commit>``: an earlier litomo (``git archive`` of the commit, run in a subprocess with
+  its own defaults; 13456ec = before issue 18: random forest 100 trees, 4 sigmas; 6099144 = end
+  of session 6: 30 trees, 4 sigmas, scikit-learn ``predict_proba``);
+- ``default``: this code's defaults (20 trees, sigmas 0.7/1.5/3/6, numba tree walk);
+  ``rf30_s4``: 30 trees on the same sigmas (the session-6 model, new evaluation);
+  ``rf20_s3``: 20 trees on sigmas 0.7/1.5/3 (no sigma 6: 14- instead of 26-voxel halo); ``hgb100``: histogram gradient boosting, 100 iterations;
 - ``skimage_gallery``: the scikit-image gallery recipe ("Trainable segmentation using local
   features and random forests"): ``multiscale_basic_features(intensity, texture, sigma 1-16)``
   on the whole volume + ``RandomForestClassifier(50, max_depth=10, max_samples=0.05)``.
 
-Times are CPU seconds of this process (``time.process_time``: all its threads), per voxel, the
-smallest of ``--repeat`` runs for predictions;
-``predict_cpu_us`` is the whole chunk-wise prediction (features + classifier, default blocks),
-``classifier_cpu_us`` the classifier alone on precomputed features. Prints one JSON object.
+Times are CPU seconds (``time.process_time``: all threads of the process), per voxel, the
+smallest of ``--repeat`` runs for predictions; ``predict_cpu_us`` is the whole chunk-wise
+prediction (features + classifier, default blocks), ``classifier_cpu_us`` the classifier alone
+on precomputed features. Prints one JSON object.
 
-    python benchmarks/bench_segment.py [--sizes 96] [--n-jobs 1]
+    python benchmarks/bench_segment.py --sizes 128 --old 13456ec,6099144
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,13 +40,37 @@ import tifffile
 from scipy import ndimage
 
 from litomo.phases import to_canonical
-from litomo.segment.features import DEFAULT_SIGMAS, feature_params, features_from_params
+from litomo.segment.features import DEFAULT_SIGMAS, features_from_params
 from litomo.segment.forest import ForestSettings, train_forest
+from litomo.segment.forest_eval import compile_forest
 from litomo.segment.threshold import multi_otsu_labels
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "micro"
 LEVELS = np.array([40.0, 180.0, 100.0], np.float32)
-CONFIGS = {"rf100": ("random-forest", 100), "rf30": ("random-forest", 30), "hgb100": ("hgb", 100)}
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"default": ForestSettings(), "rf30_s4": ForestSettings(n_estimators=30, sigmas=(0.7, 1.5, 3.0, 6.0)),
+           "rf20_s3": ForestSettings(n_estimators=20, sigmas=(0.7, 1.5, 3.0)),
+           "hgb100": ForestSettings(classifier="hgb", n_estimators=100)}
+#: run inside an old checkout: its own train_forest defaults (API before / after ForestSettings)
+OLD_SNIPPET = """
+import json, sys, time, numpy as np
+from litomo.segment import forest
+d = np.load(sys.argv[1])
+grey, truth, scrib = d["grey"], d["truth"], d["scribbles"]
+n_jobs = int(sys.argv[3])
+t = time.process_time()
+if hasattr(forest, "ForestSettings"):
+    m = forest.train_forest(grey, scrib, forest.ForestSettings(n_jobs=n_jobs))
+else:
+    m = forest.train_forest(grey, scrib, n_estimators=100, n_jobs=n_jobs)
+train = time.process_time() - t
+best = float("inf")
+for _ in range(int(sys.argv[4])):
+    t = time.process_time(); pred = m.predict(grey); best = min(best, time.process_time() - t)
+print(json.dumps({"train_cpu_s": train, "predict_cpu_us": best / grey.size * 1e6,
+                  "accuracy": float((pred - 1 == truth).mean()), "n_estimators": getattr(m, "classifier", getattr(m, "forest", None)).n_estimators,
+                  "sigmas": list(m.feature_params["sigmas"])}))
+"""
 
 
 def phantom(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,17 +96,38 @@ def _cpu(fn, repeat: int = 1):
     return out, best
 
 
-def litomo_row(grey, truth, scribbles, rows, classifier: str, n_estimators: int, n_jobs: int,
-               repeat: int) -> dict:
-    settings = ForestSettings(classifier=classifier, n_estimators=n_estimators, n_jobs=n_jobs)
-    model, train_s = _cpu(lambda: train_forest(grey, scribbles, settings))
-    pred, predict_s = _cpu(lambda: model.predict(grey), repeat)
-    scaled = rows if model.feature_scale is None else rows * model.feature_scale
-    _, clf_s = _cpu(lambda: model.classifier.predict_proba(scaled), repeat)
+def litomo_row(grey, truth, scribbles, settings: ForestSettings, n_jobs: int, repeat: int) -> dict:
+    from dataclasses import replace
+
+    model, train_s = _cpu(lambda: train_forest(grey, scribbles, replace(settings, n_jobs=n_jobs)))
+    model.predict(grey[:32, :32, :32], n_jobs=n_jobs)  # numba compile / load outside the timing
+    pred, predict_s = _cpu(lambda: model.predict(grey, n_jobs=n_jobs), repeat)
+    f = features_from_params(grey, model.feature_params)
+    rows = np.ascontiguousarray(f.reshape(f.shape[0], -1).T)
+    del f
+    compiled = compile_forest(model.classifier)
+    if compiled is not None:
+        _, clf_s = _cpu(lambda: compiled.predict_proba(rows, model.feature_scale), repeat)
+    else:
+        _, clf_s = _cpu(lambda: model.classifier.predict_proba(rows * model.feature_scale), repeat)
     return {"train_cpu_s": train_s, "predict_cpu_us": predict_s / grey.size * 1e6,
             "classifier_cpu_us": clf_s / grey.size * 1e6,
-            "features_cpu_us": (predict_s - clf_s) / grey.size * 1e6,
+            "features_cpu_us": (predict_s - clf_s) / grey.size * 1e6, "n_estimators": settings.n_estimators,
+            "sigmas": list(model.feature_params["sigmas"]),
             "accuracy": float((pred - 1 == truth).mean()), "validation_accuracy": model.validation_accuracy}
+
+
+def old_row(commit: str, data: tuple, n_jobs: int, repeat: int) -> dict:
+    """The same measurement with an earlier commit's code, in a subprocess (its own imports)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "data.npz", grey=data[0], truth=data[1], scribbles=data[2])
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
+        out = subprocess.run([sys.executable, "-c", OLD_SNIPPET, str(Path(tmp) / "data.npz"), "", str(n_jobs),
+                              str(repeat)], env=env, check=True, capture_output=True, text=True, cwd=tmp).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def skimage_row(grey, truth, scribbles, n_jobs: int, repeat: int) -> dict:
@@ -96,25 +148,28 @@ def skimage_row(grey, truth, scribbles, n_jobs: int, repeat: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="96")
+    ap.add_argument("--sizes", default="128")
     ap.add_argument("--n-jobs", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=3, help="prediction timings: smallest CPU time of N")
-    ap.add_argument("--configs", default=",".join([*CONFIGS, "skimage_gallery"]))
+    ap.add_argument("--repeat", type=int, default=2, help="prediction timings: smallest CPU time of N")
+    ap.add_argument("--configs", default="default,rf30_s4,rf20_s3,skimage_gallery")
+    ap.add_argument("--old", default="13456ec,6099144", help="earlier commits to run on the same data ('' = none)")
     args = ap.parse_args()
-    out = {"machine": platform.node(), "cpus": os.cpu_count(), "sigmas": list(DEFAULT_SIGMAS), "results": []}
+    out = {"machine": platform.node(), "cpus": os.cpu_count(), "sigmas": list(DEFAULT_SIGMAS),
+           "load_start": os.getloadavg(), "results": []}
     for n in (int(s) for s in args.sizes.split(",")):
         grey, truth, scribbles = phantom(n)
-        f = features_from_params(grey, feature_params())
-        rows = np.ascontiguousarray(f.reshape(f.shape[0], -1).T)
-        del f
         row: dict = {"size": n, "accuracy_multi_otsu": float((multi_otsu_labels(grey) == truth).mean())}
+        for commit in filter(None, args.old.split(",")):
+            row[f"old:{commit}"] = old_row(commit, (grey, truth, scribbles), args.n_jobs, args.repeat)
+            print(f"old:{commit}", json.dumps(row[f"old:{commit}"]), flush=True)
         for name in args.configs.split(","):
             if name == "skimage_gallery":
                 row[name] = skimage_row(grey, truth, scribbles, args.n_jobs, args.repeat)
             else:
-                row[name] = litomo_row(grey, truth, scribbles, rows, *CONFIGS[name], args.n_jobs, args.repeat)
+                row[name] = litomo_row(grey, truth, scribbles, CONFIGS[name], args.n_jobs, args.repeat)
             print(name, json.dumps(row[name]), flush=True)
         out["results"].append(row)
+    out["load_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 
 

@@ -18,9 +18,11 @@ ruff check src tests benchmarks || exit 1
 # one pytest worker per core, at most 4 (pytest-xdist; each worker holds its own imports and
 # fixtures, ~1-2 GB at the peak); --dist loadfile keeps each test file in one worker, so
 # module-scoped fixtures (phantom runs, real-data volumes) are built once, as in a serial run.
+# --no-loadscope-reorder (xdist >= 3.8): files go to the workers in collection order, which
+# tests/conftest.py sets to longest file first (SLOW_FILES_FIRST), so the workers finish together.
 # LITOMO_TEST_WORKERS=0 runs serially; a -n given on the command line wins.
 WORKERS=${LITOMO_TEST_WORKERS:-$(python -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))')}
-python -m pytest -q -n "$WORKERS" --dist loadfile "$@"
+python -m pytest -q -n "$WORKERS" --dist loadfile --no-loadscope-reorder "$@"
 rc=$?
 # pytest exit code 5 means "no tests collected": that is a failure for us, not a pass
 if [ $rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi

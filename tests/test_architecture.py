@@ -6,7 +6,7 @@
   package, e.g. ``litomo.transport._mg`` by ``litomo.transport.diffusion``);
 - ``litomo.phantom`` (synthetic data) is imported by nothing outside itself and ``litomo.cli``;
 - no import fallback around litomo's own modules (``try: import litomo... except ImportError``);
-- modules of at most 550 lines, functions of at most 80 lines (docstrings not counted).
+- modules of at most 500 lines, functions of at most 80 lines (docstrings not counted).
 
 Files other helpers are still restructuring are named in explicit allow-lists below; each entry
 says why. The lead empties them at integration: an entry that no longer fails is itself an error,
@@ -23,7 +23,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "litomo"
-MAX_MODULE_LINES = 550
+MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
 # --------------------------------------------------------------------------- allow-lists

@@ -86,3 +86,28 @@ def test_grid_has_no_point_on_a_threshold_and_npmle_recovers_a_point_mass():
     # the deconvolved distribution of a point mass seen with noise sd 0.03 is within +-0.01 of
     # it (measured: 0.91 of the mass; of the noisy values 0.32 are within +-0.0125)
     assert w[np.abs(g - 0.75) <= 0.0125].sum() > 0.8
+
+
+def test_phantom_score_reads_the_reported_fractions():
+    """litomo.phantom.scoring scores the states table's fractions against the true classes of the
+    run's mapped bins weighted by their true AM fraction; the counted map stays a second column."""
+    import pandas as pd
+
+    from litomo.phantom.scoring import StateTruth, score_state
+
+    li = np.full((4, 4, 8), np.nan, np.float32)
+    am = np.zeros(li.shape, bool)
+    am[:, :, :4] = True  # bin 0: full AM, x 0.5 (poor)
+    am[:2, :, 4:] = True  # bin 1: half AM, x 0.95 (rich)
+    li[:, :, :4], li[:2, :, 4:] = 0.5, 0.95
+    truth = StateTruth(li=li, labels=am.astype(np.int32), particles=am.astype(np.int64))
+    run = np.array([[[0.5, 0.7]]])  # the map reads bin 1 moderate
+    kw = {"factor": (4, 4, 4), "raw_voxel_size_um": 1.0, "total_li_run_um3": 1.0}
+    exact = score_state(run, truth, pd.DataFrame(), reported_fractions={"poor": 2 / 3, "moderate": 0.0, "rich": 1 / 3},
+                        **kw)
+    assert max(abs(v) for v in exact["class_fraction_error_pp"].values()) < 1e-9
+    # counted (unweighted, bins at least half AM): poor 1/2 vs 1/2, moderate 1/2 vs 0
+    assert exact["map_class_fraction_error_pp"]["moderate"] == pytest.approx(50.0)
+    off = score_state(run, truth, pd.DataFrame(), reported_fractions={"poor": 0.6, "moderate": 0.1, "rich": 0.3}, **kw)
+    assert off["class_fraction_error_pp"]["poor"] == pytest.approx(100 * (0.6 - 2 / 3))
+    assert score_state(run, truth, pd.DataFrame(), **kw)["class_fraction_error_pp"] == exact["map_class_fraction_error_pp"]

@@ -47,7 +47,7 @@ def test_fronts_scored_from_run_files(fronts_run):
     assert w["total_li_pct"] < 1.2
     assert w["wasserstein"] < 0.014
     for s in score["states"].values():
-        assert abs(s["bias"]) < 0.008
+        assert abs(s["bias"]) < 0.006
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,9 @@ def test_regime_flags_states_whose_noise_can_move_class_fractions():
     assert regime["I"]["regime"] == "resolved" and regime["II"]["regime"] == "noise-limited"
     assert regime["II"]["class_error_pct"] == pytest.approx(2.4)
     assert "by II (2.4 points);" in warning
+    # systematic map errors (issue 16): much of the AM within 0.02 of a threshold
+    regime, warning = regime_record(states.assign(**sd, frac_li_near_threshold=[0.20, 0.30]))
+    assert regime["I"]["regime"] == "threshold-limited" and regime["II"]["regime"] == "noise-limited"
+    assert regime["I"]["near_threshold_pct"] == pytest.approx(20.0)
+    assert "threshold-limited Li map" in warning and "I (20 %)" in warning and "II (30 %)" not in warning
+    assert regime_record(states.assign(**sd, frac_li_near_threshold=[0.11, 0.0]))[0]["I"]["regime"] == "resolved"

@@ -93,7 +93,7 @@ def test_run_json_and_report(cli_run):
     assert len(run["inputs"]) == 2 * 3 + 2
     for path, digest in run["inputs"].items():
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
-    stages = ["read", "register", "warp", "map", "particles", "li", "statistics", "context"]
+    stages = ["read", "separate", "register", "warp", "map", "particles", "li", "statistics", "context"]
     assert {*stages, "tracking", "outputs", "report", "total"} <= set(run["timings_s"])
     assert all(v >= 0 for v in run["timings_s"].values())
     # every stage of every state ran once, with its wall and CPU time and the peak RSS so far

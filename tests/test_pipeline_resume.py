@@ -18,7 +18,7 @@ import pytest
 
 from pipeline_helpers import cli, make_phantom, variant
 
-STAGES = ("read", "register", "warp", "map", "particles", "li", "statistics", "context")
+STAGES = ("read", "separate", "register", "warp", "map", "particles", "li", "statistics", "context")
 STORED = STAGES[1:]  # "read" is recomputed when needed, never stored
 COMPARED = ("states", "particles", "z_profile", "core_shell", "histograms", "evolution", "matching")
 
@@ -164,8 +164,8 @@ orig = p.save_array
 def save_array(path, array):
     if sys.argv[1] in path.parts:
         calls.append(path)
-    if len(calls) == 2:
-        # killed in the middle of writing the state's second array
+    if len(calls) == 3:
+        # killed in the middle of writing the state's third array (after separate and register)
         print("KILLED-AT", path, file=sys.stderr, flush=True)
         with atomic_path(path, directory=True) as tmp:
             (tmp / "half-written").write_bytes(b"0" * 1000)
@@ -181,7 +181,7 @@ def test_interrupted_run_resumes_to_identical_tables(manifest, tmp_path, referen
     from litomo.workflows.limap.cache import load_array
 
     out = tmp_path / "out"
-    # SIGKILL while state II writes its second array: state I is finished, II half-written
+    # SIGKILL while state II writes its third array: state I is finished, II half-written
     argv = [sys.executable, "-c", _KILLER, "II", "run", str(manifest), "--out", str(out),
             "--scheduler", "synchronous", "-q"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -189,9 +189,10 @@ def test_interrupted_run_resumes_to_identical_tables(manifest, tmp_path, referen
     killed = Path(proc.stderr.split("KILLED-AT ")[1].split("\n")[0])
 
     work = out / "work"
-    # state I finished; state II's registration was stored, its warp was cut short
+    # state I finished; state II's separation and registration were stored, its warp was cut short
     assert all((work / "I" / f"{n}.json").is_file() for n in STORED)
-    assert (work / "II" / "register.json").is_file() and not (work / "II" / "warp.json").exists()
+    assert (work / "II" / "register.json").is_file() and (work / "II" / "separate.json").is_file()
+    assert not (work / "II" / "warp.json").exists()
     # every record points only at complete, readable outputs
     for rec in work.glob("*/*.json"):
         for p in json.loads(rec.read_text())["outputs"]:

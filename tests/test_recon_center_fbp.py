@@ -65,6 +65,10 @@ def test_k11_two_methods_agree(shared_data):
     assert opp is not None and abs(opp - vo) < 0.15
     res = CenterResult(vo, vo, 22.5, 0.5, np.zeros(1), np.zeros(1), opp)  # what find_center_auto builds
     assert res.check_method == "opposite" and res.agree and res.to_json()["opposite_px"] == opp
+    from litomo.tomo.center import VO_MIN_DEPTH, vo_depth
+
+    # Vo is the confident method here (its metric rises 3.8 % 2 px either side; the dendrite's 0.55 % at bin 2)
+    assert vo_depth(sino, th, vo) > VO_MIN_DEPTH  # measured 0.0375 vs the threshold 0.03: a narrow margin
 
 
 def test_tooth_vo_and_entropy_agree(shared_data):
@@ -92,15 +96,20 @@ def test_tooth_vo_and_entropy_agree(shared_data):
     assert abs((sino.shape[1] - 1 - sh[1]) / 2 - ent) < 0.5
 
 
-def test_dendrite_entropy_matches_algotom_slice_metrics(shared_data):
+def test_dendrite_auto_centre_prefers_the_confident_entropy_search(shared_data):
+    from litomo.tomo.center import VO_MIN_DEPTH, find_center_auto
+
     sd, th = _dendrite(shared_data)
-    ent, _, _ = center_entropy(sd, th, init=313.0)
+    res = find_center_auto(sd, th)
     # algotom's find_center_based_slice_metric (CPU FBP, step 0.25) on the same 2x-binned sinogram:
     # entropy 314.75, sharpness 314.25 (35 s / 69 s CPU, too slow to rerun here); litomo's entropy 314.34.
-    # Vo's Fourier metric is flat on this truncated, noisy sinogram (0.1-0.4 % over +- 7 px): litomo's
-    # Vo says 311.45 and algotom's find_center_vo 313.25, so Vo is NOT one of the agreeing methods here
-    assert abs(ent - 314.5) < 0.5
-    assert abs(center_vo(sd, th) - ent) > 0.5  # documents the disagreement; find_center_auto warns
+    # Vo's Fourier metric is flat on this truncated, noisy sinogram: it rises 0.55 % 2 px either side of
+    # its minimum (tooth 134 %, K11 3.8 %) and reads 311.45 (algotom's find_center_vo 313.25), so the
+    # automatic choice must not take it
+    assert res.vo_depth < VO_MIN_DEPTH / 2 and not res.confident("vo")
+    assert res.method == "entropy" and res.entropy_interior and res.opposite_px is None
+    assert abs(res.center_px - 314.75) <= 0.5 and abs(res.center_px - 314.25) <= 0.5  # both algotom metrics
+    assert abs(res.vo_px - res.center_px) > 0.5 and not res.agree  # the unconfident Vo still disagrees: warned
 
 
 def test_numba_fbp_matches_astra_on_tooth(shared_data):

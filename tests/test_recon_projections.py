@@ -41,6 +41,9 @@ def test_tooth_center_and_fbp(shared_data):
     assert abs(res.vo_px - 295.5) <= 0.75
     assert abs(res.entropy_px - 295.5) <= 0.75
     assert res.agree and abs(res.vo_px - res.entropy_px) <= 0.25  # measured 0.07 px apart
+    # the automatic choice: Vo (its metric rises 134 % 2 px either side of the minimum), checked by the
+    # confident entropy search (minimum inside its window)
+    assert res.method == "vo" and res.check_method == "entropy" and res.confident("entropy")
     mine = reconstruct_slab(p[:, :1], s.angles_deg, res.center_px)[0]
     sino = np.ascontiguousarray(p[:, 0, :])
     # measured 0.992 (algotom's astra wrapper); algotom's own numba FBP gave 0.994 (not run: slow to compile)
@@ -54,6 +57,10 @@ def test_k11_nexus(shared_data):
     p = normalize(s)
     res = find_center_auto(p[:, 7:14].mean(axis=1), s.angles_deg)
     assert res.vo_px == pytest.approx(12.5, abs=1.0)  # algotom find_center_vo on the band
+    # Vo chosen (depth 3.8 %), checked by the confident opposite views (64 pairs, spread 0 px): 0.06 px apart;
+    # the entropy search is not confident here (minimum 22.5 at the edge of its window: truncated sample)
+    assert res.method == "vo" and res.check_method == "opposite" and res.confident("opposite")
+    assert abs(res.center_px - res.check_px) <= 0.5 and not res.confident("entropy")
     rec = reconstruct_slab(p[:, 10:12], s.angles_deg, res.vo_px)
     assert rec.shape == (2, 27, 27) and np.isfinite(rec).all()
     # not asserted: correlation with algotom's astra FBP is only 0.80 on this 26-pixel-wide crop of a
@@ -76,6 +83,10 @@ def test_dendrite_sinogram(shared_data):
     assert abs(c.vo_px - c.entropy_px) <= 1.5
     # the entropy centre unbinned vs algotom's slice-metric searches at bin 2 (629.0-630.0 px): 629.3
     assert abs(c.entropy_px * 4 + 1.5 - 629.5) <= 1.5
+    # Vo's metric rises only 2.2 % 2 binned px either side of its minimum (< 3 %): not confident, so the
+    # automatic centre is the entropy one (with the 2 % threshold Vo's 625.3 px was used)
+    assert c.method == "entropy" and c.vo_depth < 0.03
+    assert abs(res.info["center_px_unbinned"] - 629.5) <= 0.75
     assert res.volume.shape[0] == 1 and np.isfinite(res.volume).all()
     # not asserted: correlation with algotom's astra FBP is 0.91 at bin 2 (sample wider than the
     # detector; edge padding here vs none in algotom changes the low frequencies)

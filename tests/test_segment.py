@@ -23,6 +23,7 @@ from litomo.segment.forest import (
     am_fraction_sensitivity,
     train_forest,
 )
+from litomo.segment.forest_eval import compile_forest
 from litomo.segment.model_file import load_model, read_model_header
 from litomo.segment.threshold import multi_otsu_labels, otsu_mask
 
@@ -129,6 +130,34 @@ def test_chunked_prediction_equals_whole(phantom, phantom_model):
     np.testing.assert_array_equal(phantom_model.predict(da.from_array(grey, chunks=10), chunks=15), whole)
 
 
+def test_numba_forest_walk_equals_sklearn_predict_proba(phantom, phantom_model):
+    """The compiled tree walk against scikit-learn itself (the peer): same probabilities to
+    1e-6 (float32 output; measured max 3e-8), same labels, also with the per-feature scale
+    that makes the thresholds of order 1e-6 / 1e4, and a best-first (max_leaf_nodes) or
+    boosted classifier falls back to predict_proba (None)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    grey, _, scribbles, _ = phantom
+    f = filter_features(grey, sigmas=SIGMAS)
+    rows = np.ascontiguousarray(f.reshape(f.shape[0], -1).T)
+    clf, scale = phantom_model.classifier, phantom_model.feature_scale
+    ref = clf.predict_proba(rows * scale)
+    p = compile_forest(clf).predict_proba(rows, scale)
+    assert p.shape == (3, grey.size) and p.dtype == np.float32
+    assert np.abs(p.T - ref).max() < 1e-6
+    np.testing.assert_array_equal(np.argmax(p, axis=0), np.argmax(ref, axis=1))
+    # whole chunk-wise prediction = scikit-learn's predict on the same features
+    np.testing.assert_array_equal(phantom_model.predict(grey).ravel(), clf.predict(rows * scale))
+    # tiny grey units (a phase-retrieval decrement ~1e-6): thresholds compared in float32 the same way
+    X, y = rows[scribbles.ravel() > 0] * 1e-6, scribbles.ravel()[scribbles.ravel() > 0]
+    small = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    assert np.abs(compile_forest(small).predict_proba(rows * 1e-6).T - small.predict_proba(rows * 1e-6)).max() < 1e-6
+    best_first = RandomForestClassifier(n_estimators=3, max_leaf_nodes=20, random_state=0).fit(X, y)
+    cf = compile_forest(best_first)  # None unless every tree happens to be numbered depth-first
+    assert cf is None or np.abs(cf.predict_proba(rows * 1e-6).T - best_first.predict_proba(rows * 1e-6)).max() < 1e-6
+    assert compile_forest(HistGradientBoostingClassifier(max_iter=2).fit(X, y)) is None
+
+
 def test_save_load_roundtrip_and_determinism(tmp_path, phantom, phantom_model):
     grey, _, scribbles, _ = phantom
     sub = grey[:24, :24, :24]
@@ -212,6 +241,9 @@ def test_features_match_reference_filters():
         np.testing.assert_allclose(f[names.index(f"gradmag_{s:g}")],
                                    np.sqrt(sum(d[inner].astype(np.float64) ** 2 for d in grads)), rtol=1e-5,
                                    atol=1e-4)
+        # the fused numba pass does numpy's float32 arithmetic in numpy's order: bit for bit
+        gi = [d[inner] for d in grads]
+        np.testing.assert_array_equal(f[names.index(f"gradmag_{s:g}")], np.sqrt(gi[0] ** 2 + gi[1] ** 2 + gi[2] ** 2))
     # a block predicted with too little context (crop 0): context mirrored, shape of the block
     from litomo.segment.features import features_unpadded
 

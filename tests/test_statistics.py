@@ -8,14 +8,13 @@ import pytest
 from litomo.errors import DataError
 from litomo.statistics import (
     DEFAULT_LI_BINS,
-    core_shell_profile,
     li_histogram,
     li_particle_table,
-    particle_surface_distance_um,
     state_summary,
     surface_voxels,
     z_profile,
 )
+from litomo.statistics_core_shell import core_shell_profile, particle_surface_distance_um
 
 
 def _ball(n: int, r: float, centre=None) -> np.ndarray:

@@ -56,8 +56,14 @@ def test_multigrid_cg_matches_direct_solve(periodic):
     ws = [w * keep_cells * np.roll(keep_cells, -1, axis=d) for d, w in enumerate(ws)]
     dirichlet *= keep_cells
     b *= keep_cells
-    A, active = _assembled(*ws, dirichlet)
-    expected = spla.spsolve(A.tocsc(), b[active])
+    # the solver gets float32 grids, the dtype of litomo's weighted stencils (transport.multiphase):
+    # the kernels then reuse the signatures the library compiles anyway (each new dtype combination
+    # costs ~15 s of numba compilation in a clean clone); the reference matrix is assembled in
+    # float64 from the same float32 values, so both solve exactly the same operator
+    ws = [w.astype(np.float32) for w in ws]
+    dirichlet, b = dirichlet.astype(np.float32), b.astype(np.float32)
+    A, active = _assembled(*(np.asarray(w, np.float64) for w in (*ws, dirichlet)))
+    expected = spla.spsolve(A.tocsc(), b[active].astype(np.float64))
 
     levels = multigrid.build_hierarchy(multigrid.Faces(*ws, dirichlet))
     assert len(levels) >= 2 and levels[1].faces.shape == (12, 11, 10)
@@ -72,15 +78,15 @@ def test_coarse_operator_is_galerkin():
     """The coarse stencil equals P^T A P for piecewise-constant P on 2x2x2 blocks."""
     rng = np.random.default_rng(0)
     shape = (17, 18, 19)
-    ws = [rng.uniform(0, 1, shape) for _ in range(3)]
+    ws = [rng.uniform(0, 1, shape).astype(np.float32) for _ in range(3)]  # float32: see above
     for d, w in enumerate(ws):
         sl = [slice(None)] * 3
         sl[d] = -1
         w[tuple(sl)] = 0.0
-    dirichlet = np.zeros(shape)
+    dirichlet = np.zeros(shape, np.float32)
     dirichlet[0] = 1.0
     levels = multigrid.build_hierarchy(multigrid.Faces(*ws, dirichlet))
-    A, _ = _assembled(*ws, dirichlet)
+    A, _ = _assembled(*(np.asarray(w, np.float64) for w in (*ws, dirichlet)))
     blocks = np.ravel_multi_index(np.indices(shape) // 2, levels[1].faces.shape).ravel()
     P = sp.csr_matrix((np.ones(blocks.size), (np.arange(blocks.size), blocks)))
     Ac_expected = (P.T @ A @ P).toarray()

@@ -120,7 +120,8 @@ def stage_maps(p: Any, spacing: tuple[float, ...], shape: tuple[int, ...]) -> Pa
     for stage in stages:
         if stage == "bspline":
             spacing_um = float(p.bspline_grid_spacing_vox) * float(np.mean(spacing))
-            m = dict(po.GetDefaultParameterMap("bspline", int(p.resolutions), spacing_um))
+            levels = int(p.bspline_resolutions or p.resolutions) if len(stages) > 1 else int(p.resolutions)
+            m = dict(po.GetDefaultParameterMap("bspline", levels, spacing_um))
             if p.jacobian_measurements:
                 # elastix's default is max(1000, number of parameters): cap it
                 n_params = len(shape) * math.prod(math.ceil(n * s / spacing_um) + 3
@@ -144,6 +145,9 @@ def stage_maps(p: Any, spacing: tuple[float, ...], shape: tuple[int, ...]) -> Pa
                 m["AutomaticScalesEstimation"] = ["true"]
         m = {str(k): [str(v) for v in vals] for k, vals in m.items()}
         m.update(common)
+        if stage == "bspline" and len(stages) > 1:
+            m["NumberOfResolutions"] = [str(int(p.bspline_resolutions or p.resolutions))]
+            m["MaximumNumberOfIterations"] = [str(int(p.bspline_iterations or p.iterations))]
         maps.append(m)
     return maps
 

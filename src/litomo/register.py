@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -27,174 +27,16 @@ import numpy as np
 from litomo import elastix, register_worker
 from litomo.elastix import ParameterMaps
 from litomo.errors import DataError, LitomoError
+from litomo.register_types import MODES, RegistrationParams, RegistrationResult
 from litomo.volume import as_voxel_size
+
+__all__ = ["MODES", "RegistrationParams", "RegistrationResult", "apply_transform", "displacement_field", "ncc",
+           "register_pair"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("rigid+bspline", "rigid", "similarity", "similarity+bspline", "translation", "bspline")
-_METRIC_ALIASES = {
-    "ncc": "AdvancedNormalizedCorrelation",
-    "advancednormalizedcorrelation": "AdvancedNormalizedCorrelation",
-    "mi": "AdvancedMattesMutualInformation",
-    "mattes": "AdvancedMattesMutualInformation",
-    "advancedmattesmutualinformation": "AdvancedMattesMutualInformation",
-    "msd": "AdvancedMeanSquares",
-    "advancedmeansquares": "AdvancedMeanSquares",
-}
-_SAMPLERS = ("RandomCoordinate", "Random", "Full", "Grid")
 # float32 holds every integer up to 2**24 exactly; larger labels would be corrupted
 _MAX_EXACT_LABEL = 2**24
-
-
-@dataclass
-class RegistrationParams:
-    """Settings for :func:`register_pair`.
-
-    Parameters
-    ----------
-    mode : str
-        One of ``"rigid+bspline"``, ``"rigid"``, ``"similarity"``, ``"similarity+bspline"``,
-        ``"translation"``, ``"bspline"``. Stages run in that order (linear first).
-    bspline_grid_spacing_vox : float
-        Final B-spline control-point spacing, in voxels of the fixed image (converted to um).
-    bending_weight : float
-        Weight of elastix's bending-energy penalty for the B-spline stage (0 = none).
-    iterations : int
-        Optimiser iterations per resolution level.
-    resolutions : int
-        Number of pyramid levels (Gaussian smoothing pyramid).
-    metric : str
-        ``"AdvancedNormalizedCorrelation"`` (alias ``"ncc"``, default),
-        ``"AdvancedMattesMutualInformation"`` (``"mi"``) or ``"AdvancedMeanSquares"``
-        (``"msd"``; only for images of identical contrast). NCC and MI are insensitive to a
-        linear (NCC) or any monotone (MI) contrast change, e.g. pre- vs post-edge images.
-    sampler : str
-        elastix ``ImageSampler``: ``"RandomCoordinate"`` (default, fast), ``"Random"``,
-        ``"Grid"`` or ``"Full"`` (every voxel, slow but sampling-free).
-    spatial_samples : int
-        Samples per iteration for the random samplers.
-    seed : int
-        elastix ``RandomSeed``; the same inputs and seed give the same transform.
-    final_order : int
-        Interpolation order (0, 1 or 3) of the returned ``moved`` image.
-    fill_value : float
-        Value of ``moved`` where the transform maps outside the moving image.
-    threads : int or None
-        elastix threads (None = elastix default).
-    jacobian_measurements : int or None
-        Cap on the samples elastix's optimiser uses to estimate the B-spline stage's step size
-        (``NumberOfJacobianMeasurements``). elastix's default, max(1000, number of B-spline
-        parameters), grows with the grid: on a 256^3 grid with ~66 000 of them the estimate took 25 of the
-        stage's 40 s; 8192 measurements took 7 s and moved the final transform by 0.002 um rms
-        (0.02 raw voxel of the 1024^3 phantom). None = elastix's default.
-    """
-
-    mode: str = "rigid+bspline"
-    bspline_grid_spacing_vox: float = 16.0
-    bending_weight: float = 0.0
-    iterations: int = 200
-    resolutions: int = 3
-    metric: str = "AdvancedNormalizedCorrelation"
-    sampler: str = "RandomCoordinate"
-    spatial_samples: int = 2048
-    seed: int = 0
-    final_order: int = 1
-    fill_value: float = 0.0
-    threads: int | None = None
-    jacobian_measurements: int | None = 8192
-
-    def validated(self) -> RegistrationParams:
-        """A copy with the metric name canonicalised; raises :class:`LitomoError` on bad values."""
-        if self.mode not in MODES:
-            raise LitomoError(f"registration mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        metric = _METRIC_ALIASES.get(str(self.metric).lower())
-        if metric is None:
-            raise LitomoError(
-                f"registration metric must be AdvancedNormalizedCorrelation (ncc), "
-                f"AdvancedMattesMutualInformation (mi) or AdvancedMeanSquares (msd); got {self.metric!r}"
-            )
-        if self.sampler not in _SAMPLERS:
-            raise LitomoError(f"registration sampler must be one of {', '.join(_SAMPLERS)}; got {self.sampler!r}")
-        if int(self.iterations) < 1 or int(self.resolutions) < 1 or int(self.spatial_samples) < 64:
-            raise LitomoError("registration needs iterations >= 1, resolutions >= 1 and spatial_samples >= 64")
-        if not self.bspline_grid_spacing_vox > 0:
-            raise LitomoError(f"bspline_grid_spacing_vox must be positive, got {self.bspline_grid_spacing_vox}")
-        if self.jacobian_measurements is not None and int(self.jacobian_measurements) < 100:
-            raise LitomoError(f"jacobian_measurements must be >= 100 (or None), got {self.jacobian_measurements}")
-        if self.final_order not in (0, 1, 3):
-            raise LitomoError(f"final_order must be 0, 1 or 3, got {self.final_order}")
-        return RegistrationParams(**{**asdict(self), "metric": metric})
-
-
-@dataclass
-class RegistrationResult:
-    """Outcome of :func:`register_pair`.
-
-    Attributes
-    ----------
-    moved : numpy.ndarray or None
-        The moving image resampled onto the fixed grid (float32); None with ``resample=False``.
-    parameter_maps : list of dict
-        elastix transform parameter maps (``{name: [str, ...]}``), JSON-serialisable, in the
-        order elastix applies them; feed them to :func:`apply_transform`.
-    mode : str
-        The registration mode used.
-    translation_vox : tuple of float
-        Displacement ``(z, y, x)`` in fixed-image voxels of the moving content relative to
-        the fixed one, measured at the centre of the fixed grid, from the linear stage.
-    rotation_deg : tuple of float
-        Rotation of the linear stage: 3D, the rotation vector (degrees) in the ``(z, y, x)``
-        array frame (component i ~ rotation about array axis i for small angles); 2D, one
-        angle ``a`` of the rotation matrix ``[[cos a, -sin a], [sin a, cos a]]`` acting on
-        ``(y, x)`` coordinates.
-    rotation_angle_deg : float
-        Total rotation angle (degrees) of the linear stage.
-    scale : float
-        Isotropic scale of the linear stage (1 unless a similarity transform).
-    affine_vox : numpy.ndarray
-        ``(ndim+1, ndim+1)`` homogeneous matrix of the linear stage mapping a fixed voxel
-        index to a moving voxel index (what :func:`scipy.ndimage.affine_transform` expects).
-    ncc_before, ncc_after : float
-        Normalised cross-correlation of fixed vs moving and fixed vs moved, over the fixed mask
-        (if any) and the voxels where the moved image has data.
-    elapsed_s : float
-        Wall time of the elastix registration in seconds.
-    voxel_size_um : tuple of float
-        Voxel size of the fixed image ``(z, y, x)`` (or ``(y, x)``) in um.
-    """
-
-    moved: np.ndarray | None
-    parameter_maps: ParameterMaps
-    mode: str
-    translation_vox: tuple[float, ...]
-    rotation_deg: tuple[float, ...]
-    rotation_angle_deg: float
-    scale: float
-    affine_vox: np.ndarray
-    ncc_before: float
-    ncc_after: float
-    elapsed_s: float
-    voxel_size_um: tuple[float, ...]
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self, *, include_maps: bool = True) -> dict[str, Any]:
-        """JSON-serialisable summary (for ``run.json``); the ``moved`` array is left out."""
-        out: dict[str, Any] = {
-            "mode": self.mode,
-            "translation_vox": [float(v) for v in self.translation_vox],
-            "rotation_deg": [float(v) for v in self.rotation_deg],
-            "rotation_angle_deg": float(self.rotation_angle_deg),
-            "scale": float(self.scale),
-            "affine_vox": np.asarray(self.affine_vox, dtype=float).tolist(),
-            "ncc_before": float(self.ncc_before),
-            "ncc_after": float(self.ncc_after),
-            "elapsed_s": float(self.elapsed_s),
-            "voxel_size_um": [float(v) for v in self.voxel_size_um],
-            "params": dict(self.params),
-        }
-        if include_maps:
-            out["parameter_maps"] = [dict(m) for m in self.parameter_maps]
-        return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -225,6 +67,23 @@ def _check_image(a: Any, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise DataError(f"{name} contains NaN or inf; fill them (e.g. with the median) before registering")
     return a
+
+
+def _check_pair(fixed: Any, moving: Any, fixed_mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    fixed = _check_image(fixed, "fixed image")
+    moving = _check_image(moving, "moving image")
+    if fixed.shape != moving.shape:
+        raise DataError(f"fixed and moving images differ in shape: {fixed.shape} vs {moving.shape}")
+    if (name := next((n for n, a in (("fixed", fixed), ("moving", moving)) if float(np.ptp(a)) == 0.0), None)):
+        raise DataError(f"the {name} image is constant; there is nothing to register")
+    if fixed_mask is None:
+        return fixed, moving, None
+    mask = np.asarray(fixed_mask, dtype=bool)
+    if mask.shape != fixed.shape:
+        raise DataError(f"fixed_mask shape {mask.shape} differs from the fixed image's {fixed.shape}")
+    if mask.sum() < 64:
+        raise DataError("fixed_mask selects fewer than 64 voxels; too few to register on")
+    return fixed, moving, mask
 
 
 def ncc(a: Any, b: Any, mask: Any = None) -> float:
@@ -305,6 +164,7 @@ def register_pair(
     voxel_size_um: float | tuple[float, ...] = 1.0,
     fixed_mask: Any = None,
     resample: bool = True,
+    initial_maps: ParameterMaps | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` with elastix (2D or 3D, physical units).
 
@@ -323,6 +183,9 @@ def register_pair(
         Resample the moving image onto the fixed grid (``moved``, ``ncc_after``). Callers
         that apply the transform elsewhere (e.g. at full resolution) skip it: ``moved`` is
         then None and ``ncc_after`` NaN, saving a transformix pass over the whole grid.
+    initial_maps : list of dict, optional
+        Parameter maps of an earlier registration of the same pair to start from; the
+        estimated stages are composed onto them, and the result's maps are both lists in order.
 
     Returns
     -------
@@ -341,22 +204,10 @@ def register_pair(
     """
     if (w := register_worker.active()) is not None:  # itk stays out of this process
         return w.call(register_pair, fixed, moving, params=params, voxel_size_um=voxel_size_um, fixed_mask=fixed_mask,
-                      resample=resample)
+                      resample=resample, initial_maps=initial_maps)
     p = (params or RegistrationParams()).validated()
-    fixed = _check_image(fixed, "fixed image")
-    moving = _check_image(moving, "moving image")
-    if fixed.shape != moving.shape:
-        raise DataError(f"fixed and moving images differ in shape: {fixed.shape} vs {moving.shape}")
-    if (name := next((n for n, a in (("fixed", fixed), ("moving", moving)) if float(np.ptp(a)) == 0.0), None)):
-        raise DataError(f"the {name} image is constant; there is nothing to register")
+    fixed, moving, mask = _check_pair(fixed, moving, fixed_mask)
     spacing = _spacing(voxel_size_um, fixed.ndim)
-    mask = None
-    if fixed_mask is not None:
-        mask = np.asarray(fixed_mask, dtype=bool)
-        if mask.shape != fixed.shape:
-            raise DataError(f"fixed_mask shape {mask.shape} differs from the fixed image's {fixed.shape}")
-        if mask.sum() < 64:
-            raise DataError("fixed_mask selects fewer than 64 voxels; too few to register on")
 
     itk = elastix.load_itk()
     maps = elastix.stage_maps(p, spacing, fixed.shape)
@@ -368,13 +219,15 @@ def register_pair(
         kwargs["fixed_mask"] = elastix.to_itk(mask, spacing, dtype=np.uint8)
     if p.threads is not None:
         kwargs["number_of_threads"] = int(p.threads)
+    if initial_maps:
+        kwargs["initial_transform_parameter_object"] = elastix.parameter_object(initial_maps)
     t0 = time.perf_counter()
     try:
         _, tpo = itk.elastix_registration_method(elastix.to_itk(fixed, spacing), elastix.to_itk(moving, spacing), **kwargs)
     except RuntimeError as exc:  # elastix reports e.g. too few samples in the mask this way
         raise DataError(f"elastix registration failed: {str(exc).strip().splitlines()[-1]}") from exc
     elapsed = time.perf_counter() - t0
-    tmaps = elastix.maps_from_object(tpo)
+    tmaps = elastix.maps_from_object(tpo)  # with initial maps: those first, then the new stages
 
     if resample:
         # resample with NaN outside the moving image so the NCC only sees real overlap

@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from litomo.errors import DataError
 from litomo.manifest.model import SEPARATOR_SIDES
@@ -32,7 +31,14 @@ log = logging.getLogger(__name__)
 DEFAULT_LI_BINS = np.linspace(0.0, 1.2, 61)
 
 
-def _check_x(x_li: Any, *, ndim: int | None = 3) -> np.ndarray:
+def check_li_map(x_li: Any, *, ndim: int | None = 3) -> np.ndarray:
+    """``x_li`` as a float array (NaN outside the AM), or a :class:`DataError` naming what is wrong.
+
+    Examples
+    --------
+    >>> check_li_map(np.full((2, 2, 2), np.nan)).shape
+    (2, 2, 2)
+    """
     x = np.asarray(x_li)
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"x_li must be a float array with NaN outside the active material; got dtype {x.dtype}")
@@ -88,7 +94,7 @@ def li_histogram(x_li: Any, bins: Any = None) -> LiHistogram:
     >>> h.counts.tolist(), h.overflow
     ([1, 1], 1)
     """
-    x = _check_x(x_li, ndim=None)
+    x = check_li_map(x_li, ndim=None)
     edges = np.asarray(DEFAULT_LI_BINS if bins is None else bins, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         raise DataError("histogram bins must be at least two strictly increasing edges")
@@ -179,7 +185,7 @@ def state_summary(
     >>> s["n_voxels"], round(s["mean_li"], 4), s["frac_li_rich"], s["total_li_um3"]
     (6, 0.8333, 0.6666666666666666, 0.625)
     """
-    x = _check_x(x_li)
+    x = check_li_map(x_li)
     vv = float(np.prod(as_voxel_size(voxel_size_um)))
     v = x[np.isfinite(x)].astype(np.float64)
     n = int(v.size)
@@ -266,7 +272,7 @@ def z_profile(
     >>> z_profile(x, voxel_size_um=1.0)["mean_li"].round(3).tolist()
     [0.2, 0.7, 1.0]
     """
-    x = _check_x(x_li)
+    x = check_li_map(x_li)
     vz = as_voxel_size(voxel_size_um)[0]
     finite = np.isfinite(x)
     n = finite.sum(axis=(1, 2)).astype(np.float64)
@@ -374,7 +380,7 @@ def li_particle_table(
     >>> t["mean_li"].tolist(), t["li_rich_fraction"].tolist()
     ([1.0, 0.5], [1.0, 0.0])
     """
-    x = _check_x(x_li)
+    x = check_li_map(x_li)
     lab = check_particle_labels(particles, shape=x.shape)
     if depth_from not in ("low", "high"):
         raise DataError(f"depth_from must be 'low' or 'high', got {depth_from!r}")
@@ -416,128 +422,3 @@ def li_particle_table(
     if n_unmapped:
         log.warning("%d particle(s) have no Li-mapped voxels; their Li columns are NaN", n_unmapped)
     return table
-
-
-def particle_surface_distance_um(particles: Any, *, voxel_size_um: Any) -> np.ndarray:
-    """Distance (um) of each particle voxel from its own particle's surface; NaN elsewhere.
-
-    The Euclidean distance transform is taken inside each particle separately (touching
-    particles do not see into each other), from the voxel centre to the nearest voxel
-    centre outside the particle, minus half a voxel (the surface lies on the voxel face),
-    so surface voxels sit at half a voxel. Voxels beyond the volume edge count as outside.
-
-    Examples
-    --------
-    >>> lab = np.zeros((7, 7, 7), int); lab[1:6, 1:6, 1:6] = 1
-    >>> particle_surface_distance_um(lab, voxel_size_um=1.0)[3, 3].tolist()
-    [nan, 0.5, 1.5, 2.5, 1.5, 0.5, nan]
-    """
-    lab = np.asarray(particles)
-    vs = as_voxel_size(voxel_size_um)
-    dist = np.full(lab.shape, np.nan, dtype=np.float64)
-    # one EDT per particle on its bounding box (padded by one voxel of "outside"): a single
-    # EDT of all particles would let touching particles share an interior
-    for i, sl in enumerate(ndi.find_objects(lab), start=1):
-        if sl is None:
-            continue
-        sub = np.pad(lab[sl] == i, 1)
-        d = ndi.distance_transform_edt(sub, sampling=vs)[1:-1, 1:-1, 1:-1]
-        own = lab[sl] == i
-        dist[sl][own] = d[own]
-    return dist - 0.5 * min(vs)
-
-
-def core_shell_profile(
-    x_li: Any,
-    particles: Any,
-    *,
-    voxel_size_um: Any,
-    bin_width_um: float | None = None,
-    per_particle: bool = False,
-) -> pd.DataFrame:
-    """Mean x_Li versus distance from the particle surface (SPEC 2.4 core-shell profile).
-
-    Parameters
-    ----------
-    x_li : array_like of float, (z, y, x)
-        Li content, NaN outside the AM (NaN voxels are skipped).
-    particles : array_like of int, (z, y, x)
-        Particle labels, 0 = background.
-    voxel_size_um : float or (z, y, x)
-        Voxel size in um.
-    bin_width_um : float, optional
-        Distance bin width in um (default: the smallest voxel edge).
-    per_particle : bool
-        Also return one profile per particle (rows after the ``"all"`` rows).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``particle`` (``"all"`` or a label), ``distance_um`` (bin centre; bins
-        ``[k w, (k+1) w)`` of the distance defined in :func:`particle_surface_distance_um`),
-        ``mean_li, std_li, n_voxels``. Empty bins are left out.
-
-    Examples
-    --------
-    >>> lab = np.zeros((7, 7, 7), np.int32); lab[1:6, 1:6, 1:6] = 1
-    >>> shell = particle_surface_distance_um(lab, voxel_size_um=1.0) < 1  # outer voxel layer
-    >>> x = np.where(lab > 0, np.where(shell, 1.0, 0.5), np.nan)
-    >>> core_shell_profile(x, lab, voxel_size_um=1.0)["mean_li"].tolist()
-    [1.0, 0.5, 0.5]
-    """
-    x = _check_x(x_li)
-    lab = check_particle_labels(particles, shape=x.shape)
-    vs = as_voxel_size(voxel_size_um)
-    w = float(min(vs) if bin_width_um is None else bin_width_um)
-    if not (np.isfinite(w) and w > 0):
-        raise DataError(f"bin_width_um must be positive, got {bin_width_um!r}")
-    dist = particle_surface_distance_um(lab, voxel_size_um=vs)
-    keep = np.isfinite(dist) & np.isfinite(x)
-    if not keep.any():
-        raise DataError("no particle voxel has a Li value; cannot build a core-shell profile")
-    k = np.floor(dist[keep] / w).astype(np.intp)
-    v = x[keep].astype(np.float64)
-    nb = int(k.max()) + 1
-
-    def profile(bins: np.ndarray, vals: np.ndarray, nbins: int) -> tuple[np.ndarray, ...]:
-        n = np.bincount(bins, minlength=nbins).astype(np.float64)
-        s1 = np.bincount(bins, weights=vals, minlength=nbins)
-        s2 = np.bincount(bins, weights=vals * vals, minlength=nbins)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s1 / n
-            std = np.sqrt(np.maximum(s2 / n - mean * mean, 0.0))
-        return n, mean, std
-
-    n, mean, std = profile(k, v, nb)
-    occ = n > 0
-    frames = [
-        pd.DataFrame(
-            {
-                "particle": ["all"] * int(occ.sum()),
-                "distance_um": (np.nonzero(occ)[0] + 0.5) * w,
-                "mean_li": mean[occ],
-                "std_li": std[occ],
-                "n_voxels": n[occ].astype(np.int64),
-            }
-        )
-    ]
-    if per_particle:
-        pid = lab[keep].astype(np.intp)
-        combo = pid * nb + k
-        nlab = int(pid.max()) + 1
-        n2, mean2, std2 = profile(combo, v, nlab * nb)
-        occ2 = np.nonzero(n2 > 0)[0]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "particle": (occ2 // nb).astype(np.int64),
-                    "distance_um": (occ2 % nb + 0.5) * w,
-                    "mean_li": mean2[occ2],
-                    "std_li": std2[occ2],
-                    "n_voxels": n2[occ2].astype(np.int64),
-                }
-            )
-        )
-    out = pd.concat(frames, ignore_index=True)
-    out["particle"] = out["particle"].astype(object)
-    return out

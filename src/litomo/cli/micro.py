@@ -9,6 +9,7 @@ import typer
 from litomo.cli._app import app
 from litomo.cli._common import print_json, progress_bar, setup_logging
 from litomo.errors import LitomoError
+from litomo.workflows.execution import COMMAND_SCHEDULER_HELP, command_scheduler
 
 
 def _parse_voxel(text: str) -> float | tuple[float, float, float]:
@@ -55,6 +56,7 @@ def micro(
     no_pore_sizes: bool = typer.Option(False, "--no-pore-sizes", help="Skip the pore size distributions, constrictivity and pore radius maps (~20 s CPU at 256^3)."),
     no_figures: bool = typer.Option(False, "--no-figures", help="Write tables only."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Compute out of core in blocks of this edge in voxels (automatic, 128, above 2^28 voxels): fractions, areas, TPB, percolation, REV and S2 exact; no particles, transport, pore sizes or figures."),
+    scheduler: str = typer.Option(None, "--scheduler", help=COMMAND_SCHEDULER_HELP + " Out of core: the blocks, percolation and S2 slabs run there; in memory: the reading (the metrics run in this process)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (microstructure.json) on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each stage (and which one failed)."),
@@ -95,8 +97,9 @@ def micro(
         seed=seed, figures=not no_figures, pore_sizes=not no_pore_sizes, rev_tolerance=rev_tolerance,
         supplier_psd_um=_parse_supplier(supplier_psd), chunk_vox=chunk_size, tile_um=tile_um,
         cbd_porosity=cbd_porosity)
-    result = run_micro(labels_path, out, settings, mode="force" if force else "new",
-                       progress=progress_bar(not (quiet or as_json)))
+    with command_scheduler(scheduler):  # an unreachable address fails here, before --out is made
+        result = run_micro(labels_path, out, settings, mode="force" if force else "new",
+                           progress=progress_bar(not (quiet or as_json)))
     rep = result.summary
     if as_json:
         print_json(rep)

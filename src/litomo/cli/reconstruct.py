@@ -75,6 +75,6 @@ def reconstruct(
         print_json(record)
     else:
         c = record["center"]
-        extra = f" (Vo {c['vo_px']:.2f}, {c['check_method']} {c['vo_px'] - c['difference_px']:.2f})" if c else ""
+        extra = f" ({c['method']}; check {c['check_method']} {c['check_px']:.2f})" if c else ""
         typer.echo(f"reconstructed {tuple(record['shape_zyx'])} voxels, centre {record['center_px_unbinned']:.2f} px"
                    f"{extra} -> {out / 'volume.ome.zarr'}")

@@ -10,6 +10,7 @@ import typer
 from litomo.cli._app import app
 from litomo.cli._common import print_json, progress_bar, setup_logging
 from litomo.errors import LitomoError
+from litomo.workflows.execution import COMMAND_SCHEDULER_HELP, command_scheduler
 
 
 def _parse_floats(text: str, option: str) -> tuple[float, ...]:
@@ -49,7 +50,7 @@ def segment(
     scribble_values: str = typer.Option("pore=1,am=2,cbd=3", "--scribble-values", help="Which scribble value is which phase."),
     phase_order: str = typer.Option("pore,cbd,am", "--phase-order", help="multi-otsu: phases by increasing grey value (2 or 3 of pore, am, cbd)."),
     sigmas: str = typer.Option(None, "--sigmas", help="Feature scales in voxels (default 0.7,1.5,3,6; with --model: the model's)."),
-    n_estimators: int = typer.Option(30, "--n-estimators", help="Trees in the random forest (boosting iterations with --classifier hgb)."),
+    n_estimators: int = typer.Option(20, "--n-estimators", help="Trees in the random forest (default: SegmentSettings.n_estimators; boosting iterations with --classifier hgb)."),
     max_samples: int = typer.Option(20000, "--max-samples-per-class", help="Scribbled voxels used per class at most (balanced subsampling)."),
     chunks: int = typer.Option(None, "--chunks", help="Block edge (voxels) for chunk-wise feature computation; default from --memory-mb."),
     memory_mb: float = typer.Option(512.0, "--memory-mb", help="Memory budget for one block's features (MiB)."),
@@ -58,6 +59,7 @@ def segment(
     seed: int = typer.Option(0, "--seed", help="Seed for subsampling and the forest (same seed = identical result)."),
     reference: Path = typer.Option(None, "--reference", help="Reference labelling on the same grid (e.g. FIB-SEM or a hand-labelled sub-volume): adds Dice, IoU and volume-fraction differences per phase to segmentation.json (reference_agreement)."),
     reference_values: str = typer.Option("pore=0,am=1,cbd=2", "--reference-values", help="Which value is which phase in --reference; other values are unlabelled and not compared."),
+    scheduler: str = typer.Option(None, "--scheduler", help=COMMAND_SCHEDULER_HELP + " There: staging and denoising the grey volume, sampling it, writing labels.tif and the OME-Zarr; training and the forest's prediction run in this process (--n-jobs threads)."),
     as_json: bool = typer.Option(False, "--json", help="Print segmentation.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each stage (and which one failed)."),
@@ -77,10 +79,11 @@ def segment(
         sigmas=_parse_floats(sigmas, "--sigmas") if sigmas else None, n_estimators=n_estimators,
         max_samples_per_class=max_samples, chunks=chunks, memory_mb=memory_mb, n_jobs=n_jobs, seed=seed,
         majority=majority)
-    result = run_segment(grey_path, out, settings, scribbles_path=scribbles_path, model_path=model_path,
-                         reference_path=reference,
-                         reference_values=_parse_mapping(reference_values, "--reference-values") if reference else None,
-                         mode="force" if force else "new", progress=progress_bar(not (quiet or as_json)))
+    ref_values = _parse_mapping(reference_values, "--reference-values") if reference else None
+    with command_scheduler(scheduler):  # an unreachable address fails here, before --out is made
+        result = run_segment(grey_path, out, settings, scribbles_path=scribbles_path, model_path=model_path,
+                             reference_path=reference, reference_values=ref_values,
+                             mode="force" if force else "new", progress=progress_bar(not (quiet or as_json)))
     if as_json:
         print_json(result.report)
     else:

@@ -11,17 +11,20 @@ import typer
 from litomo.cli._app import app
 from litomo.cli._common import check_output_file, print_json, progress_bar, setup_logging
 from litomo.errors import LitomoError
+from litomo.workflows.execution import COMMAND_SCHEDULER_HELP, command_scheduler
 
 
-def _read_labels(path: Path, voxel_size_um: float | None):
-    """Label array and voxel size (um) from a volume file."""
+def _read_labels(path: Path, voxel_size_um: float | None, progress=None):
+    """Label array and voxel size (um) from a volume file, read lazily z-slab by z-slab on the
+    dask scheduler of the moment (a ``--scheduler`` cluster reads there)."""
     from litomo.io import read_volume
     from litomo.io.guards import require_voxel_size
+    from litomo.metrics.chunked import read_slabs
 
     if not path.exists():
         raise LitomoError(f"{path}: no such file")
-    vol = require_voxel_size(read_volume(path, voxel_size_um=voxel_size_um))
-    return vol.numpy(), vol.voxel_size_um
+    vol = require_voxel_size(read_volume(path, voxel_size_um=voxel_size_um, lazy=True))
+    return read_slabs(vol.array, progress, "reading labels"), vol.voxel_size_um
 
 
 def _write_flux(path: Path, flux, voxel_size_um) -> None:
@@ -45,6 +48,19 @@ def _cbd_diffusivity(cbd_diffusivity: float | None, cbd_porosity: float | None, 
     if not (math.isfinite(cbd_diffusivity) and 0.0 <= cbd_diffusivity <= 1.0):
         raise LitomoError(f"--cbd-diffusivity must lie in [0, 1] (D_CBD/D_0), got {cbd_diffusivity:g}")
     return float(cbd_diffusivity)
+
+
+def _check_backend(backend: str, *, native_only: bool, scheduler: str | None) -> str:
+    """``--backend`` normalised, refused with the options it does not take."""
+    backend = backend.strip().lower()
+    if backend not in ("native", "petsc"):
+        raise LitomoError(f"--backend must be native or petsc, got {backend!r}")
+    if backend == "petsc" and scheduler is not None:
+        raise LitomoError("--scheduler does not apply to --backend petsc: each MPI rank reads its own slab")
+    if backend == "petsc" and native_only:
+        raise LitomoError("--backend petsc does not support --periodic, --electrode, --flux-map, --classes, "
+                          "--cbd-diffusivity or --cbd-porosity")
+    return backend
 
 
 def _run_multiphase(arr, mapping, d_cbd: float, axis: str, voxel, rtol: float, want_flux: bool, prog,
@@ -158,6 +174,7 @@ def tortuosity(
     cbd_porosity: float = typer.Option(None, "--cbd-porosity", help="Multiphase: D_CBD/D_0 = porosity^1.5 (Bruggeman) of the CBD's nano-porosity (e.g. 0.47)."),
     classes: Path = typer.Option(None, "--classes", help="Write the phase's transport classes (uint8 TIFF: 1 through-flowing, 2 stagnant, 3 dead-end, 4 isolated) along the first axis."),
     backend: str = typer.Option("native", "--backend", help="Solver: native (multigrid-CG on this machine, ~33 bytes per voxel) or petsc (PETSc CG + GAMG over MPI: mpiexec -n N litomo tortuosity ... --backend petsc; each rank reads its own z-slab; needs petsc4py and mpi4py)."),
+    scheduler: str = typer.Option(None, "--scheduler", help=COMMAND_SCHEDULER_HELP + " There: reading the volume in z-slabs; the solver runs in this process (native) or on MPI ranks (--backend petsc, which takes no --scheduler)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
@@ -182,14 +199,9 @@ def tortuosity(
         raise LitomoError(f"--voxel-size-um must be positive, got {voxel_size_um}")
     if not 0.0 < rtol < 1.0:
         raise LitomoError(f"--rtol must be between 0 and 1 (e.g. 1e-6), got {rtol:g}")
-    backend = backend.strip().lower()
-    if backend not in ("native", "petsc"):
-        raise LitomoError(f"--backend must be native or petsc, got {backend!r}")
-    native_only = periodic or electrode or flux_map is not None or classes is not None
     d_cbd = _cbd_diffusivity(cbd_diffusivity, cbd_porosity, phase)
-    if backend == "petsc" and (native_only or d_cbd is not None):
-        raise LitomoError("--backend petsc does not support --periodic, --electrode, --flux-map, --classes, "
-                          "--cbd-diffusivity or --cbd-porosity")
+    native_only = periodic or electrode or flux_map is not None or classes is not None or d_cbd is not None
+    backend = _check_backend(backend, native_only=native_only, scheduler=scheduler)
     for opt, path in (("--flux-map", flux_map), ("--classes", classes)):
         if path is not None:
             check_output_file(path, opt, inputs=[labels])
@@ -197,8 +209,9 @@ def tortuosity(
     if backend == "petsc":
         _run_petsc(labels, phase, axes, voxel_size_um, mapping, rtol, quiet=quiet, as_json=as_json)
         return
-    arr, voxel = _read_labels(labels, voxel_size_um)
     prog = progress_bar(not (quiet or as_json))
+    with command_scheduler(scheduler):  # an unreachable address fails here, before anything is written
+        arr, voxel = _read_labels(labels, voxel_size_um, prog)
     results = _solve_native(arr, phase, mapping, axes, voxel, d_cbd=d_cbd, periodic=periodic, rtol=rtol,
                             want_flux=flux_map is not None or classes is not None, progress=prog)
     first = results[axes[0]]

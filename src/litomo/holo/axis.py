@@ -88,7 +88,8 @@ def check_half_acquisition_angles(theta_deg: Any) -> tuple[np.ndarray, bool]:
 def find_phase_center(band: np.ndarray, theta_deg: Any, *, half_acquisition: bool = False) -> AxisResult:
     """Automatic rotation centre from a sinogram ``(n_angles, n)`` (e.g. :func:`sinogram_band`).
 
-    Full scans: Vo's method with the entropy check, on the phase sinogram. Half-acquisition:
+    Full scans: the first confident automatic method, checked by another
+    (:func:`litomo.tomo.center.find_center_auto`), on the phase sinogram. Half-acquisition:
     :func:`center_half_acquisition`, best on ``-ln I`` of the closest distance: holograms are
     mirror-symmetric like projections (free-space propagation commutes with a mirror), while
     the phase retrieved from a truncated field carries padding artefacts from the cut edge
@@ -115,7 +116,7 @@ def find_phase_center(band: np.ndarray, theta_deg: Any, *, half_acquisition: boo
     from litomo.tomo.center import find_center_auto
 
     res = find_center_auto(band, theta_deg)
-    return AxisResult(res.center_px, "vo (entropy check)", {k: v for k, v in res.to_json().items() if k != "center_px"},
+    return AxisResult(res.center_px, f"{res.method} ({res.check_method} check)", {k: v for k, v in res.to_json().items() if k != "center_px"},
                       curve=(np.asarray(res.trial_px, float), np.asarray(res.entropy, float)))
 
 

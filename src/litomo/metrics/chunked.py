@@ -3,8 +3,9 @@
 A :class:`LabelSource` reads canonical labels (0 pore, 1 AM, 2 CBD) region by region from any
 array that slices (numpy, ``np.memmap``, zarr, dask: a lazily read TIFF or OME-Zarr).
 :func:`scan_blocks` cuts the volume into ``chunk_vox``-edged blocks, reads each z-slab once with
-the halo the metrics need and hands every block to :class:`BlockMetrics`, whose results equal
-the in-memory functions they mirror:
+the halo the metrics need and hands every block to :class:`BlockMetrics` and
+:class:`BlockPercolation` (measured per block, on a dask.distributed cluster when one is the
+active scheduler, merged in block order), whose results equal the in-memory functions they mirror:
 
 - counts, z-profile, AM erosion / dilation bracket (1-voxel halo): integer counts, summed;
 - voxel-face areas and TPB edges: each face / edge belongs to the block holding its lower
@@ -26,9 +27,11 @@ hence the union-find here. The summary assembly, REV and S2 live in
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +82,9 @@ class LabelSource:
         """Canonical uint8 labels of ``[lo, hi)`` (coordinates of this source)."""
         sl = tuple(slice(s + a, s + b) for s, a, b in zip(self.start, lo, hi, strict=True))
         raw = self.array[sl]
-        raw = np.asarray(raw.compute() if hasattr(raw, "compute") else raw)
+        # synchronous: this also runs inside a dask task (scan_blocks on a cluster), where a
+        # nested compute on the cluster could wait for the very threads that run it
+        raw = np.asarray(raw.compute(scheduler="synchronous") if hasattr(raw, "compute") else raw)
         if raw.dtype == np.uint8 and self.mapping in (None, DEFAULT_MAPPING):
             # already canonical: a range check instead of to_canonical's np.unique per block
             if raw.size and raw.max() > 2:
@@ -129,23 +134,114 @@ def block_grid(shape: Sequence[int], chunk_vox: int) -> list[list[tuple[int, int
 
 def scan_blocks(source: LabelSource, chunk_vox: int, halo: int, consumers: Sequence[Any],
                 progress: ProgressCallback | None = None) -> None:
-    """Read ``source`` in z-slabs (each once, with ``halo`` voxels of context) and call
-    ``consumer.add(region, block)`` for every block of every slab."""
+    """Read ``source`` in z-slabs (each once, with ``halo`` voxels of context), measure every
+    block of every slab (``consumer.measure(region, block)``) and merge the parts in block
+    order (``consumer.merge(part, block)``).
+
+    The slabs are measured by :func:`map_ordered` (on the workers of a dask.distributed
+    cluster when one is active: ``litomo micro --scheduler``) and merged here in the same
+    order, so the results are identical wherever they ran.
+    """
     grid = block_grid(source.shape, chunk_vox)
     total = len(grid[0]) * len(grid[1]) * len(grid[2])
+    # fresh consumers: a task carries the configuration, not the sums merged so far
+    measure = functools.partial(measure_slab, source, grid, halo=halo, consumers=[c.fresh() for c in consumers])
     done = 0
-    for iz, (z0, z1) in enumerate(grid[0]):
-        lo_z = max(z0 - halo, 0)
-        slab = source.read((lo_z, 0, 0), (min(z1 + halo, source.shape[0]), *source.shape[1:]))
-        for (iy, (y0, y1)), (ix, (x0, x1)) in itertools.product(enumerate(grid[1]), enumerate(grid[2])):
-            lo = (lo_z, max(y0 - halo, 0), max(x0 - halo, 0))
-            region = slab[:, lo[1]:y1 + halo, lo[2]:x1 + halo]
-            block = Block((iz, iy, ix), (z0, y0, x0), (z1, y1, x1), lo, source.shape)
-            for c in consumers:
-                c.add(region, block)
+    for parts in map_ordered(measure, range(len(grid[0]))):
+        for block, per_consumer in parts:
+            for c, part in zip(consumers, per_consumer, strict=True):
+                c.merge(part, block)
             done += 1
             if progress is not None:
                 progress(done, total, "microstructure: blocks")
+
+
+def map_ordered(fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+    """``fn(item)`` for each of ``items``, yielded in order: as dask tasks on the active
+    dask.distributed cluster (as many at a time as it has threads, so memory stays a few
+    items' worth), else here, one after the other.
+
+    Examples
+    --------
+    >>> list(map_ordered(abs, [-2, 3]))
+    [2, 3]
+    """
+    slots = cluster_threads()
+    if not slots:
+        for item in items:
+            yield fn(item)
+        return
+    import dask
+
+    for first in range(0, len(items), slots):
+        # pure=False: no hashing of the (possibly large) arguments for a task key
+        tasks = [dask.delayed(functools.partial(fn, item), pure=False)() for item in items[first:first + slots]]
+        yield from dask.compute(*tasks)
+
+
+def measure_slab(source: LabelSource, grid: list[list[tuple[int, int]]], iz: int, *, halo: int,
+                 consumers: Sequence[Any]) -> list[tuple[Block, list[Any]]]:
+    """``[(block, [consumer.measure(region, block), ...]), ...]`` for the blocks of z-slab ``iz``."""
+    z0, z1 = grid[0][iz]
+    lo_z = max(z0 - halo, 0)
+    slab = source.read((lo_z, 0, 0), (min(z1 + halo, source.shape[0]), *source.shape[1:]))
+    out = []
+    for (iy, (y0, y1)), (ix, (x0, x1)) in itertools.product(enumerate(grid[1]), enumerate(grid[2])):
+        lo = (lo_z, max(y0 - halo, 0), max(x0 - halo, 0))
+        region = slab[:, lo[1]:y1 + halo, lo[2]:x1 + halo]
+        block = Block((iz, iy, ix), (z0, y0, x0), (z1, y1, x1), lo, source.shape)
+        out.append((block, [c.measure(region, block) for c in consumers]))
+    return out
+
+
+def cluster_threads() -> int:
+    """Worker threads of the dask.distributed client that dask computes on now; 0 without one.
+
+    Examples
+    --------
+    >>> cluster_threads()
+    0
+    """
+    import dask
+
+    if dask.config.get("scheduler", None) != "dask.distributed":
+        return 0
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):  # no client left: dask falls back to its threads
+        return 0
+
+
+#: voxels per z-slab of :func:`read_slabs` (16 MiB of uint8)
+SLAB_VOXELS = 2**24
+
+
+def read_slabs(array: Any, progress: ProgressCallback | None = None, desc: str = "reading",
+               slab_voxels: int | None = None) -> np.ndarray:
+    """A (lazy) array read whole, z-slab by z-slab (``slab_voxels``, default
+    :data:`SLAB_VOXELS`), on the dask scheduler of the moment (a ``--scheduler`` cluster reads
+    there), reporting ``progress(done, total, desc)`` per slab when there is more than one (a
+    one-slab read is no long step, and its line would precede a one-line input error).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> read_slabs(da.arange(24, chunks=6).reshape(2, 3, 4), slab_voxels=12)[1, 2].tolist()
+    [20, 21, 22, 23]
+    """
+    if not hasattr(array, "compute"):
+        return np.asarray(array)
+    shape = tuple(int(n) for n in array.shape)
+    depth = max(1, (slab_voxels or SLAB_VOXELS) // max(1, math.prod(shape[1:])))
+    out = np.empty(shape, array.dtype)
+    starts = range(0, shape[0], depth)
+    for k, z0 in enumerate(starts, start=1):
+        out[z0:z0 + depth] = array[z0:z0 + depth].compute()
+        if progress is not None and len(starts) > 1:
+            progress(k, len(starts), desc)
+    return out
 
 
 def gaussian_radius(sigma: float) -> int:
@@ -173,6 +269,27 @@ class BlockMetrics:
     @property
     def halo(self) -> int:
         return max(gaussian_radius(self.sigma) + 1, 1)
+
+    def fresh(self) -> BlockMetrics:
+        """An empty accumulator of the same configuration."""
+        return BlockMetrics(self.shape, self.voxel_size_um, self.sigma, self.full)
+
+    def measure(self, region: np.ndarray, b: Block) -> BlockMetrics:
+        """The sums of one block alone (``self`` unchanged)."""
+        part = self.fresh()
+        part.add(region, b)
+        return part
+
+    def merge(self, part: BlockMetrics, b: Block) -> None:
+        """Add the sums of one block (from :meth:`measure`)."""
+        if self.z_counts is None:
+            self.z_counts = np.zeros((self.shape[0], 3), np.int64)
+        if part.z_counts is not None:
+            self.z_counts += part.z_counts
+        for name in ("counts", "bracket", "faces", "tpb", "mc_raw", "mc_smooth"):
+            getattr(self, name)[...] += getattr(part, name)
+        self.smooth_range[:, 0] = np.minimum(self.smooth_range[:, 0], part.smooth_range[:, 0])
+        self.smooth_range[:, 1] = np.maximum(self.smooth_range[:, 1], part.smooth_range[:, 1])
 
     def add(self, region: np.ndarray, b: Block) -> None:
         core = b.crop(region, 0, 0)
@@ -233,8 +350,9 @@ class BlockMetrics:
 class BlockPercolation:
     """Per-block 6-connected clusters of each phase merged across block faces (union-find).
 
-    ``add`` labels a block, records each cluster's size and whether it touches the low / high
-    volume face of each axis, and pairs the labels facing the lower neighbour's high face;
+    ``measure`` labels a block and records each cluster's size and whether it touches the low /
+    high volume face of each axis (any thread or dask worker); ``merge`` (in scan order) numbers
+    them and pairs the labels facing the lower neighbour's high face; ``add`` does both;
     :meth:`fractions` merges and returns through / dead-end / isolated fractions.
     """
 
@@ -245,27 +363,47 @@ class BlockPercolation:
     count: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
     pending: dict[tuple[int, int, tuple[int, int, int]], np.ndarray] = field(default_factory=dict)
 
-    def add(self, region: np.ndarray, b: Block) -> None:
+    def fresh(self) -> BlockPercolation:
+        """An empty accumulator of the same configuration."""
+        return BlockPercolation(self.axes)
+
+    def measure(self, region: np.ndarray, b: Block) -> list[tuple[np.ndarray, np.ndarray, dict[int, np.ndarray],
+                                                                   dict[int, np.ndarray]]]:
+        """Per phase code: cluster sizes, face contacts, and the block-local labels of the low
+        faces (towards a lower neighbour) and high faces (towards a higher one) by axis."""
         core = b.crop(region, 0, 0)
+        parts = []
         for code in range(3):
             lab, n = ndi.label(core == code, structure=_SIX)
-            offset = int(self.count[code])
-            self.sizes[code].append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
             t = np.zeros((n + 1, 2 * len(self.axes)), bool)
             for k, ax in enumerate(self.axes):
                 t[np.take(lab, 0, axis=ax).ravel(), 2 * k] = b.start[ax] == 0
                 t[np.take(lab, -1, axis=ax).ravel(), 2 * k + 1] = b.stop[ax] == b.shape[ax]
-            self.touch[code].append(t[1:])
-            for ax in range(3):
-                if b.index[ax] > 0:
-                    prev = self.pending.pop((code, ax, _shifted(b.index, ax)))
-                    low = _global_ids(np.take(lab, 0, axis=ax), offset)
-                    both = (prev > 0) & (low > 0)
-                    if both.any():
-                        self.pairs[code].append(np.unique(np.stack([prev[both], low[both]], 1), axis=0))
-                if b.stop[ax] < b.shape[ax]:
-                    self.pending[(code, ax, b.index)] = _global_ids(np.take(lab, -1, axis=ax), offset)
-            self.count[code] += n
+            low = {ax: np.take(lab, 0, axis=ax) for ax in range(3) if b.index[ax] > 0}
+            high = {ax: np.take(lab, -1, axis=ax) for ax in range(3) if b.stop[ax] < b.shape[ax]}
+            parts.append((sizes, t[1:], low, high))
+        return parts
+
+    def merge(self, part: list[Any], b: Block) -> None:
+        """Number one block's clusters after those merged so far and pair them with the
+        clusters facing them in the lower neighbours (blocks arrive in scan order)."""
+        for code, (sizes, touch, low, high) in enumerate(part):
+            offset = int(self.count[code])
+            self.sizes[code].append(sizes)
+            self.touch[code].append(touch)
+            for ax, plane in low.items():
+                prev = self.pending.pop((code, ax, _shifted(b.index, ax)))
+                ids = _global_ids(plane, offset)
+                both = (prev > 0) & (ids > 0)
+                if both.any():
+                    self.pairs[code].append(np.unique(np.stack([prev[both], ids[both]], 1), axis=0))
+            for ax, plane in high.items():
+                self.pending[(code, ax, b.index)] = _global_ids(plane, offset)
+            self.count[code] += len(sizes)
+
+    def add(self, region: np.ndarray, b: Block) -> None:
+        self.merge(self.measure(region, b), b)
 
     def fractions(self, code: int) -> dict[int, dict[str, float]]:
         """``{axis: {"through", "dead_end", "isolated"}}`` of phase ``code``, as
@@ -305,5 +443,5 @@ def _shifted(index: tuple[int, int, int], ax: int) -> tuple[int, int, int]:
     return tuple(i - (k == ax) for k, i in enumerate(index))  # type: ignore[return-value]
 
 
-__all__ = ["Block", "BlockMetrics", "BlockPercolation", "LabelSource", "block_grid", "gaussian_radius",
-           "scan_blocks"]
+__all__ = ["Block", "BlockMetrics", "BlockPercolation", "LabelSource", "block_grid", "cluster_threads",
+           "SLAB_VOXELS", "gaussian_radius", "map_ordered", "measure_slab", "read_slabs", "scan_blocks"]

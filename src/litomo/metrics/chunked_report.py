@@ -14,6 +14,7 @@ distributions / constrictivity (local thickness and simulated intrusion are glob
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -23,7 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from litomo.metrics.chunked import BlockMetrics, BlockPercolation, LabelSource, scan_blocks
+from litomo.metrics.chunked import (
+    BlockMetrics,
+    BlockPercolation,
+    LabelSource,
+    map_ordered,
+    scan_blocks,
+)
 from litomo.metrics.fractions import axis_index
 from litomo.metrics.rev import (
     default_rev_metric,
@@ -175,10 +182,12 @@ def rev_curve_chunked(source: LabelSource, voxel_size_um: Any, *, chunk_vox: int
 
 
 def s2_chunked(source: LabelSource, voxel_size_um: Any, axes: Sequence[str], present: Sequence[str],
-               chunk_vox: int = 128) -> pd.DataFrame:
+               chunk_vox: int = 128, progress: ProgressCallback | None = None) -> pd.DataFrame:
     """Two-point correlation of each phase in ``present`` along each of ``axes``, the power
     spectra of the lines summed over slabs cut across another axis (as
-    :func:`litomo.metrics.rev.two_point_correlation`)."""
+    :func:`litomo.metrics.rev.two_point_correlation`); slabs measured by
+    :func:`litomo.metrics.chunked.map_ordered` (on a dask cluster when one is active), summed
+    in order."""
     v = as_voxel_size(voxel_size_um)
     s = source.shape
     tables = {}
@@ -187,21 +196,29 @@ def s2_chunked(source: LabelSource, voxel_size_um: Any, axes: Sequence[str], pre
         cut = 1 if ax == 0 else 0
         # slabs of at least 2^24 voxels: fewer, larger reads (16 MiB of uint8)
         thick = max(1, max(chunk_vox ** 3, 2**24) // max(1, math.prod(s) // s[cut]))
+        starts = range(0, s[cut], thick)
+        slab_power = functools.partial(_slab_power, source, cut=cut, thick=thick, ax=ax, present=tuple(present))
         power: dict[str, np.ndarray] = {}
-        for c0 in range(0, s[cut], thick):
-            lo = [0, 0, 0]
-            hi = list(s)
-            lo[cut], hi[cut] = c0, min(c0 + thick, s[cut])
-            slab = source.read(lo, hi)
+        for k, pw in enumerate(map_ordered(slab_power, starts), start=1):
             for p in present:
-                pw, _ = s2_power(slab == PHASE_CODES[p], ax)
-                power[p] = power[p] + pw if p in power else pw
+                power[p] = power[p] + pw[p] if p in power else pw[p]
+            if progress is not None:
+                progress(k, len(starts), f"S2 along {a}: slabs")
         for p in present:
             tables[(p, a)] = s2_from_power(power[p], math.prod(s) // s[ax], s[ax], s[ax] // 2, v[ax])
     s2 = [tables[(p, a)].assign(phase=p, axis=a) for p in present for a in axes]
     if not s2:
         return pd.DataFrame(columns=["r_vox", "r_um", "s2", "phase", "axis"])
     return pd.concat(s2, ignore_index=True)
+
+
+def _slab_power(source: LabelSource, c0: int, *, cut: int, thick: int, ax: int, present: tuple[str, ...]
+                ) -> dict[str, np.ndarray]:
+    """:func:`litomo.metrics.rev.s2_power` of each phase on the slab ``[c0, c0 + thick)`` across ``cut``."""
+    lo, hi = [0, 0, 0], list(source.shape)
+    lo[cut], hi[cut] = c0, min(c0 + thick, source.shape[cut])
+    slab = source.read(lo, hi)
+    return {p: s2_power(slab == PHASE_CODES[p], ax)[0] for p in present}
 
 
 def chunked_microstructure(source: LabelSource, voxel_size_um: Any, *, axes: Sequence[str] = ("z",),
@@ -227,7 +244,7 @@ def chunked_microstructure(source: LabelSource, voxel_size_um: Any, *, axes: Seq
                                      "internal_pore_empty_volume_um3", "internal_pore_fraction")})
     rev = rev_curve_chunked(source, voxel_size_um, chunk_vox=chunk_vox, seed=seed, progress=progress)
     present = [p for p in PHASES if summary["volume_fraction"][p] > 0]
-    s2 = s2_chunked(source, voxel_size_um, axes, present, chunk_vox)
+    s2 = s2_chunked(source, voxel_size_um, axes, present, chunk_vox, progress)
     summary["definitions"] = DEFINITIONS
     summary["notes"] = notes
     return ChunkedMicro(summary=summary, z_profile=z, rev=rev, s2=s2)

@@ -3,6 +3,7 @@
 - :mod:`litomo.report.figures`: one function per figure (tables/arrays -> matplotlib Figure)
   and :func:`~litomo.report.figures.save_figure`;
 - :mod:`litomo.report.html`: :func:`~litomo.report.html.build_report`;
+- :mod:`litomo.report.glance`: the Li page's "at a glance" sentences;
 - :mod:`litomo.report.micro`: the microstructure part of the report;
 - here: the volumes of a run (:func:`run_volumes`) and their export to ParaView
   (:func:`export_vti`), used by ``litomo view``.

@@ -3,8 +3,10 @@
 - :mod:`litomo.segment.threshold`: ``otsu_mask``, ``multi_otsu_labels`` (canonical codes)
 - :mod:`litomo.segment.features`: multi-scale 3D filter features with a known halo
 - :mod:`litomo.segment.forest`: ``train_forest(grey, scribbles, ForestSettings)`` ->
-  ``SegmentationModel`` (chunk-wise predict, probabilities streamed to zarr, validation
-  accuracy, save with a JSON header), ``am_fraction_sensitivity``
+  ``SegmentationModel`` (validation accuracy), ``am_fraction_sensitivity``
+- :mod:`litomo.segment.model`: ``SegmentationModel`` (chunk-wise predict, probabilities
+  streamed to zarr, save with a JSON header)
+- :mod:`litomo.segment.forest_eval`: the numba walk of a fitted random forest
 - :mod:`litomo.segment.blocks`: how a volume is cut into blocks with the features' halo
 - :mod:`litomo.segment.model_file`: ``load_model`` (header checked before unpickling)
 - :mod:`litomo.segment.particles`: ``separate_particles``, ``tune_separation`` (particle ids,

@@ -9,7 +9,7 @@ from typing import Any
 
 from litomo.errors import DataError, InputFileError
 from litomo.segment.features import FEATURES_VERSION, feature_set_hash
-from litomo.segment.forest import (
+from litomo.segment.model import (
     HEADER_MAX_BYTES,
     MODEL_FORMAT,
     MODEL_FORMAT_VERSION,

@@ -12,8 +12,10 @@
 * :func:`center_opposite` — for scans that hold views exactly 180 degrees apart (>= 180-degree
   scans): each such view is the mirror image of its partner about the axis; the median of the
   sub-pixel mirror registrations of up to 64 pairs. It needs no reconstruction and, unlike the
-  entropy search, works on truncated data (a sample wider than the field of view). When the scan
-  has such pairs it is the check on Vo's value; otherwise the entropy search is.
+  entropy search, works on truncated data (a sample wider than the field of view).
+
+:func:`find_center_auto` uses the first *confident* of Vo, opposite views, entropy (a measurable
+confidence each, :class:`CenterResult`) and checks it against another one.
 
 Centres are in detector pixels from column 0 (pixel centres), so the detector middle is
 ``(n - 1) / 2``.
@@ -33,6 +35,15 @@ from litomo.tomo.project import check_angles
 log = logging.getLogger(__name__)
 
 
+#: Vo's metric must rise by this fraction 2 px either side of its minimum for Vo to be trusted
+#: (measured: tooth.h5 1.34, K11 0.0375; dendrite, flat on that truncated noisy sinogram: 0.0055 at
+#: bin 2, 0.0216 at bin 4, where Vo reads 2.5 binned px below algotom's slice metrics). Narrow margins.
+VO_MIN_DEPTH = 0.03
+#: the opposite-view pairs must agree within this median absolute deviation (px) to be trusted
+OPPOSITE_MAX_SPREAD_PX = 1.0
+METHOD_ORDER = ("vo", "opposite", "entropy")
+
+
 @dataclass
 class CenterResult:
     """Outcome of the automatic centre search.
@@ -40,15 +51,25 @@ class CenterResult:
     Attributes
     ----------
     center_px : float
-        The centre used (Vo's unless overridden).
+        The centre used: that of ``method``.
     vo_px, entropy_px : float
         Vo's estimate and the minimum-entropy one.
     trial_px, entropy : ndarray
         The entropy curve (QA figure).
     opposite_px : float or None
         The opposite-view estimate (None when the scan has no views 180 degrees apart).
+    method : {"vo", "opposite", "entropy"}
+        The method whose centre is used: the first confident one in :data:`METHOD_ORDER`.
+    vo_depth : float
+        Relative rise of Vo's metric 2 px either side of its minimum (confident when
+        >= :data:`VO_MIN_DEPTH`).
+    entropy_interior : bool
+        The entropy minimum lies inside its search window, not at an edge (confident when True).
+    opposite_spread_px : float or None
+        Median absolute deviation of the opposite-view pairs' centres (confident when
+        <= :data:`OPPOSITE_MAX_SPREAD_PX`).
     agree : bool
-        ``|vo_px - check_px| <= tolerance_px``.
+        ``|center_px - check_px| <= tolerance_px``.
     """
 
     center_px: float
@@ -58,24 +79,50 @@ class CenterResult:
     trial_px: np.ndarray = field(repr=False)
     entropy: np.ndarray = field(repr=False)
     opposite_px: float | None = None
+    method: str = "vo"
+    vo_depth: float = float("inf")
+    entropy_interior: bool = True
+    opposite_spread_px: float | None = None
+
+    def confident(self, method: str) -> bool:
+        """Whether ``method``'s estimate passed its confidence measure."""
+        if method == "vo":
+            return bool(self.vo_depth >= VO_MIN_DEPTH)
+        if method == "opposite":
+            return self.opposite_px is not None and (self.opposite_spread_px or 0.0) <= OPPOSITE_MAX_SPREAD_PX
+        return bool(self.entropy_interior)
+
+    def estimate(self, method: str) -> float:
+        """The centre ``method`` found (``nan`` for ``"opposite"`` without opposite views)."""
+        value = {"vo": self.vo_px, "opposite": self.opposite_px, "entropy": self.entropy_px}[method]
+        return float("nan") if value is None else float(value)
 
     @property
     def check_method(self) -> str:
-        """The independent estimate Vo's is checked against: ``"opposite"`` when available, else ``"entropy"``."""
-        return "entropy" if self.opposite_px is None else "opposite"
+        """The independent estimate the used one is checked against.
+
+        For Vo: the opposite views when the scan has them, else the entropy search. For another
+        method: the first other confident one in :data:`METHOD_ORDER` (else Vo).
+        """
+        if self.method == "vo":
+            return "entropy" if self.opposite_px is None else "opposite"
+        others = [m for m in METHOD_ORDER if m != self.method and self.confident(m)]
+        return others[0] if others else "vo"
 
     @property
     def check_px(self) -> float:
-        return self.entropy_px if self.opposite_px is None else self.opposite_px
+        return self.estimate(self.check_method)
 
     @property
     def agree(self) -> bool:
-        return abs(self.vo_px - self.check_px) <= self.tolerance_px
+        return abs(self.center_px - self.check_px) <= self.tolerance_px
 
     def to_json(self) -> dict[str, Any]:
-        return {"center_px": self.center_px, "vo_px": self.vo_px, "entropy_px": self.entropy_px,
-                "opposite_px": self.opposite_px, "check_method": self.check_method,
-                "difference_px": self.vo_px - self.check_px, "agree": self.agree}
+        return {"center_px": self.center_px, "method": self.method, "vo_px": self.vo_px,
+                "entropy_px": self.entropy_px, "opposite_px": self.opposite_px, "check_method": self.check_method,
+                "check_px": self.check_px, "difference_px": self.center_px - self.check_px, "agree": self.agree,
+                "vo_depth": self.vo_depth, "entropy_interior": self.entropy_interior,
+                "opposite_spread_px": self.opposite_spread_px}
 
 
 def center_sinogram(sino: np.ndarray, center_px: float) -> np.ndarray:
@@ -204,6 +251,30 @@ def center_vo(sino: np.ndarray, theta_deg: Any, *, search_fraction: float = 0.25
     fine = np.arange(best - 0.5, best + 0.5 + 1e-9, step_px)
     fine = fine[(fine >= 0) & (fine <= n - 1)]
     return float(fine[int(np.argmin(_vo_metric(s, fine, ratio)))])
+
+
+def vo_depth(sino: np.ndarray, theta_deg: Any, center_px: float, *, offset_px: float = 2.0,
+             ratio: float = 0.5) -> float:
+    """How sharp Vo's minimum is: the relative rise of its metric ``offset_px`` either side of ``center_px``.
+
+    Examples
+    --------
+    >>> from litomo.tomo.project import Projector2D
+    >>> th = np.linspace(0, 180, 120, endpoint=False)
+    >>> img = np.zeros((64, 64)); img[20:30, 35:50] = 1; img[40:50, 10:25] = 2
+    >>> s = Projector2D(64, th).forward(img)  # axis at 31.5
+    >>> bool(vo_depth(s, th, 31.5) > VO_MIN_DEPTH)
+    True
+    """
+    from scipy import ndimage
+
+    s180, _ = sinogram_180(sino, theta_deg)
+    s = ndimage.gaussian_filter1d(np.asarray(s180, np.float64), 2.0, axis=1, mode="nearest")
+    n = s.shape[1]
+    c = float(center_px)
+    trials = np.array([c, *(t for t in (c - offset_px, c + offset_px) if 0 <= t <= n - 1)])
+    m = _vo_metric(s, trials, ratio)
+    return float((m[1:].mean() - m[0]) / m[0]) if trials.size > 1 and m[0] > 0 else 0.0
 
 
 def _vo_metric(s: np.ndarray, centres: np.ndarray, ratio: float, sigma: float = 2.0) -> np.ndarray:
@@ -342,6 +413,13 @@ def center_opposite(sino: np.ndarray, theta_deg: Any, *, max_pairs: int = 64,
     >>> round(center_opposite(s, th), 2)
     30.0
     """
+    centres = _opposite_centres(sino, theta_deg, max_pairs, max_mismatch_deg)
+    return float(np.median(centres)) if centres.size else None
+
+
+def _opposite_centres(sino: np.ndarray, theta_deg: Any, max_pairs: int = 64,
+                      max_mismatch_deg: float | None = None) -> np.ndarray:
+    """The centre from each opposite-view pair (see :func:`center_opposite`); empty without pairs."""
     from skimage.registration import phase_cross_correlation
 
     th = check_angles(theta_deg)
@@ -359,7 +437,7 @@ def center_opposite(sino: np.ndarray, theta_deg: Any, *, max_pairs: int = 64,
                 pairs.append((i, int(np.nonzero(th == srt[jj])[0][0])))
                 break
     if not pairs:
-        return None
+        return np.zeros(0)
     pick = np.unique(np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int))
     n = s.shape[1]
     centres = []
@@ -371,7 +449,7 @@ def center_opposite(sino: np.ndarray, theta_deg: Any, *, max_pairs: int = 64,
         shift, _, _ = phase_cross_correlation(np.tile(b, (4, 1)), np.tile(a, (4, 1)), upsample_factor=50,
                                               normalization=None)
         centres.append((n - 1 - shift[1]) / 2.0)
-    return float(np.median(centres)) if centres else None
+    return np.asarray(centres, float)
 
 
 def find_center_auto(
@@ -381,16 +459,37 @@ def find_center_auto(
     tolerance_px: float = 0.5,
     search_px: float = 10.0,
 ) -> CenterResult:
-    """Automatic centres; Vo's is used, an independent one checks it (warning if they differ).
+    """Automatic centre: the first *confident* method of Vo, opposite views, entropy; another one checks it.
 
-    The check is the opposite-view estimate when the scan has views 180 degrees apart, else the
-    entropy search (centred on Vo's estimate, ``+- search_px``; always run, for the QA curve).
+    Each method has a measurable confidence (:class:`CenterResult`): Vo's metric must have a
+    minimum deeper than :data:`VO_MIN_DEPTH` (on the dendrite sinogram it is flat and Vo reads 3 px
+    low), the opposite-view pairs must agree within :data:`OPPOSITE_MAX_SPREAD_PX`, and the entropy
+    minimum must lie inside its search window (centred on Vo's estimate, ``+- search_px``; always
+    run, for the QA curve). When no method is confident Vo's value is used with a warning, and a
+    warning is also given when the used centre and its check differ by more than ``tolerance_px``.
     """
     vo = center_vo(sino, theta_deg)
     ent, trials, curve = center_entropy(sino, theta_deg, init=vo, search_px=search_px)
-    res = CenterResult(vo, vo, ent, tolerance_px, trials, curve, center_opposite(sino, theta_deg))
+    n = np.asarray(sino).shape[1]
+    lo, hi = max(1.0, vo - search_px), min(n - 2.0, vo + search_px)
+    pairs = _opposite_centres(sino, theta_deg)
+    opp = float(np.median(pairs)) if pairs.size else None
+    spread = float(np.median(np.abs(pairs - opp))) if opp is not None else None
+    res = CenterResult(vo, vo, ent, tolerance_px, trials, curve, opp, vo_depth=vo_depth(sino, theta_deg, vo),
+                       entropy_interior=bool(lo + 1.0 <= ent <= hi - 1.0), opposite_spread_px=spread)
+    confident = [m for m in METHOD_ORDER if res.confident(m)]
+    if confident:
+        res.method = confident[0]
+        res.center_px = res.estimate(res.method)
+    else:
+        log.warning("centre of rotation: no automatic method is confident (Vo depth %.4f, entropy minimum at its "
+                    "window edge%s); Vo's %.2f px is used: check the centre-search figure or give --center",
+                    res.vo_depth, ", no opposite views" if opp is None else "", vo)
+    if res.method != "vo":
+        log.info("centre of rotation: Vo's metric is flat (depth %.4f < %.2f); using the %s estimate %.2f px",
+                 res.vo_depth, VO_MIN_DEPTH, res.method, res.center_px)
     if not res.agree:
-        log.warning("centre of rotation: Vo %.2f px and %s %.2f px differ by more than %.1f px; "
-                    "check the centre-search figure or give --center", vo, res.check_method, res.check_px,
-                    tolerance_px)
+        log.warning("centre of rotation: %s %.2f px and %s %.2f px%s differ by more than %.1f px; "
+                    "check the centre-search figure or give --center", res.method, res.center_px, res.check_method,
+                    res.check_px, "" if res.confident(res.check_method) else " (not confident)", tolerance_px)
     return res

@@ -28,6 +28,27 @@ def slice_width(n_columns: int, center_px: float) -> int:
     return 2 * int(np.ceil(max(c, n_columns - 1 - c) - 1e-9)) + 1
 
 
+def field_of_view_mask(n_columns: int, center_px: float) -> np.ndarray:
+    """Pixels of a ``slice_width`` slice that every view saw: within ``min(c, n - 1 - c) + 0.5`` of the axis.
+
+    Outside that circle a parallel-beam ray misses the detector for some views, so FBP there
+    is not an estimate of the object (it is the edge-extended sinogram smeared into the corners:
+    on a 64-px synthetic TXM series ~half the sample's attenuation, enough to move the AM
+    threshold of the Li map; see docs/science.md, "Li map from projections").
+
+    Examples
+    --------
+    >>> m = field_of_view_mask(5, 2.0)
+    >>> m.shape, int(m.sum()), bool(m[2, 0]), bool(m[0, 0])
+    ((5, 5), 21, True, False)
+    """
+    c = float(center_px)
+    w = slice_width(n_columns, c)
+    radius = min(c, n_columns - 1 - c) + 0.5
+    yy, xx = np.mgrid[:w, :w] - (w - 1) / 2.0
+    return np.hypot(yy, xx) <= radius
+
+
 def reconstruct_slab(
     proj: np.ndarray,
     theta_deg: Any,

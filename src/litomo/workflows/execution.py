@@ -40,6 +40,16 @@ def _restore_scheduler(previous: Any, client: Any = None) -> None:
     dask.config.set(scheduler=None if previous == "dask.distributed" else previous)
 
 
+def _default_client() -> Any:
+    """The process's default dask.distributed client, or None."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 def _close(*things: Any) -> None:
     """Close a client/cluster; a timeout while closing is logged, not raised."""
     for thing in things:
@@ -47,6 +57,23 @@ def _close(*things: Any) -> None:
             thing.close()
         except (OSError, TimeoutError) as exc:
             log.warning("closing %s failed: %s", type(thing).__name__, exc)
+
+
+@contextlib.contextmanager
+def _quiet_task_failures() -> Iterator[None]:
+    """Keep in-process dask workers from logging a failed task's traceback: the client
+    re-raises the task's exception (a one-line ``LitomoError`` for bad input), so the log
+    only repeats it as a multi-line block on stderr. ``-v`` (INFO on litomo's logger) keeps it."""
+    loggers = [logging.getLogger(n) for n in ("distributed.worker", "distributed.worker.state_machine")]
+    previous = [lg.level for lg in loggers]
+    if not logging.getLogger("litomo").isEnabledFor(logging.INFO):
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, previous, strict=True):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -58,7 +85,8 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
     process per core pair would copy data between processes; for a streaming, I/O-bound
     pipeline one multi-threaded worker is faster, so we use threads). ``"synchronous"`` runs
     without a cluster (tests, debugging). Anything else is the address of an existing
-    dask.distributed scheduler (``connect_timeout_s``: how long to try to reach it).
+    dask.distributed scheduler (``connect_timeout_s``: how long to try to reach it);
+    ``"local"`` is the same as ``None`` (so a command whose default is no cluster can ask for one).
 
     Examples
     --------
@@ -71,6 +99,8 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
 
     if n_workers is not None and n_workers < 1:
         raise LitomoError(f"the number of dask workers must be >= 1, got {n_workers} (--workers)")
+    if scheduler == "local":
+        scheduler = None
 
     if scheduler == "synchronous":
         with dask.config.set(scheduler="synchronous"):
@@ -81,19 +111,28 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
     previous = dask.config.get("scheduler", None)
 
     if scheduler:
+        before = _default_client()
         try:
             client = Client(scheduler, timeout=f"{connect_timeout_s}s")
         except (OSError, ValueError, TypeError) as exc:
-            # OSError/TimeoutError: nothing answers there; ValueError: a malformed address
+            # OSError/TimeoutError: nothing answers there; ValueError: a malformed address.
+            # The failed Client has already made itself dask's scheduler and default client:
+            # undo both, or every later computation of this process is sent to it and waits
+            # for ever (seen in the tests: a later in-process read hung in Client.gather)
+            failed = _default_client()
+            if failed is not None and failed is not before:
+                _close(failed)
+            _restore_scheduler(previous)
             raise LitomoError(
                 f"cannot reach the dask scheduler at {scheduler!r} (give 'synchronous', "
                 f"leave --scheduler out for a local cluster, or tcp://host:port): {exc}"
             ) from None
-        try:
-            yield client
-        finally:
-            _close(client)
-            _restore_scheduler(previous, client)
+        with _quiet_task_failures():  # closing too: it cancels the failed graph's other tasks
+            try:
+                yield client
+            finally:
+                _close(client)
+                _restore_scheduler(previous, client)
         return
     ncores = os.cpu_count() or 1
     cluster = LocalCluster(
@@ -106,11 +145,34 @@ def dask_client(scheduler: str | None, *, memory_limit: str | None = None,
         silence_logs=logging.ERROR,
     )
     client = Client(cluster)
-    try:
-        yield client
-    finally:
-        _close(client, cluster)
-        _restore_scheduler(previous, client)
+    with _quiet_task_failures():
+        try:
+            yield client
+        finally:
+            _close(client, cluster)
+            _restore_scheduler(previous, client)
+
+
+def command_scheduler(scheduler: str | None) -> contextlib.AbstractContextManager[Any]:
+    """:func:`dask_client` for a command whose default is no cluster (``litomo segment``,
+    ``micro``, ``tortuosity``): ``None`` keeps dask's own threads in this process; ``"local"``,
+    ``"synchronous"`` or an address are as in :func:`dask_client`.
+
+    Examples
+    --------
+    >>> with command_scheduler(None) as client:
+    ...     client is None
+    True
+    """
+    if scheduler is None:
+        return contextlib.nullcontext()
+    return dask_client(scheduler)
+
+
+#: ``--scheduler`` help of the commands that use :func:`command_scheduler`
+COMMAND_SCHEDULER_HELP = ("Run the chunked steps on a dask.distributed scheduler: its address (tcp://host:8786), "
+                          "'local' for a local cluster sized to this machine, or 'synchronous'. "
+                          "Default: dask threads in this process, no cluster.")
 
 
 

@@ -36,8 +36,12 @@ from litomo.workflows.stage import stage
 log = logging.getLogger(__name__)
 
 
-def read_labels(path: str | os.PathLike, settings: MicroSettings) -> np.ndarray:
+def read_labels(path: str | os.PathLike, settings: MicroSettings, progress: ProgressCallback | None = None
+                ) -> np.ndarray:
     """Read a label file and map it to canonical codes (0 pore, 1 AM, 2 CBD), checking it first.
+
+    Read lazily, z-slab by z-slab, on the dask scheduler of the moment (a ``--scheduler``
+    cluster reads there), reporting ``progress``.
 
     Raises
     ------
@@ -46,10 +50,12 @@ def read_labels(path: str | os.PathLike, settings: MicroSettings) -> np.ndarray:
         here, before any computation), or holds values outside the mapping.
     """
     from litomo.io import read_volume
+    from litomo.metrics.chunked import read_slabs
     from litomo.phases import parse_label_mapping, to_canonical
 
-    raw = read_volume(path, voxel_size_um=settings.voxel_size_um).numpy()
-    check_shape(raw.shape, str(path))
+    vol = read_volume(path, voxel_size_um=settings.voxel_size_um, lazy=True)
+    check_shape(vol.shape, str(path))
+    raw = read_slabs(vol.array, progress, "reading labels")
     mapping = dict(settings.label_mapping) if settings.label_mapping else parse_label_mapping(None)
     return to_canonical(raw, mapping)
 
@@ -125,20 +131,23 @@ def check_shape(shape: tuple[int, ...], what: str) -> None:
                         f"along each axis, got shape {tuple(shape)}")
 
 
-def _s2_table(labels: np.ndarray, settings: MicroSettings) -> pd.DataFrame:
+def _s2_table(labels: np.ndarray, settings: MicroSettings, progress: ProgressCallback | None = None
+              ) -> pd.DataFrame:
     from litomo.metrics.rev import two_point_correlation
     from litomo.phases import PHASE_CODES, PHASES
+    from litomo.progress import track
 
     present = np.bincount(labels.ravel(), minlength=3)
+    todo = [(p, a) for p in PHASES if present[PHASE_CODES[p]] for a in settings.axes]
     s2 = [two_point_correlation(labels, a, settings.voxel_size_um, phase=p).assign(phase=p, axis=a)
-          for p in PHASES if present[PHASE_CODES[p]] for a in settings.axes]
+          for p, a in track(todo, len(todo), "S2", progress)]
     if not s2:
         return pd.DataFrame(columns=["r_vox", "r_um", "s2", "phase", "axis"])
     return pd.concat(s2, ignore_index=True)
 
 
-def _pore_sizes(labels: np.ndarray, settings: MicroSettings, summary: dict[str, Any]
-                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _pore_sizes(labels: np.ndarray, settings: MicroSettings, summary: dict[str, Any],
+                progress: ProgressCallback | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Constrictivity along each of ``settings.axes``, the PSD table and the radius maps."""
     from litomo.metrics.constrictivity import constrictivity, pore_radius_maps, psd_table
 
@@ -147,7 +156,9 @@ def _pore_sizes(labels: np.ndarray, settings: MicroSettings, summary: dict[str, 
         return pd.DataFrame(columns=["r_um", "cpsd_fraction", "mip_fraction", "axis"]), {}
     maps: dict[str, np.ndarray] = {}
     tables = []
-    for a in settings.axes:
+    for k, a in enumerate(settings.axes):
+        if progress is not None:
+            progress(k, len(settings.axes), "pore sizes")
         local, mip = pore_radius_maps(pore, settings.voxel_size_um, axis=a)
         c = constrictivity(pore, settings.voxel_size_um, axis=a, maps=(local, mip))
         summary.setdefault("constrictivity", {}).setdefault("pore", {})[a] = c.beta
@@ -157,6 +168,8 @@ def _pore_sizes(labels: np.ndarray, settings: MicroSettings, summary: dict[str, 
         maps["pore_radius_local_um"] = local
         maps[f"pore_radius_mip_{a}_um"] = mip
         tables.append(psd_table(local, mip, pore).assign(axis=a))
+        if progress is not None:
+            progress(k + 1, len(settings.axes), "pore sizes")
     return pd.concat(tables, ignore_index=True), maps
 
 
@@ -206,12 +219,12 @@ def analyse_microstructure(labels: np.ndarray, settings: MicroSettings, *, sampl
         expected=dict(settings.expected) if settings.expected else None,
         transport=settings.transport, progress=progress)
     summary["seed"] = settings.seed
-    psd, maps = _pore_sizes(labels, settings, summary)
+    psd, maps = _pore_sizes(labels, settings, summary, progress)
     rev = rev_curve(labels, v, seed=settings.seed, progress=progress)
     rsize = rev_size(rev, settings.rev_tolerance)
     summary["rev_edge_um"] = {r.quantity: r.rev_edge_um for r in rsize.itertuples()}
     summary["rev_tolerance"] = settings.rev_tolerance
-    s2 = _s2_table(labels, settings)
+    s2 = _s2_table(labels, settings, progress)
     summary["characteristic_length_um"] = _s2_lengths(s2)
     ppsd, cover = _particle_summaries(particles, labels.shape, settings, summary)
     local, local_prof = _local_maps(labels, settings, progress)
@@ -370,7 +383,7 @@ def run_micro(labels_path: str | os.PathLike, out_dir: str | os.PathLike, settin
         with stage(log, "micro", "reading labels"):
             source = open_labels(labels_path, settings)
             chunked = chunk_for(source.shape, settings) is not None
-            labels = None if chunked else read_labels(labels_path, settings)
+            labels = None if chunked else read_labels(labels_path, settings, progress)
         with stage(log, "micro", "metrics"):
             if labels is None:
                 result = analyse_microstructure_chunked(source, settings, sample=labels_path.stem, progress=progress)

@@ -34,7 +34,7 @@ from litomo.tomo.align import (
 from litomo.tomo.center import CenterResult, find_center_auto
 from litomo.tomo.prep import RING_METHODS, bin_projections, normalize, remove_rings, remove_zingers
 from litomo.tomo.recon import METHODS
-from litomo.tomo.slabs import reconstruct_slab, slice_width
+from litomo.tomo.slabs import field_of_view_mask, reconstruct_slab, slice_width
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class ReconstructionConfig:
         Detector rows per dask task.
     center_tolerance_px : float
         The two automatic centres must agree within this (else a warning).
+    fov_mask : bool
+        Set the slice pixels outside the field of view (the circle every view saw,
+        :func:`litomo.tomo.slabs.field_of_view_mask`) to 0, as algotom's and tomopy's circle
+        masks do; without it the FBP corners hold the edge-extended sinogram smeared out.
     angles : str or None
         Manifest only: angle list (file, resolved against the manifest's folder, or
         ``start:stop:count``) for projection series that record no angles (TIFF stacks); series
@@ -81,6 +85,7 @@ class ReconstructionConfig:
     align_iter: int = 10
     slab_rows: int = 16
     center_tolerance_px: float = 1.0
+    fov_mask: bool = True
     angles: str | None = None
 
     def __post_init__(self) -> None:
@@ -219,12 +224,15 @@ def reconstruct_projections(proj: np.ndarray, theta: np.ndarray, center_px: floa
     starts = [s for s in range(0, rows, config.slab_rows) if not done or s not in done]
     batch = max(1, os.cpu_count() or 1)
     finished = rows - sum(min(config.slab_rows, rows - s) for s in starts)
+    outside = ~field_of_view_mask(n, center_px) if config.fov_mask else None
     for b0 in range(0, len(starts), batch):
         group = starts[b0 : b0 + batch]
         tasks = [dask.delayed(reconstruct_slab)(proj[:, s : s + config.slab_rows], theta, center_px, config.method, **kw)
                  for s in group]
         # the run's scheduler (litomo.workflows.execution.dask_client); plain threads outside one
         for s, rec in zip(group, dask.compute(*tasks), strict=True):
+            if outside is not None:
+                rec[:, outside] = 0.0
             out[s : s + rec.shape[0]] = rec
             finished += rec.shape[0]
             if on_slab is not None:

@@ -33,7 +33,8 @@ class ClassFractions:
     ``poor``/``moderate``/``rich``: fractions of the bins whose *true* x_Li lies in each class
     (``x <= poor_max``, between, ``x >= rich_min``); ``*_sd``: posterior standard deviation of
     that fraction given the data (which bins are in which class), not counting the uncertainty
-    of the estimated distribution itself.
+    of the estimated distribution itself; ``near_threshold``: the share within ``near`` of a
+    threshold (:func:`deconvolved_class_fractions`).
     """
 
     poor: float
@@ -43,6 +44,9 @@ class ClassFractions:
     moderate_sd: float
     rich_sd: float
     n_bins: int
+    #: share of the deconvolved distribution within ``near`` of a class threshold: what a
+    #: systematic map error of that size can move across it (issue 16: not noise, so not in the sd)
+    near_threshold: float = float("nan")
 
 
 def class_grid(lo: float, hi: float, thresholds: tuple[float, float], step: float) -> np.ndarray:
@@ -123,7 +127,8 @@ def npmle_weights(x, noise_var, grid, counts=None, *, min_gain: float = 0.1,
 
 
 def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = (0.6, 0.9), *,
-                                weights=None, step: float = 0.005, n_var: int = 16) -> ClassFractions:
+                                weights=None, step: float = 0.005, n_var: int = 16,
+                                near: float = 0.02) -> ClassFractions:
     """Class fractions of the true x_Li of a map's bins, from its x_Li and their noise variances.
 
     Parameters
@@ -141,6 +146,8 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
         Spacing of the grid of true x values.
     n_var : int
         Variance quantile groups (bins are grouped by x within ``step / 4`` and by variance).
+    near : float
+        Half-width of the band around each threshold for ``near_threshold``.
 
     Returns
     -------
@@ -174,6 +181,7 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
     xe, we = x[exact], wt[exact]
     p_sum = np.array([we[xe <= t0].sum(), we[(xe > t0) & (xe < t1)].sum(), we[xe >= t1].sum()], float)
     p_var = np.zeros(3)
+    p_near = float(we[np.min(np.abs(xe[:, None] - np.array([t0, t1])[None]), axis=1, initial=np.inf) < near].sum())
     if noisy.any():
         xs, vs = x[noisy], v[noisy]
         sd = np.sqrt(vs)
@@ -187,6 +195,9 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
         p = post @ cls.T.astype(float)  # (groups, 3): posterior class probabilities
         p_sum += gw @ p
         p_var += gw2 @ (p * (1 - p))
+        band = np.min(np.abs(grid[:, None] - np.array([t0, t1])[None]), axis=1) < near
+        p_near += float(gw.sum()) * float(w[band].sum())
     total = float(wt[fin].sum())
     f, sd = p_sum / total, np.sqrt(p_var) / total
-    return ClassFractions(float(f[0]), float(f[1]), float(f[2]), float(sd[0]), float(sd[1]), float(sd[2]), n)
+    return ClassFractions(float(f[0]), float(f[1]), float(f[2]), float(sd[0]), float(sd[1]), float(sd[2]), n,
+                          p_near / total)

@@ -1,4 +1,4 @@
-"""Vectorised XANES normalisation, edge energy and white line (SPEC 2.2).
+"""Vectorised XANES normalisation (SPEC 2.2); edge energy and white line in :mod:`litomo.xanes.edge_features`.
 
 Energy is axis 0: ``mu`` has shape ``(E,)``, ``(E, N)`` or ``(E, z, y, x)``. Every voxel gets the
 same treatment as xraylarch's ``pre_edge`` (which is the reference implementation in the tests):
@@ -27,6 +27,11 @@ import numpy as np
 
 from litomo.errors import DataError
 from litomo.progress import ProgressCallback
+from litomo.xanes.edge_features import check_energy_ev, edge_energy_half, white_line
+
+#: ``edge_energy_half`` and ``white_line`` live in :mod:`litomo.xanes.edge_features`; re-exported here
+__all__ = ["FitRanges", "NormResult", "check_energy_ev", "edge_energy_half", "find_e0",
+           "larch_default_ranges", "normalize_spectra", "white_line"]
 
 _CHUNK = 131072  # voxels per numpy block: bounds temporary memory to ~100 MB at E = 61
 
@@ -54,19 +59,6 @@ class NormResult:
     post_curve: np.ndarray | None
 
 
-def _check_energy(energy_ev, n: int) -> np.ndarray:
-    e = np.asarray(energy_ev, dtype=float)
-    if e.ndim != 1 or e.size != n:
-        raise DataError(f"energy_ev must be 1-D with {n} values (mu axis 0), got shape {e.shape}")
-    if e.size < 4:
-        raise DataError(f"full-spectrum analysis needs at least 4 energies, got {e.size}")
-    if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
-        raise DataError("energy_ev must be finite and strictly increasing")
-    if e.max() < 100:
-        raise DataError("energies look like keV; convert to eV (multiply by 1000)")
-    return e
-
-
 def find_e0(energy_ev: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """E0 (eV) per spectrum: maximum of the smoothed derivative, as larch ``find_e0``.
 
@@ -89,7 +81,7 @@ def find_e0(energy_ev: np.ndarray, mu: np.ndarray) -> np.ndarray:
     8340.0
     """
     mu = np.asarray(mu, dtype=float)
-    e = _check_energy(energy_ev, mu.shape[0])
+    e = check_energy_ev(energy_ev, mu.shape[0])
     flat = mu.reshape(mu.shape[0], -1)
     idx = _e0_index(e, flat)
     return e[idx].reshape(mu.shape[1:])
@@ -330,7 +322,7 @@ def normalize_spectra(
     mu = np.asarray(mu)
     if mu.ndim < 1:
         raise DataError("mu must have an energy axis (axis 0)")
-    e = _check_energy(energy_ev, mu.shape[0])
+    e = check_energy_ev(energy_ev, mu.shape[0])
     spatial = mu.shape[1:]
     out_dtype = mu.dtype if mu.dtype in (np.float32, np.float64) else np.float64
     flat = mu.reshape(mu.shape[0], -1)
@@ -379,7 +371,7 @@ def _is_dask(a) -> bool:
 def _normalize_dask(energy_ev, mu, e0, pre_range, post_range, post_order, keep_curves):
     import dask.array as da
 
-    e = _check_energy(energy_ev, mu.shape[0])
+    e = check_energy_ev(energy_ev, mu.shape[0])
     n_e = e.size
     mu = mu.rechunk({0: -1})
     dtype = mu.dtype if mu.dtype in (np.float32, np.float64) else np.float64
@@ -415,101 +407,3 @@ def _normalize_dask(energy_ev, mu, e0, pre_range, post_range, post_order, keep_c
     pre = packed[n_e : 2 * n_e] if keep_curves else None
     post = packed[2 * n_e : 3 * n_e] if keep_curves else None
     return NormResult(norm, packed[ncurves * n_e], packed[ncurves * n_e + 1], pre, post)
-
-
-def edge_energy_half(energy_ev, norm):
-    """Energy (eV) where the normalised spectrum first rises through 0.5, linearly interpolated.
-
-    Parameters
-    ----------
-    energy_ev : array (E,)
-    norm : array (E, ...), numpy or dask (energy axis whole)
-
-    Returns
-    -------
-    array (...)
-        NaN where the spectrum never crosses 0.5 (or is NaN).
-
-    Examples
-    --------
-    >>> float(edge_energy_half(np.array([8330., 8340., 8350., 8360.]), np.array([0., 0.2, 0.8, 1.])))
-    8345.0
-    """
-    if _is_dask(norm):
-        import dask.array as da
-
-        n = norm.rechunk({0: -1})
-        e = _check_energy(energy_ev, n.shape[0])
-        return da.map_blocks(
-            lambda b: _half_np(e, b)[None], n, chunks=((1,),) + n.chunks[1:], dtype=float
-        )[0]
-    norm = np.asarray(norm, dtype=float)
-    e = _check_energy(energy_ev, norm.shape[0])
-    return _half_np(e, norm)
-
-
-def _half_np(e: np.ndarray, norm: np.ndarray):
-    norm = np.asarray(norm, dtype=float)
-    cross = (norm[1:] >= 0.5) & (norm[:-1] < 0.5)
-    i = np.argmax(cross, axis=0) + 1
-    found = cross.any(axis=0)
-    n_hi = np.take_along_axis(norm, i[None], axis=0)[0]
-    n_lo = np.take_along_axis(norm, (i - 1)[None], axis=0)[0]
-    e_hi, e_lo = e[i], e[i - 1]
-    out = e_lo + (0.5 - n_lo) * (e_hi - e_lo) / np.where(found, n_hi - n_lo, 1.0)
-    out = np.where(found, out, np.nan)
-    return float(out) if out.ndim == 0 else out
-
-
-def white_line(energy_ev, norm, *, search_ev: tuple[float, float] | None = None):
-    """White-line position (eV) and height: maximum of the normalised spectrum.
-
-    The maximum grid point is refined by the vertex of the parabola through it and its two
-    neighbours (exact for non-uniform grids), so the position is not quantised to the energy step.
-
-    Parameters
-    ----------
-    energy_ev : array (E,)
-    norm : array (E, ...)
-    search_ev : (float, float), optional
-        Only look for the maximum between these energies (eV).
-
-    Returns
-    -------
-    (energy_ev, height) : arrays (...)
-
-    Examples
-    --------
-    >>> e = np.arange(8340.0, 8361.0)
-    >>> pos, h = white_line(e, 1.0 + 0.5 * np.exp(-((e - 8349.3) / 3) ** 2))
-    >>> round(float(pos), 1), round(float(h), 2)
-    (8349.3, 1.5)
-    """
-    norm = np.asarray(norm, dtype=float)
-    e = _check_energy(energy_ev, norm.shape[0])
-    sel = np.ones(e.size, bool) if search_ev is None else (e >= search_ev[0]) & (e <= search_ev[1])
-    if sel.sum() < 3:
-        raise DataError(f"white-line search range {search_ev} holds fewer than 3 energies")
-    work = np.where(sel.reshape((-1,) + (1,) * (norm.ndim - 1)), norm, -np.inf)
-    work = np.where(np.isnan(work), -np.inf, work)
-    i = np.clip(np.argmax(work, axis=0), 1, e.size - 2)
-    y0 = np.take_along_axis(norm, (i - 1)[None], axis=0)[0]
-    y1 = np.take_along_axis(norm, i[None], axis=0)[0]
-    y2 = np.take_along_axis(norm, (i + 1)[None], axis=0)[0]
-    x0, x1, x2 = e[i - 1], e[i], e[i + 1]
-    # parabola through three points: vertex of y = a(x-x1)^2 + b(x-x1) + y1
-    d0, d2 = x0 - x1, x2 - x1
-    den = d0 * d2 * (d0 - d2)
-    a = ((y0 - y1) * d2 - (y2 - y1) * d0) / np.where(den == 0, np.nan, den)
-    b = ((y2 - y1) * d0**2 - (y0 - y1) * d2**2) / np.where(den == 0, np.nan, den)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dx = np.where(a < 0, -b / (2 * a), 0.0)
-    dx = np.clip(np.nan_to_num(dx), d0, d2)
-    pos = x1 + dx
-    height = np.where(a < 0, y1 + a * dx**2 + b * dx, y1)
-    allnan = ~np.isfinite(norm).any(axis=0)
-    pos = np.where(allnan, np.nan, pos)
-    height = np.where(allnan, np.nan, height)
-    if pos.ndim == 0:
-        return float(pos), float(height)
-    return pos, height

@@ -29,6 +29,11 @@ def roles_of(state: StateSpec) -> tuple[str, ...]:
     return tuple(f"e{e:.1f}" for e in state.energies_ev)
 
 
+def fixed_role(state: StateSpec) -> str:
+    """The role every other energy is registered onto: ``post_edge``, or the highest energy."""
+    return "post_edge" if state.three_energy else roles_of(state)[-1]
+
+
 def open_state_volumes(state: StateSpec, manifest: Manifest, *,
                        slab_depth: Callable[[tuple[int, ...], int], int] | None = None) -> dict[str, Any]:
     """Open a state's energy volumes lazily (headers only) and refuse mismatched shapes.

@@ -34,13 +34,19 @@ EDGE_TARGET = "predicted"
 #: from the previous B-spline registration; a second one drifted back towards the bias
 #: (forward-model fronts: class fractions 2.6 / 3.0 -> 3.4 / 3.2 pp, RMSE 0.029 -> 0.031)
 EDGE_PREDICTIONS = 1
+#: elastix pyramid levels of the rigid and of the following B-spline stage. Each level costs a
+#: fixed ~4 s of CPU at a 256^3 grid whatever its iterations (issue 22); on the 512^3 seed-5
+#: phantom 3 + 3 levels (36 s) and 2 + 1 (19 s) give the pre-edge transform within 0.086 and
+#: 0.089 raw voxels rms of the truth (docs/scale.md, "Registration cost (session 7)")
+LEVELS = (2, 1)
 
 
-def estimate(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...]) -> Any:
+def estimate(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...],
+             initial_maps: Any = None) -> Any:
     """One registration on the estimation grid (transform only, no resampled image)."""
     from litomo.register import register_pair
 
-    return register_pair(fixed, moving, params=params, voxel_size_um=reg_vs, resample=False)
+    return register_pair(fixed, moving, params=params, voxel_size_um=reg_vs, resample=False, initial_maps=initial_maps)
 
 
 def store_estimate(out: Registration, role: str, res: Any) -> None:
@@ -116,20 +122,65 @@ def predicted_edge(pre: np.ndarray, edge: np.ndarray, post: np.ndarray, interior
     inside = np.asarray(interior, bool)
     if not inside.any():
         raise DataError("no particle voxels to predict the edge image from")
-    # float64 throughout, in place: at a 256^3 grid each temporary is 128 MiB (issue 22)
-    pre = np.asarray(pre, np.float64)
-    jump = np.subtract(post, pre, dtype=np.float64)
-    num = np.subtract(edge, pre, dtype=np.float64)  # the rise, then its smoothed sum
-    r_mean = num[inside].sum() / jump[inside].sum()
-    num = ndi.gaussian_filter(num, sigma_vox)
+    # float32 in place (scipy's filters accumulate in float64; sums below too): at a 256^3 grid
+    # each temporary is 64 MiB, and the float64 version took ~500 MiB more (issue 22)
+    pre = np.asarray(pre, np.float32)
+    jump = np.subtract(post, pre, dtype=np.float32)
+    num = np.subtract(edge, pre, dtype=np.float32)  # the rise, then its smoothed sum
+    r_mean = num[inside].sum(dtype=np.float64) / jump[inside].sum(dtype=np.float64)
+    jump_mean = jump[inside].mean(dtype=np.float64)
+    num = ndi.gaussian_filter(num, sigma_vox, output=num)
     den = ndi.gaussian_filter(jump, sigma_vox)
-    ok = den > 0.25 * jump[inside].mean()
+    ok = den > 0.25 * jump_mean
     r = np.divide(num, den, out=num, where=ok)  # the edge fraction r, in num's memory
     r[~ok] = r_mean
-    del den
+    del den, ok
     r *= jump
     r += pre
-    return r.astype(np.float32)
+    return r
+
+
+def warp_cubic(volume: np.ndarray, maps: Any, voxel_size_um: tuple[float, ...], *, field_step_vox: int = 4,
+               slab: int = 64) -> np.ndarray:
+    """``volume`` resampled through the transform ``maps`` onto its own grid (cubic B-spline).
+
+    What transformix's order-3 resampling gives, without itk: the displacement is evaluated with
+    numpy (:func:`litomo.register.displacement_field`) on a grid ``field_step_vox`` times coarser
+    and upsampled linearly (exact for the rigid part; the B-spline part varies on the control
+    spacing, >= 8 voxels, so the linear error is a few thousandths of a voxel), then sampled
+    by :func:`litomo.resample.map_coordinates_cubic`. Points mapped outside take the nearest edge
+    value (transformix: a fill value); this feeds only a registration target. 256^3: 5.4 s of CPU
+    per volume where transformix took 18.3 s (its first call; issue 22).
+
+    Examples
+    --------
+    >>> m = {"Transform": ["TranslationTransform"], "TransformParameters": ["1", "0", "0"],
+    ...      "FixedImageDimension": ["3"]}
+    >>> v = np.arange(6.0)[None, None, :] * np.ones((6, 6, 1))
+    >>> warp_cubic(v, [m], (1.0, 1.0, 1.0))[0, 0, :5].tolist()  # content shifted by +1 in x
+    [1.0, 2.0, 3.0, 4.0, 5.0]
+    """
+    from litomo.register import displacement_field
+    from litomo.resample import map_coordinates_cubic, upsample_linear
+
+    vol = np.asarray(volume, np.float32)
+    shape, vs = vol.shape, np.asarray(voxel_size_um, float)
+    fshape = tuple(max(2, -(-n // field_step_vox)) for n in shape)
+    fvs = tuple(float(n * s / m) for n, s, m in zip(shape, vs, fshape, strict=True))
+    field = displacement_field(maps, fshape, voxel_size_um=fvs)
+    out = np.empty(shape, np.float32)
+    for z0 in range(0, shape[0], slab):
+        z1 = min(shape[0], z0 + slab)
+        centres = [(np.arange(a, b) + 0.5) * s for (a, b), s in zip(((z0, z1), (0, shape[1]), (0, shape[2])), vs,
+                                                                      strict=True)]
+        pos = tuple(c / f - 0.5 for c, f in zip(centres, fvs, strict=True))
+        src = []
+        for axis, c in enumerate(centres):
+            bshape = [1, 1, 1]
+            bshape[axis] = -1
+            src.append((c.reshape(bshape) + upsample_linear(field[axis], pos)) / vs[axis] - 0.5)
+        out[z0:z1] = map_coordinates_cubic(vol, src)
+    return out
 
 
 @dataclass
@@ -164,7 +215,7 @@ class RegisterStage(StateStage):
         p = ctx.manifest.processing
         return {"register": ctx.do_register, "bspline": p.bspline,
                 "bspline_spacing_um": p.bspline_spacing_um, "edge_target": EDGE_TARGET,
-                "edge_predictions": EDGE_PREDICTIONS,
+                "edge_predictions": EDGE_PREDICTIONS, "levels": list(LEVELS), "edge_rigid_reused": True,
                 "bin": tuple(np.broadcast_to(p.bin, 3).tolist())}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned) -> Registration:
@@ -177,7 +228,7 @@ class RegisterStage(StateStage):
         reg_vs = tuple(s * f for s, f in zip(read.raw_voxel_size_um, rf, strict=True))
         if p.bspline and ctx.do_register:  # too fine a grid hangs or crashes elastix (issue #20)
             check_bspline_spacing(p.bspline_spacing_um, reg_vs)
-        params = RegistrationParams(mode=mode, spatial_samples=8192,
+        params = RegistrationParams(mode=mode, spatial_samples=8192, resolutions=LEVELS[0], bspline_resolutions=LEVELS[1],
                                     bspline_grid_spacing_vox=p.bspline_spacing_um / min(reg_vs))
         grid = read.reg_grid
         out = Registration(mode if ctx.do_register else "none", {}, {}, {}, {},
@@ -201,11 +252,14 @@ class RegisterStage(StateStage):
         if p.bspline:
             # map bin in registration voxels: Li contrast on coarser scales stays in the target
             sigma = 0.5 * min(b / f for b, f in zip(np.broadcast_to(p.bin, 3), rf, strict=True))
-            edge_maps = estimate(grid["post_edge"], grid["edge"], dataclasses.replace(params, mode="rigid"),
-                                       reg_vs).parameter_maps
+            rigid = estimate(grid["post_edge"], grid["edge"], dataclasses.replace(params, mode="rigid"),
+                             reg_vs).parameter_maps
+            # the B-spline onto the target starts from this rigid transform: no second rigid stage
+            bspline = dataclasses.replace(params, mode="bspline", resolutions=LEVELS[1])
+            edge_maps = rigid
             for _ in range(EDGE_PREDICTIONS):
                 fixed = self._edge_target(grid, out, edge_maps, reg_vs, max(sigma, 1.0))
-                res = estimate(fixed, grid["edge"], params, reg_vs)
+                res = estimate(fixed, grid["edge"], bspline, reg_vs, initial_maps=rigid)
                 edge_maps = res.parameter_maps
         else:
             res = estimate(fixed, grid["edge"], params, reg_vs)
@@ -216,12 +270,7 @@ class RegisterStage(StateStage):
     def _edge_target(grid: dict[str, np.ndarray], out: Registration, edge_maps: Any,
                      reg_vs: tuple[float, ...], sigma_vox: float) -> np.ndarray:
         """:func:`predicted_edge` from the registered pre-edge and the edge registered by ``edge_maps``."""
-        from litomo.register import apply_transform
-
-        moved = {}
-        for role, maps in (("pre_edge", out.maps["pre_edge"]), ("edge", edge_maps)):
-            m = apply_transform(grid[role], maps, voxel_size_um=reg_vs, order=3, fill_value=np.nan)
-            # the few voxels mapped from outside the volume: unregistered values, only a target
-            moved[role] = np.where(np.isfinite(m), m, grid[role])
+        moved = {role: warp_cubic(grid[role], maps, reg_vs)
+                 for role, maps in (("pre_edge", out.maps["pre_edge"]), ("edge", edge_maps))}
         post = grid["post_edge"]
         return predicted_edge(moved["pre_edge"], moved["edge"], post, post > out.threshold, sigma_vox)

@@ -41,7 +41,7 @@ from litomo.workflows.limap.calibration import Calibration
 from litomo.workflows.limap.li import LiMap
 from litomo.workflows.limap.mapping import Mapped, am_fraction_from_jump
 from litomo.workflows.limap.options import RunContext
-from litomo.workflows.limap.read import Binned, open_slabbed, roles_of
+from litomo.workflows.limap.read import Binned, fixed_role, open_slabbed, roles_of
 from litomo.workflows.limap.registration import (
     RegisterStage,
     Registration,
@@ -107,11 +107,6 @@ def check_spectral_manifest(manifest: Manifest) -> Calibration:
     nan = float("nan")
     return Calibration(nan, nan, (e[0], e0, e[-1]), nan, {"e0_ev": e0}, (nan, nan),
                        BackgroundLaw("none", (1.0, 1.0, 1.0), 0.0))
-
-
-def fixed_role(state: StateSpec) -> str:
-    """The role every other energy is registered onto: ``post_edge``, or the highest energy."""
-    return "post_edge" if state.three_energy else roles_of(state)[-1]
 
 
 class _Spectral:

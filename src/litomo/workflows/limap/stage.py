@@ -72,8 +72,12 @@ class StateRunner:
 
     def __init__(self, stages: Sequence[StateStage], ctx: RunContext, state: StateSpec,
                  cache: StageCache, timings: list[StageTiming],
-                 on_stored: Callable[[], None] | None = None, warnings: list[str] | None = None):
+                 on_stored: Callable[[], None] | None = None, warnings: list[str] | None = None,
+                 on_finished: Callable[[str], None] | None = None):
         self.order = list(stages)
+        #: called once with a stage's name when its output is current (computed, loaded or reused)
+        self.on_finished = on_finished
+        self._reported: set[str] = set()
         self.stages = {s.name: s for s in stages}
         self.ctx, self.state, self.cache, self.timings = ctx, state, cache, timings
         self.on_stored = on_stored
@@ -97,6 +101,10 @@ class StateRunner:
         s = self.stages[name]
         return s.persist and self.cache.is_done(self.state.name, name, self.key(name))
 
+    def needs_run(self, name: str) -> bool:
+        """Whether stage ``name`` is in the run and has no current stored output."""
+        return name in self.stages and not self._done(name)
+
     def get(self, name: str) -> Any:
         """The output of stage ``name``: from memory, from the cache, or computed now."""
         if name in self._outputs:
@@ -108,20 +116,30 @@ class StateRunner:
                 out = self.cache.load(st, name, s.output)
         else:
             inputs = {n: self.get(n) for n in s.needs if n in self.stages}
-            # -v logs each stage and, when one fails, which one (litomo.workflows.stage)
-            with stage_log(log, "run", f"state {st}: {name}"), measured(name, st, True, self.timings):
-                out = s.run(self.ctx, self.state, **inputs)
-                msgs = [*self._pending, *getattr(out, "warnings", [])]
-                if s.persist:
-                    self.cache.store(st, name, self.key(name), out, {"warnings": msgs})
-                    self._pending = []
-                else:
-                    self._pending = msgs
-            if s.persist and self.on_stored is not None:
-                self.on_stored()
+            out, self._pending = self._compute(name, inputs, self._pending)
         self._timed.add(name)
         self._outputs[name] = out
+        self._finished(name)
         return out
+
+    def _compute(self, name: str, inputs: dict[str, Any], pending: list[str]) -> tuple[Any, list[str]]:
+        """Run stage ``name`` (and store it if persisted); returns its output and the unstored warnings."""
+        s, st = self.stages[name], self.state.name
+        # -v logs each stage and, when one fails, which one (litomo.workflows.stage)
+        with stage_log(log, "run", f"state {st}: {name}"), measured(name, st, True, self.timings):
+            out = s.run(self.ctx, self.state, **inputs)
+            msgs = [*pending, *getattr(out, "warnings", [])]
+            if s.persist:
+                self.cache.store(st, name, self.key(name), out, {"warnings": msgs})
+                msgs = []
+        if s.persist and self.on_stored is not None:
+            self.on_stored()
+        return out, msgs
+
+    def _finished(self, name: str) -> None:
+        if self.on_finished is not None and name not in self._reported:
+            self._reported.add(name)
+            self.on_finished(name)
 
     def run_all(self) -> None:
         """Make every persisted stage's stored output current; free outputs no later stage needs."""
@@ -133,6 +151,7 @@ class StateRunner:
             elif s.name not in self._timed:  # reused as it is: not even loaded
                 self.timings.append(StageTiming(s.name, self.state.name, False, 0.0, 0.0, peak_rss_mib()))
                 self._timed.add(s.name)
+                self._finished(s.name)
             self.warnings += self.cache.warnings(self.state.name, s.name)
             later = {n for t in self.order[i + 1:] for n in t.needs}
             for held in [n for n in self._outputs if n not in later]:

@@ -65,8 +65,9 @@ def _class_fraction_columns(li: LiMap, am_fraction: np.ndarray, p: ProcessingSpe
                             summary: dict[str, Any]) -> dict[str, float]:
     """The states table's class fractions: fractions of the mapped AM volume (bins weighted by
     their AM fraction) deconvolved from the map's noise (issue 16,
-    :func:`litomo.xanes.classes.deconvolved_class_fractions`), with their standard deviations;
-    the plain counts of mapped bins stay as ``frac_li_<class>_map``."""
+    :func:`litomo.xanes.classes.deconvolved_class_fractions`), with their standard deviations
+    and the share within 0.02 of a threshold (``frac_li_near_threshold``: what systematic map
+    errors can move); the plain counts of mapped bins stay as ``frac_li_<class>_map``."""
     from litomo.xanes.classes import deconvolved_class_fractions
 
     names = ("poor", "moderate", "rich")
@@ -77,6 +78,7 @@ def _class_fraction_columns(li: LiMap, am_fraction: np.ndarray, p: ProcessingSpe
     for c in names:
         out[f"frac_li_{c}"] = float(getattr(f, c))
         out[f"frac_li_{c}_sd"] = float(getattr(f, f"{c}_sd"))
+    out["frac_li_near_threshold"] = float(f.near_threshold)
     return out
 
 
@@ -95,6 +97,7 @@ def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Par
     misregistered surfaces lie; issue 16), that mean is used for the total instead.
     """
     from litomo import statistics as st
+    from litomo.statistics_core_shell import core_shell_profile
 
     x, labels, frac = li.li, particles.labels, mapped.am_fraction
     summary = st.state_summary(x, voxel_size_um=voxel_size_um, poor_max=p.li_poor_max,
@@ -132,7 +135,7 @@ def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Par
         pid = parts["particle"].to_numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             parts["mean_li"] = s1[pid] / s0[pid]
-    cs = st.core_shell_profile(x, labels, voxel_size_um=voxel_size_um)
+    cs = core_shell_profile(x, labels, voxel_size_um=voxel_size_um)
     if "particle" in cs.columns:
         cs = cs[cs["particle"].astype(str) == "all"].drop(columns="particle")
     for df in (zp, parts, cs):

@@ -1,0 +1,166 @@
+"""Samplers with ``scipy.ndimage.map_coordinates`` semantics (``mode="nearest"``).
+
+:func:`upsample_linear` - separable trilinear interpolation of a coarse displacement field on a
+finer grid; :func:`warp_slab` - output slices of a full-resolution moving volume pulled through
+such a field (any order; cubic by default), whose cubic case is :func:`map_coordinates_cubic`,
+scipy's result bit for bit with the evaluation in a numba kernel. Re-exported by
+:mod:`litomo.resample` (the frame convention is described there).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+from litomo.resample import kernels
+
+
+def linear_weights(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower/upper neighbour indices and upper weight of fractional positions on ``n`` samples.
+
+    Positions outside ``[0, n - 1]`` are clamped (the edge value, ``mode="nearest"``).
+
+    Examples
+    --------
+    >>> i0, i1, w = linear_weights(np.array([-1.0, 0.25, 2.5]), 3)
+    >>> i0.tolist(), i1.tolist(), w.tolist()
+    ([0, 0, 2], [1, 1, 2], [0.0, 0.25, 0.0])
+    """
+    pos = np.clip(pos, 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(pos).astype(np.intp), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (pos - i0).astype(np.float32)
+    return i0, i1, w
+
+
+def upsample_linear(a: np.ndarray, positions: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Trilinear interpolation of ``a`` on the outer product of per-axis fractional positions.
+
+    Separable (one axis at a time, two neighbours each), so it costs a few operations per output
+    voxel instead of the eight-neighbour gather of ``map_coordinates``; positions outside the
+    grid take the edge value (``mode="nearest"``).
+    """
+    out = a.astype(np.float32, copy=False)
+    for axis, pos in enumerate(positions):
+        i0, i1, w = linear_weights(np.asarray(pos, float), a.shape[axis])
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        w = w.reshape(shape)
+        lo = np.take(out, i0, axis=axis)
+        hi = np.take(out, i1, axis=axis)
+        out = lo + w * (hi - lo)
+    return out
+
+
+def set_threads(n: int) -> None:
+    """Threads the numba kernels use (clipped to numba's maximum)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def warp_slab(
+    moving: Any,
+    field_um: np.ndarray,
+    field_voxel_size_um: tuple[float, ...],
+    voxel_size_um: tuple[float, ...],
+    z_range: tuple[int, int],
+    out_shape_yx: tuple[int, int],
+    *,
+    order: int = 3,
+) -> np.ndarray:
+    """Resample output slices ``z_range`` of a full-resolution moving volume through a transform.
+
+    Parameters
+    ----------
+    moving : array-like (numpy, dask or anything sliceable), (z, y, x)
+        The full-resolution moving volume; only the z-range the slab needs is read.
+    field_um : (3, z, y, x) float
+        :func:`litomo.register.displacement_field` on a (coarser) grid of the same physical frame.
+    field_voxel_size_um, voxel_size_um : (z, y, x)
+        Voxel sizes of the field grid and of the full-resolution grid (um); both grids have
+        their first voxel corner at the origin.
+    z_range : (z0, z1)
+        Output slices to compute.
+    out_shape_yx : (ny, nx)
+        In-plane size of the output.
+    order : int
+        Interpolation order; cubic (default) keeps particle surfaces sharper than linear, which
+        matters for the edge ratio of surface voxels (phantom: x_Li RMSE 0.037 vs 0.041).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(z1 - z0, ny, nx)``; voxels mapping outside ``moving`` take the nearest edge value.
+    """
+    z0, z1 = z_range
+    ny, nx = out_shape_yx
+    vs = np.asarray(voxel_size_um, float)
+    fvs = np.asarray(field_voxel_size_um, float)
+    # physical centres of the output voxels, then fractional indices into the field grid
+    zc = (np.arange(z0, z1) + 0.5) * vs[0]
+    yc = (np.arange(ny) + 0.5) * vs[1]
+    xc = (np.arange(nx) + 0.5) * vs[2]
+    fz, fy, fx = zc / fvs[0] - 0.5, yc / fvs[1] - 0.5, xc / fvs[2] - 0.5
+    src = []
+    for axis, centres in enumerate((zc, yc, xc)):
+        u = upsample_linear(field_um[axis], (fz, fy, fx))
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        src.append((centres.reshape(shape) + u) / vs[axis] - 0.5)
+    lo = int(np.floor(src[0].min())) - 1
+    hi = int(np.ceil(src[0].max())) + 2
+    lo_c, hi_c = max(lo, 0), min(hi, moving.shape[0])
+    if hi_c <= lo_c:  # the whole slab maps outside the volume
+        lo_c, hi_c = (0, 1) if hi <= 0 else (moving.shape[0] - 1, moving.shape[0])
+    block = moving[lo_c:hi_c]
+    # each slab reads its own rows; slabs run in threads, so no nested distributed compute
+    if hasattr(block, "compute"):
+        block = block.compute(scheduler="synchronous")
+    block = np.asarray(block, dtype=np.float32)
+    src[0] = src[0] - lo_c
+    if order > 1 and not np.isfinite(block).all():
+        # a spline prefilter would spread each NaN along whole lines; linear keeps it local
+        order = 1
+    if order != 3:
+        return ndimage.map_coordinates(block, src, order=order, mode="nearest").astype(np.float32)
+    return map_coordinates_cubic(block, src)
+
+
+def map_coordinates_cubic(block: np.ndarray, src: list[np.ndarray]) -> np.ndarray:
+    """``scipy.ndimage.map_coordinates(block, src, order=3, mode="nearest")``, bit for bit, ~5x faster.
+
+    scipy's prefilter is used as it is (the block edge-padded by 12 voxels, then
+    ``spline_filter``, as map_coordinates does for ``mode="nearest"``); only the evaluation,
+    ~80 % of map_coordinates' time, runs in a numba kernel with scipy's arithmetic
+    (:func:`litomo.resample.kernels.cubic_rows`), releasing the GIL.
+
+    Examples
+    --------
+    >>> b = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    >>> src = [np.random.default_rng(i).uniform(-2, 9, (3, 4, 5)) for i in range(3)]
+    >>> ref = ndimage.map_coordinates(b, src, order=3, mode="nearest")
+    >>> bool((map_coordinates_cubic(b, src) == ref).all())
+    True
+    """
+    pad = 12  # scipy's _prepad_for_spline_filter
+    sz, sy, sx = (np.ascontiguousarray(s, dtype=np.float64) for s in src)
+    out = np.empty(sz.shape, np.float32)
+    if out.size == 0:
+        return out
+    # the same filter passes as spline_filter(np.pad(block, 12, "edge"), 3, float64, "nearest")
+    # (axis 0, then 1, then 2), with two exact shortcuts: (a) filtering along z commutes with
+    # edge-padding along y and x (a padded column is a copy of an edge column), so z is filtered
+    # before y and x are padded; (b) the y and x passes only run on the z rows the 4x4x4
+    # stencils of ``src`` reach (each row's y/x filtering is independent of the others)
+    coef = np.pad(np.asarray(block, np.float64), ((pad, pad), (0, 0), (0, 0)), mode="edge")
+    ndimage.spline_filter1d(coef, 3, axis=0, output=coef, mode="nearest")
+    r0 = min(max(int(np.floor(sz.min() + pad)) - 1, 0), coef.shape[0] - 1)
+    r1 = max(min(int(np.floor(sz.max() + pad)) + 3, coef.shape[0]), r0 + 1)
+    coef = np.pad(coef[r0:r1], ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    for axis in (1, 2):
+        ndimage.spline_filter1d(coef, 3, axis=axis, output=coef, mode="nearest")
+    # the kernel clamps z indices to the full padded length, then reads row index - r0
+    kernels.cubic_rows(coef, float(pad), r0, int(block.shape[0]) + 2 * pad, sz, sy, sx, out)
+    return out
