@@ -8,38 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from scipy import ndimage as ndi
 
-from litomo.cli import main
+from micro_helpers import ball_electrode, run_cli
 
 
 @pytest.fixture(scope="module")
 def label_file(tmp_path_factory):
     """Balls of AM (radius 4-5 voxels) on a jittered grid, a patchy CBD rim, pores elsewhere."""
-    rng = np.random.default_rng(0)
-    n = 40
-    z, y, x = np.ogrid[:n, :n, :n]
-    lab = np.zeros((n, n, n), np.uint8)
-    for cz in range(5, n, 10):
-        for cy in range(5, n, 10):
-            for cx in range(5, n, 10):
-                c = np.array([cz, cy, cx]) + rng.integers(-1, 2, 3)
-                r = rng.uniform(4, 5)
-                lab[(z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r * r] = 1
-    rim = (ndi.distance_transform_edt(lab != 1) <= 2) & (lab != 1)
-    lab[rim & (ndi.gaussian_filter(rng.random(lab.shape), 1.5) > 0.5)] = 2
+    lab = ball_electrode(40, np.random.default_rng(0))
     path = tmp_path_factory.mktemp("micro") / "labels.tif"
     tifffile.imwrite(path, lab * 85)
     return path, lab
 
 
 def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_micro_writes_tables_and_figures(label_file, tmp_path, capsys):

@@ -14,9 +14,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage as ndi
 
-from litomo.cli import main
+from micro_helpers import ball_electrode, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +31,7 @@ def cluster():
 def files(tmp_path_factory):
     """Jittered AM balls with a patchy CBD rim (labels 0/85/170) and a noisy grey rendering."""
     rng = np.random.default_rng(1)
-    n = 36
-    z, y, x = np.ogrid[:n, :n, :n]
-    lab = np.zeros((n, n, n), np.uint8)
-    for cz in range(5, n, 10):
-        for cy in range(5, n, 10):
-            for cx in range(5, n, 10):
-                c = np.array([cz, cy, cx]) + rng.integers(-1, 2, 3)
-                lab[(z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= rng.uniform(4, 5) ** 2] = 1
-    rim = (ndi.distance_transform_edt(lab != 1) <= 2) & (lab != 1)
-    lab[rim & (ndi.gaussian_filter(rng.random(lab.shape), 1.5) > 0.5)] = 2
+    lab = ball_electrode(36, rng)
     d = tmp_path_factory.mktemp("sched")
     tifffile.imwrite(d / "labels.tif", lab * 85)
     grey = np.array([40.0, 180.0, 100.0])[lab] + rng.normal(0, 20, lab.shape)
@@ -50,12 +40,7 @@ def files(tmp_path_factory):
 
 
 def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code or 0, cap.out, cap.err
+    return run_cli(args, capsys)
 
 
 def _prefixes(cluster) -> set[str]:

@@ -12,20 +12,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from litomo.cli import main
 from litomo.errors import InputFileError
 from litomo.metrics.particles import MIN_SPHERICITY_VOXELS, shape_table
 from litomo.workflows.micro import MicroSettings, analyse_microstructure, run_micro
 from litomo.workflows.segment import SegmentSettings, run_segment
+from micro_helpers import run_cli
 
 
 def _cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code or 0, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def _balls(n: int = 24) -> np.ndarray:
