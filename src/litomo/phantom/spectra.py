@@ -45,8 +45,11 @@ AM_BACKGROUND_EXPONENT = 2.8
 CBD_PER_UM = 0.0012
 PORE_PER_UM = 0.0008
 #: uint16 output: ``counts = (mu_per_um + UINT16_OFFSET_PER_UM) * UINT16_COUNTS_PER_INV_UM``.
-#: The edge ratio R = (edge - pre) / (post - pre) is invariant to this common affine map.
-UINT16_OFFSET_PER_UM = 0.05
+#: The offset is 0 because the manifest has no field to declare one and ``litomo run`` reads
+#: counts as attenuation: the plain ratio cancels a common offset, the E^-p background
+#: correction does not (a 0.05/um offset mapped a pristine state to x_Li 0.946 instead of 1.0).
+#: Negative noisy values (pore/CBD voxels only: AM is > 4 sigma above 0) are clipped to 0.
+UINT16_OFFSET_PER_UM = 0.0
 UINT16_COUNTS_PER_INV_UM = 250_000.0
 _REFERENCE_FILES = {"pristine": "ni_kedge_NiO.csv", "charged": "ni_kedge_LiNiO2.csv"}
 

@@ -468,7 +468,8 @@ def write_operando_phantom(
         "attenuation_per_um": {"am_edge_jump": AM_EDGE_JUMP_PER_UM, "am_background_8333ev": AM_BACKGROUND_PER_UM,
                                "cbd_8333ev": CBD_PER_UM, "pore_8333ev": PORE_PER_UM},
         "uint16_scale": {"offset_per_um": UINT16_OFFSET_PER_UM, "counts_per_inv_um": UINT16_COUNTS_PER_INV_UM,
-                         "formula": "mu_per_um = counts / counts_per_inv_um - offset_per_um"} if dtype == "uint16" else None,
+                         "formula": "mu_per_um = counts / counts_per_inv_um - offset_per_um",
+                         "clipped": "mu_per_um below -offset_per_um is stored as 0 counts"} if dtype == "uint16" else None,
         "li_pristine": ph.li_pristine, "li_charged": ph.li_charged,
         "edge_ratio": edge_ratios(ph.energies_ev, ph.li_pristine, ph.li_charged) if three else None,
     }

@@ -20,12 +20,19 @@ the registered images summed over the AM and two bins around it (``mean_li_globa
 over a whole region does not depend on where (mis)registered surfaces lie, and the ratio of
 sums is the jump- (= AM-) weighted mean x_Li exactly for a linear mixture (forward models of
 issue 16: total Li +3.3 / -2.4 % from the map's bins; see docs/benchmarks.md).
+
+The background correction needs volumes of absolute attenuation: unlike the plain ratio it does
+not cancel an offset common to the three energies (uint16 files rescaled with an offset, a
+reconstruction's lost DC level). Pores (electrolyte, air) and binder attenuate ~1e-3 /um, so the
+bins without AM show such an offset; :func:`offset_check` says how far it would move the mean
+x_Li, and the stage warns above :data:`OFFSET_WARN_LI` (a 0.05 /um offset on the operando
+phantom: x_Li of a pristine state 0.946 instead of 1.0).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +45,8 @@ from litomo.workflows.limap.stage import StateStage
 from litomo.workflows.limap.warp import Warped
 
 ROLES = ("pre_edge", "edge", "post_edge")
+#: |mean x_Li shift| an offset of the volumes would cause, above which the map stage warns
+OFFSET_WARN_LI = 0.01
 
 
 def am_fraction_from_jump(jump: np.ndarray, am: np.ndarray) -> tuple[np.ndarray, float]:
@@ -85,6 +94,11 @@ class Mapped:
     background_li_shift: float = 0.0
     #: the state's AM-weighted mean x_Li from the images summed over the AM region
     mean_li_global: float = float("nan")
+    #: median pre-edge attenuation of the bins without AM (/um; pores and binder: ~1e-3)
+    non_am_level_per_um: float = float("nan")
+    #: mean x_Li over the AM minus that with ``non_am_level_per_um`` subtracted from every energy
+    offset_li_shift: float = float("nan")
+    warnings: list[str] = field(default_factory=list)
 
 
 def denoised(p: ProcessingSpec, plain: tuple[np.ndarray, ...],
@@ -132,9 +146,43 @@ def map_li(plain: dict[str, np.ndarray], interior: dict[str, np.ndarray], p: Pro
     shift = 0.0
     if am.any() and law.law != "none":
         shift = float(np.nanmean(x[am]) - np.nanmean(li_of(pre, edge, post, plain=True)[am]))
+    level, off_shift = offset_check(li_of, am, am_fraction, (pre, edge, post))
+    warn = []
+    if abs(off_shift) > OFFSET_WARN_LI:
+        warn.append(f"the bins without active material read {level:.4f} /um at the pre-edge energy (pores and "
+                    f"binder: ~0.001); if the volumes carry that as an offset (rescaled integers, a "
+                    f"reconstruction's DC level), the background correction moves the mean x_Li by "
+                    f"{off_shift:+.3f}: give zero-offset attenuation volumes")
     return Mapped(np.where(am, x, np.nan), li_of(*inner) if inner is not None else None,
                   interior["count"] if interior else None, am, am_fraction, float(thr), float(j_full),
-                  shift, _mean_li_global(li_of, am, (pre, edge, post)))
+                  shift, _mean_li_global(li_of, am, (pre, edge, post)), level, off_shift, warn)
+
+
+def offset_check(li_of: Callable[..., np.ndarray], am: np.ndarray, am_fraction: np.ndarray,
+                 images: tuple[np.ndarray, ...]) -> tuple[float, float]:
+    """Median pre-edge level of the bins without AM, and the mean x_Li shift it would cause as an offset.
+
+    The shift is the mean x_Li over ``am`` minus the same with the level subtracted from all
+    three images; NaN when fewer than 1 % of the bins (and fewer than 50) are free of AM.
+
+    Examples
+    --------
+    >>> li_of = lambda pre, edge, post: (edge - pre) / (post - pre + 0.1 * pre)  # not offset-free
+    >>> am = np.zeros((10, 10, 10), bool); am[:5] = True
+    >>> imgs = tuple(np.where(am, v, 0.0) + 0.05 for v in (1.0, 1.5, 2.0))
+    >>> level, shift = offset_check(li_of, am, am.astype(float), imgs)
+    >>> round(level, 3), shift != 0
+    (0.05, True)
+    """
+    pre = images[0]
+    empty = ~am & (am_fraction < 0.05) & np.isfinite(pre)
+    if not am.any() or empty.sum() < max(50, 0.01 * pre.size):
+        return float("nan"), float("nan")
+    level = float(np.median(pre[empty]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x0 = li_of(*images)[am]
+        x1 = li_of(*(a - np.float32(level) for a in images))[am]
+    return level, float(np.nanmean(x0) - np.nanmean(x1))
 
 
 def _mean_li_global(li_of: Callable[..., np.ndarray], am: np.ndarray, images: tuple[np.ndarray, ...]) -> float:
