@@ -34,15 +34,17 @@ from litomo.errors import LitomoError
 from litomo.preprocess import bin_array
 from litomo.resample import kernels
 from litomo.resample.samplers import (
+    cubic_prefilter_z,
     linear_weights,
     map_coordinates_cubic,
     set_threads,
+    source_coordinates,
     upsample_linear,
     warp_slab,
 )
 
-__all__ = ["FieldGrid", "field_grid", "linear_weights", "map_coordinates_cubic", "observed_mask", "selection_bits", "set_threads",
-           "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
+__all__ = ["FieldGrid", "cubic_prefilter_z", "field_grid", "linear_weights", "map_coordinates_cubic", "observed_mask", "selection_bits", "set_threads",
+           "source_coordinates", "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
 
 
 # ---------------------------------------------------------------------------

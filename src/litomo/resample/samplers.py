@@ -94,21 +94,7 @@ def warp_slab(
     numpy.ndarray
         float32 ``(z1 - z0, ny, nx)``; voxels mapping outside ``moving`` take the nearest edge value.
     """
-    z0, z1 = z_range
-    ny, nx = out_shape_yx
-    vs = np.asarray(voxel_size_um, float)
-    fvs = np.asarray(field_voxel_size_um, float)
-    # physical centres of the output voxels, then fractional indices into the field grid
-    zc = (np.arange(z0, z1) + 0.5) * vs[0]
-    yc = (np.arange(ny) + 0.5) * vs[1]
-    xc = (np.arange(nx) + 0.5) * vs[2]
-    fz, fy, fx = zc / fvs[0] - 0.5, yc / fvs[1] - 0.5, xc / fvs[2] - 0.5
-    src = []
-    for axis, centres in enumerate((zc, yc, xc)):
-        u = upsample_linear(field_um[axis], (fz, fy, fx))
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        src.append((centres.reshape(shape) + u) / vs[axis] - 0.5)
+    src = source_coordinates(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
     lo = int(np.floor(src[0].min())) - 1
     hi = int(np.ceil(src[0].max())) + 2
     lo_c, hi_c = max(lo, 0), min(hi, moving.shape[0])
@@ -128,13 +114,61 @@ def warp_slab(
     return map_coordinates_cubic(block, src)
 
 
-def map_coordinates_cubic(block: np.ndarray, src: list[np.ndarray]) -> np.ndarray:
+def source_coordinates(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
+                       z_range: tuple[int, int], out_shape_yx: tuple[int, int]) -> list[np.ndarray]:
+    """Fractional (z, y, x) indices into the full-resolution moving volume of output slices ``z_range``.
+
+    Each output voxel centre ``p`` (um) maps to ``p + u(p)``, ``u`` the field upsampled
+    trilinearly (:func:`upsample_linear`); both grids have their first voxel corner at the origin.
+
+    Examples
+    --------
+    >>> field = np.zeros((3, 2, 2, 2)); field[2] = 0.5  # 0.5 um along x everywhere
+    >>> z, y, x = source_coordinates(field, (2.0,) * 3, (1.0,) * 3, (0, 2), (2, 2))
+    >>> x.ravel().tolist()[:2]
+    [0.5, 1.5]
+    """
+    z0, z1 = z_range
+    ny, nx = out_shape_yx
+    vs = np.asarray(voxel_size_um, float)
+    fvs = np.asarray(field_voxel_size_um, float)
+    # physical centres of the output voxels, then fractional indices into the field grid
+    zc = (np.arange(z0, z1) + 0.5) * vs[0]
+    yc = (np.arange(ny) + 0.5) * vs[1]
+    xc = (np.arange(nx) + 0.5) * vs[2]
+    fz, fy, fx = zc / fvs[0] - 0.5, yc / fvs[1] - 0.5, xc / fvs[2] - 0.5
+    src = []
+    for axis, centres in enumerate((zc, yc, xc)):
+        u = upsample_linear(field_um[axis], (fz, fy, fx))
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        src.append((centres.reshape(shape) + u) / vs[axis] - 0.5)
+    return src
+
+
+PREFILTER_PAD = 12  # scipy's _prepad_for_spline_filter
+
+
+def cubic_prefilter_z(block: np.ndarray) -> np.ndarray:
+    """The z pass of scipy's cubic prefilter of ``block`` (edge-padded by 12 rows, float64).
+
+    What :func:`map_coordinates_cubic` computes first; compute it once and pass it as
+    ``coef_z`` when several coordinate sets sample the same block.
+    """
+    coef = np.pad(np.asarray(block, np.float64), ((PREFILTER_PAD, PREFILTER_PAD), (0, 0), (0, 0)), mode="edge")
+    ndimage.spline_filter1d(coef, 3, axis=0, output=coef, mode="nearest")
+    return coef
+
+
+def map_coordinates_cubic(block: np.ndarray, src: list[np.ndarray], *,
+                          coef_z: np.ndarray | None = None) -> np.ndarray:
     """``scipy.ndimage.map_coordinates(block, src, order=3, mode="nearest")``, bit for bit, ~5x faster.
 
     scipy's prefilter is used as it is (the block edge-padded by 12 voxels, then
     ``spline_filter``, as map_coordinates does for ``mode="nearest"``); only the evaluation,
     ~80 % of map_coordinates' time, runs in a numba kernel with scipy's arithmetic
-    (:func:`litomo.resample.kernels.cubic_rows`), releasing the GIL.
+    (:func:`litomo.resample.kernels.cubic_rows`), releasing the GIL. ``coef_z``: the block's
+    :func:`cubic_prefilter_z`, if already computed (the result is the same).
 
     Examples
     --------
@@ -144,7 +178,7 @@ def map_coordinates_cubic(block: np.ndarray, src: list[np.ndarray]) -> np.ndarra
     >>> bool((map_coordinates_cubic(b, src) == ref).all())
     True
     """
-    pad = 12  # scipy's _prepad_for_spline_filter
+    pad = PREFILTER_PAD
     sz, sy, sx = (np.ascontiguousarray(s, dtype=np.float64) for s in src)
     out = np.empty(sz.shape, np.float32)
     if out.size == 0:
@@ -154,8 +188,7 @@ def map_coordinates_cubic(block: np.ndarray, src: list[np.ndarray]) -> np.ndarra
     # edge-padding along y and x (a padded column is a copy of an edge column), so z is filtered
     # before y and x are padded; (b) the y and x passes only run on the z rows the 4x4x4
     # stencils of ``src`` reach (each row's y/x filtering is independent of the others)
-    coef = np.pad(np.asarray(block, np.float64), ((pad, pad), (0, 0), (0, 0)), mode="edge")
-    ndimage.spline_filter1d(coef, 3, axis=0, output=coef, mode="nearest")
+    coef = cubic_prefilter_z(block) if coef_z is None else coef_z
     r0 = min(max(int(np.floor(sz.min() + pad)) - 1, 0), coef.shape[0] - 1)
     r1 = max(min(int(np.floor(sz.max() + pad)) + 3, coef.shape[0]), r0 + 1)
     coef = np.pad(coef[r0:r1], ((0, 0), (pad, pad), (pad, pad)), mode="edge")

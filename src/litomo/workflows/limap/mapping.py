@@ -146,7 +146,7 @@ def map_li(plain: dict[str, np.ndarray], interior: dict[str, np.ndarray], p: Pro
     shift = 0.0
     if am.any() and law.law != "none":
         shift = float(np.nanmean(x[am]) - np.nanmean(li_of(pre, edge, post, plain=True)[am]))
-    level, off_shift = offset_check(li_of, am, am_fraction, (pre, edge, post))
+    level, off_shift = offset_check(li_of, x, am, am_fraction, (pre, edge, post))
     warn = []
     if abs(off_shift) > OFFSET_WARN_LI:
         warn.append(f"the bins without active material read {level:.4f} /um at the pre-edge energy (pores and "
@@ -158,19 +158,20 @@ def map_li(plain: dict[str, np.ndarray], interior: dict[str, np.ndarray], p: Pro
                   shift, _mean_li_global(li_of, am, (pre, edge, post)), level, off_shift, warn)
 
 
-def offset_check(li_of: Callable[..., np.ndarray], am: np.ndarray, am_fraction: np.ndarray,
+def offset_check(li_of: Callable[..., np.ndarray], x: np.ndarray, am: np.ndarray, am_fraction: np.ndarray,
                  images: tuple[np.ndarray, ...]) -> tuple[float, float]:
     """Median pre-edge level of the bins without AM, and the mean x_Li shift it would cause as an offset.
 
-    The shift is the mean x_Li over ``am`` minus the same with the level subtracted from all
-    three images; NaN when fewer than 1 % of the bins (and fewer than 50) are free of AM.
+    The shift is the mean x_Li over ``am`` of ``x`` (``li_of(*images)``) minus the same with the
+    level subtracted from all three images; NaN when fewer than 1 % of the bins (and fewer than
+    50) are free of AM.
 
     Examples
     --------
     >>> li_of = lambda pre, edge, post: (edge - pre) / (post - pre + 0.1 * pre)  # not offset-free
     >>> am = np.zeros((10, 10, 10), bool); am[:5] = True
     >>> imgs = tuple(np.where(am, v, 0.0) + 0.05 for v in (1.0, 1.5, 2.0))
-    >>> level, shift = offset_check(li_of, am, am.astype(float), imgs)
+    >>> level, shift = offset_check(li_of, li_of(*imgs), am, am.astype(float), imgs)
     >>> round(level, 3), shift != 0
     (0.05, True)
     """
@@ -180,9 +181,8 @@ def offset_check(li_of: Callable[..., np.ndarray], am: np.ndarray, am_fraction: 
         return float("nan"), float("nan")
     level = float(np.median(pre[empty]))
     with np.errstate(invalid="ignore", divide="ignore"):
-        x0 = li_of(*images)[am]
         x1 = li_of(*(a - np.float32(level) for a in images))[am]
-    return level, float(np.nanmean(x0) - np.nanmean(x1))
+    return level, float(np.nanmean(x[am]) - np.nanmean(x1))
 
 
 def _mean_li_global(li_of: Callable[..., np.ndarray], am: np.ndarray, images: tuple[np.ndarray, ...]) -> float:

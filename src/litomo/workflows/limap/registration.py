@@ -161,25 +161,19 @@ def warp_cubic(volume: np.ndarray, maps: Any, voxel_size_um: tuple[float, ...], 
     [1.0, 2.0, 3.0, 4.0, 5.0]
     """
     from litomo.register import displacement_field
-    from litomo.resample import map_coordinates_cubic, upsample_linear
+    from litomo.resample import cubic_prefilter_z, map_coordinates_cubic, source_coordinates
 
     vol = np.asarray(volume, np.float32)
     shape, vs = vol.shape, np.asarray(voxel_size_um, float)
     fshape = tuple(max(2, -(-n // field_step_vox)) for n in shape)
     fvs = tuple(float(n * s / m) for n, s, m in zip(shape, vs, fshape, strict=True))
     field = displacement_field(maps, fshape, voxel_size_um=fvs)
+    coef_z = cubic_prefilter_z(vol)  # once for the whole volume, not once per slab
     out = np.empty(shape, np.float32)
     for z0 in range(0, shape[0], slab):
         z1 = min(shape[0], z0 + slab)
-        centres = [(np.arange(a, b) + 0.5) * s for (a, b), s in zip(((z0, z1), (0, shape[1]), (0, shape[2])), vs,
-                                                                      strict=True)]
-        pos = tuple(c / f - 0.5 for c, f in zip(centres, fvs, strict=True))
-        src = []
-        for axis, c in enumerate(centres):
-            bshape = [1, 1, 1]
-            bshape[axis] = -1
-            src.append((c.reshape(bshape) + upsample_linear(field[axis], pos)) / vs[axis] - 0.5)
-        out[z0:z1] = map_coordinates_cubic(vol, src)
+        src = source_coordinates(field, fvs, vs, (z0, z1), shape[1:])
+        out[z0:z1] = map_coordinates_cubic(vol, src, coef_z=coef_z)
     return out
 
 
