@@ -11,6 +11,7 @@ measure of tests/test_segment.py). Rows, on the same grey volume and scribbles:
 - ``default``: this code's defaults (20 trees, sigmas 0.7/1.5/3/6, numba tree walk);
   ``rf30_s4``: 30 trees on the same sigmas (the session-6 model, new evaluation);
   ``rf20_s3``: 20 trees on sigmas 0.7/1.5/3 (no sigma 6: 14- instead of 26-voxel halo); ``hgb100``: histogram gradient boosting, 100 iterations;
+  ``rf20`` / ``rf10`` / ``rf8``: 20 / 10 / 8 trees on the default sigmas;
 - ``skimage_gallery``: the scikit-image gallery recipe ("Trainable segmentation using local
   features and random forests"): ``multiscale_basic_features(intensity, texture, sigma 1-16)``
   on the whole volume + ``RandomForestClassifier(50, max_depth=10, max_samples=0.05)``.
@@ -20,7 +21,9 @@ smallest of ``--repeat`` runs for predictions; ``predict_cpu_us`` is the whole c
 prediction (features + classifier, default blocks), ``classifier_cpu_us`` the classifier alone
 on precomputed features. Prints one JSON object.
 
-    python benchmarks/bench_segment.py --sizes 128 --old 13456ec,6099144
+    python benchmarks/bench_segment.py --sizes 128 --old 13456ec,6099144 [--seed 1]
+
+``--seed`` changes the phantom's noise, the scribbles and the forest's seed together.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ LEVELS = np.array([40.0, 180.0, 100.0], np.float32)
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"default": ForestSettings(), "rf30_s4": ForestSettings(n_estimators=30, sigmas=(0.7, 1.5, 3.0, 6.0)),
            "rf20_s3": ForestSettings(n_estimators=20, sigmas=(0.7, 1.5, 3.0)),
+           "rf20": ForestSettings(n_estimators=20), "rf10": ForestSettings(n_estimators=10), "rf8": ForestSettings(n_estimators=8),
            "hgb100": ForestSettings(classifier="hgb", n_estimators=100)}
 #: run inside an old checkout: its own train_forest defaults (API before / after ForestSettings)
 OLD_SNIPPET = """
@@ -96,10 +100,10 @@ def _cpu(fn, repeat: int = 1):
     return out, best
 
 
-def litomo_row(grey, truth, scribbles, settings: ForestSettings, n_jobs: int, repeat: int) -> dict:
+def litomo_row(grey, truth, scribbles, settings: ForestSettings, n_jobs: int, repeat: int, seed: int = 0) -> dict:
     from dataclasses import replace
 
-    model, train_s = _cpu(lambda: train_forest(grey, scribbles, replace(settings, n_jobs=n_jobs)))
+    model, train_s = _cpu(lambda: train_forest(grey, scribbles, replace(settings, n_jobs=n_jobs, seed=seed)))
     model.predict(grey[:32, :32, :32], n_jobs=n_jobs)  # numba compile / load outside the timing
     pred, predict_s = _cpu(lambda: model.predict(grey, n_jobs=n_jobs), repeat)
     f = features_from_params(grey, model.feature_params)
@@ -153,12 +157,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="prediction timings: smallest CPU time of N")
     ap.add_argument("--configs", default="default,rf30_s4,rf20_s3,skimage_gallery")
     ap.add_argument("--old", default="13456ec,6099144", help="earlier commits to run on the same data ('' = none)")
+    ap.add_argument("--seed", type=int, default=0, help="phantom noise + scribbles and forest seed")
     args = ap.parse_args()
     out = {"machine": platform.node(), "cpus": os.cpu_count(), "sigmas": list(DEFAULT_SIGMAS),
            "load_start": os.getloadavg(), "results": []}
     for n in (int(s) for s in args.sizes.split(",")):
-        grey, truth, scribbles = phantom(n)
-        row: dict = {"size": n, "accuracy_multi_otsu": float((multi_otsu_labels(grey) == truth).mean())}
+        grey, truth, scribbles = phantom(n, args.seed)
+        row: dict = {"size": n, "seed": args.seed, "accuracy_multi_otsu": float((multi_otsu_labels(grey) == truth).mean())}
         for commit in filter(None, args.old.split(",")):
             row[f"old:{commit}"] = old_row(commit, (grey, truth, scribbles), args.n_jobs, args.repeat)
             print(f"old:{commit}", json.dumps(row[f"old:{commit}"]), flush=True)
@@ -166,7 +171,7 @@ def main() -> None:
             if name == "skimage_gallery":
                 row[name] = skimage_row(grey, truth, scribbles, args.n_jobs, args.repeat)
             else:
-                row[name] = litomo_row(grey, truth, scribbles, CONFIGS[name], args.n_jobs, args.repeat)
+                row[name] = litomo_row(grey, truth, scribbles, CONFIGS[name], args.n_jobs, args.repeat, args.seed)
             print(name, json.dumps(row[name]), flush=True)
         out["results"].append(row)
     out["load_end"] = os.getloadavg()

@@ -23,29 +23,32 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# Test files in decreasing order of their measured time (2 xdist workers, start of session 7:
-# durations_start.txt, seconds per file in the comments). scripts/test.sh runs pytest-xdist with
+# Test files in decreasing order of their measured cost (session 8: CPU seconds per file in a
+# clean copy with an empty numba cache, in the comments). scripts/test.sh runs pytest-xdist with
 # --dist loadfile --no-loadscope-reorder, so workers take whole files in this order: the longest
 # files start first and the many short ones (and the doctests) fill the end, so both workers finish
 # together. xdist's default order (most tests first) put 2-test files of 17-28 s at rank ~140 of 209.
 # Ordering only: every test runs, each file's tests keep their order and their module fixtures.
 SLOW_FILES_FIRST = (
-    "test_pipeline.py",  # 65
-    "test_segment_streamed.py",  # 33
-    "test_limap_robust.py",  # 29
-    "test_report.py",  # 9 + 28 of the former test_report_browser.py - 11 shared
-    "test_recon_projections.py",  # 26
-    "test_map2d.py",  # 22
-    "test_nenergy_run.py",  # 20
-    "test_register_worker.py",  # 19
-    "test_holo_chain.py",  # 18
-    "test_recon_center_fbp.py",  # 18
-    "test_pipeline_resume.py",  # 17
-    "test_transport_petsc.py",  # 17
-    "test_micro_chunked.py",  # 16
-    "test_recon_cli.py",  # 8
-    "test_holo.py",  # 7
-    "test_preprocess.py",  # 6
+    "test_scheduler_cli.py",  # 61, 45 of it the first multigrid solve compiling its numba kernels
+    "test_pipeline.py",  # 60
+    "test_segment_streamed.py",  # 41
+    "test_limap_robust.py",  # 40
+    "test_recon_projections.py",  # 38
+    "test_recon_center_fbp.py",  # 33
+    "test_holo_chain.py",  # 38 before its forward projector went sparse (-10)
+    "test_micro_chunked.py",  # 24
+    "test_register_worker.py",  # 20
+    "test_pipeline_resume.py",  # 19
+    "test_report.py",  # 19
+    "test_nenergy_run.py",  # 30 before its resume test stopped rebuilding the report (-12)
+    "test_map2d.py",  # 14
+    "test_recon_cli.py",  # 13
+    "test_phantom.py",  # 13
+    "test_micro_cli.py",  # 12
+    "test_holo.py",  # 10
+    "test_faults_cli.py",  # 10 (8 of it compiles the multigrid kernels)
+    "test_preprocess.py",  # 10
 )
 
 

@@ -1,8 +1,9 @@
 """Independent forward model of holotomography for the tests (imports nothing from litomo.holo).
 
 A labelled electrode volume -> complex refractive index per phase (xraydb, no hand-typed
-coefficients) -> projected phase and attenuation by rotating the volume (scipy.ndimage) and
-summing along the beam -> parallel-beam Fresnel propagation of the transmission function
+coefficients) -> projected phase and attenuation: the volume rotated about z with bilinear
+interpolation (scipy.ndimage.rotate's geometry, order 1) and summed along the beam, applied as one
+sparse matrix per angle -> parallel-beam Fresnel propagation of the transmission function
 ``exp(-B + i phi)`` over the effective distance ``D = z1 z2 / (z1 + z2)`` (Fresnel scaling
 theorem) -> detector sampling at the magnified pixel, averaged over 4 x 4 sub-samples per
 pixel, with a known shift per distance -> Poisson noise on a non-uniform beam, flats and darks.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import xraydb
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 HC_KEV_UM = 1.239841984e-3
 #: Phase label in the TauFactor/Polaron file -> (chemical formula, density g/cm^3).
@@ -32,6 +33,33 @@ def refractive_indices(energy_kev: float) -> dict[int, tuple[float, float]]:
     return out
 
 
+def rotation_projector(angle_deg: float, n: int) -> sparse.csr_matrix:
+    """``(n, n*n)`` matrix: a ``(y, x)`` slice, flattened, -> its sum along y after rotating it by
+    ``angle_deg`` about the slice centre with bilinear interpolation and zeros outside.
+
+    The same numbers as ``ndimage.rotate(slice, angle_deg, reshape=False, order=1).sum(axis=0)``
+    (measured: <= 1e-6 of the largest value, test_holo_chain.py) for ~1/5 of the CPU: the
+    interpolation weights are computed once per angle for every z-slice and for delta and beta.
+    """
+    a = np.deg2rad(angle_deg)
+    c, s = np.cos(a), np.sin(a)
+    ctr = (n - 1) / 2
+    y, x = np.mgrid[0:n, 0:n].astype(float) - ctr
+    iy, ix = c * y + s * x + ctr, -s * y + c * x + ctr  # source coordinates (ndimage.rotate's matrix)
+    inside = (iy >= 0) & (iy <= n - 1) & (ix >= 0) & (ix <= n - 1)  # mode "constant": 0 outside
+    y0, x0 = np.floor(iy).astype(int), np.floor(ix).astype(int)
+    fy, fx = iy - y0, ix - x0
+    cols = np.broadcast_to(np.arange(n), (n, n))
+    rows, src, w = [], [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            ok = inside & (y0 + dy < n) & (x0 + dx < n) & (wy * wx > 0)
+            rows.append(cols[ok])
+            src.append((y0 + dy)[ok] * n + (x0 + dx)[ok])
+            w.append((wy * wx)[ok])
+    return sparse.csr_matrix((np.concatenate(w), (np.concatenate(rows), np.concatenate(src))), shape=(n, n * n))
+
+
 def projected_phase(labels: np.ndarray, angles_deg: np.ndarray, n_det: int, voxel_um: float,
                     energy_kev: float) -> tuple[np.ndarray, np.ndarray]:
     """Phase ``phi = -k int delta`` and ``B = k int beta`` per projection, (n_angles, n_det, n_det).
@@ -40,18 +68,20 @@ def projected_phase(labels: np.ndarray, angles_deg: np.ndarray, n_det: int, voxe
     """
     k = 2 * np.pi * energy_kev / HC_KEV_UM
     idx = refractive_indices(energy_kev)
-    dvol = np.zeros(labels.shape, np.float32)
-    bvol = np.zeros(labels.shape, np.float32)
+    dvol = np.zeros(labels.shape, np.float64)
+    bvol = np.zeros(labels.shape, np.float64)
     for label, (d, b) in idx.items():
         dvol[labels == label] = d
         bvol[labels == label] = b
     pads = [((n_det - s) // 2, n_det - s - (n_det - s) // 2) for s in labels.shape]
     dvol, bvol = np.pad(dvol, pads), np.pad(bvol, pads)
+    # columns: (delta, beta) x z-slice; rows: the flattened (y, x) slice
+    db = np.concatenate([dvol.reshape(n_det, -1), bvol.reshape(n_det, -1)]).T
     phi = np.empty((len(angles_deg), n_det, n_det), np.float32)
     att = np.empty_like(phi)
     for i, a in enumerate(angles_deg):
-        phi[i] = -k * voxel_um * ndimage.rotate(dvol, a, axes=(1, 2), reshape=False, order=1).sum(axis=1)
-        att[i] = k * voxel_um * ndimage.rotate(bvol, a, axes=(1, 2), reshape=False, order=1).sum(axis=1)
+        proj = (rotation_projector(a, n_det) @ db).T * (k * voxel_um)  # (2 n_det z, n_det x)
+        phi[i], att[i] = -proj[:n_det], proj[n_det:]
     return phi, att
 
 

@@ -61,6 +61,23 @@ def electrode(shared_data, tmp_path_factory):
     return {"labels": lab, "phi": phi, "geometry": geometry, "result": result, "path": path, "out": d / "out"}
 
 
+def test_forward_projector_is_ndimage_rotate_then_sum():
+    """The forward model's sparse projector against the plain computation it replaces (10x the CPU)."""
+    from scipy import ndimage
+
+    from holo_forward import rotation_projector
+
+    rng = np.random.default_rng(1)
+    vol = np.zeros((3, 40, 40))
+    vol[:, 8:32, 8:32] = rng.random((3, 24, 24))
+    for a in (0.0, 17.5, 90.0, 133.0):
+        slow = ndimage.rotate(vol, a, axes=(1, 2), reshape=False, order=1).sum(axis=1)
+        fast = (rotation_projector(a, 40) @ vol.reshape(3, -1).T).T
+        # measured <= 1.2e-15 (double rounding); the opposite sense of rotation gives 0.2-0.35 and a
+        # half-pixel offset 0.1-0.48
+        assert np.abs(fast - slow).max() < 2.5e-15 * np.abs(slow).max(), a
+
+
 def _corr(a, b):
     return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
 

@@ -118,8 +118,12 @@ def test_resume_skips_finished_stages(manifest, tmp_path, monkeypatch, reference
     assert not any(t.ran for t in res.stages if t.state)  # every state's stages were reused
     _assert_same_tables(_tables(out), reference_run)
     assert (out / "run.json").is_file()
-    assert [r["ran"] for r in json.loads((out / "run.json").read_text())["stages"] if r["state"]] == \
-        [False] * 2 * len(STORED)
+    record = json.loads((out / "run.json").read_text())
+    assert [r["ran"] for r in record["stages"] if r["state"]] == [False] * 2 * len(STORED)
+    # the run process's peak (at least every stage's peak so far) and the largest child's (issue 22)
+    peaks = record["peak_rss_mib"]
+    assert peaks["run_process"] >= max(r["peak_rss_mib"] for r in record["stages"]) > 50
+    assert peaks["largest_child_process"] >= 0
 
 
 def test_changed_parameter_reruns_only_the_stages_that_read_it(manifest, tmp_path):

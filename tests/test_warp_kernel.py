@@ -5,9 +5,13 @@ import pytest
 from scipy import ndimage
 
 from litomo.errors import LitomoError
-from litomo.preprocess import bin_array, bin_masked
+from litomo.preprocess import bin_array, bin_masked, interior_mask
 from litomo.resample import (
+    bin_selected,
+    bspline_sum,
     field_grid,
+    interior_bits,
+    read_moving_rows,
     selection_bits,
     warp_bin_field,
     warp_bin_slab,
@@ -157,3 +161,60 @@ def test_field_kernel_valid_and_interior_means_match_bin_masked_of_the_warped_sl
     np.testing.assert_allclose(i_b, ref_inner, **tol)
     with pytest.raises(LitomoError, match="does not cover"):
         warp_bin_field(moving, field, fvs, vs, z_range, (35, 42), factor, interior=interior[:7])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_bin_selected_matches_bin_masked_of_each_selection(dtype):
+    rng = np.random.default_rng(9)
+    block = (rng.random((14, 21, 15)) * 4000).astype(dtype)
+    valid = rng.random(block.shape) < 0.8
+    interior = rng.random(block.shape) < 0.3
+    interior[:7, :7, :7] = False  # no interior voxel: NaN mean, count 0
+    plain, inner, count = bin_selected(block, selection_bits(block.shape, valid, interior), 7)
+    ref_plain, _ = bin_masked(block, valid, 7)
+    ref_inner, ref_count = bin_masked(block, valid & interior, 7)
+    assert plain.shape == (2, 3, 2) and np.isnan(inner[0, 0, 0]) and count[0, 0, 0] == 0
+    np.testing.assert_allclose(plain, ref_plain, rtol=1e-6)
+    np.testing.assert_allclose(inner, ref_inner, rtol=1e-6)
+    np.testing.assert_array_equal(count, ref_count)
+    with pytest.raises(LitomoError, match="does not cover"):
+        bin_selected(block, selection_bits((7, 21, 15), valid[:7]), 7)
+
+
+def test_bspline_sum_matches_scipy_inside_the_grid_and_is_zero_outside():
+    rng = np.random.default_rng(10)
+    coef = rng.normal(size=(3, 7, 8, 9))
+    u = np.stack([rng.uniform(-1.0, n + 1.0, (400,)) for n in coef.shape[1:]])
+    inside = np.all([(u[d] >= 1) & (u[d] < n - 2) for d, n in enumerate(coef.shape[1:])], axis=0)
+    assert 50 < inside.sum() < 350  # both kinds of points are present
+    ref = np.stack([ndimage.map_coordinates(c, u, order=3, prefilter=False) for c in coef])
+    got = bspline_sum(coef, u)
+    np.testing.assert_allclose(got[:, inside], ref[:, inside], rtol=1e-12, atol=1e-12)
+    assert (got[:, ~inside] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_interior_bits_match_selection_bits_of_interior_mask(dtype):
+    rng = np.random.default_rng(11)
+    halo = (rng.random((12, 17, 16)) * 100).astype(dtype)  # rows 1..10 are the slab
+    valid = rng.random((10, 15, 14)) < 0.9
+    ref_inner = interior_mask(halo, 30.0, 1)[1:11, :15, :14]
+    assert 0.05 < ref_inner.mean() < 0.5
+    got = interior_bits(halo, 1, 30.0, (10, 15, 14), valid)
+    np.testing.assert_array_equal(got, selection_bits((10, 15, 14), valid, ref_inner))
+    np.testing.assert_array_equal(interior_bits(halo, 1, 30.0, (10, 15, 14)),
+                                  selection_bits((10, 15, 14), None, ref_inner))
+    with pytest.raises(LitomoError, match="does not cover"):
+        interior_bits(halo, 3, 30.0, (10, 15, 14))
+
+
+def test_rows_read_ahead_give_the_same_warp_and_refuse_rows_not_held():
+    rng = np.random.default_rng(12)
+    moving = (rng.random((42, 21, 21)) * 4000).astype(np.uint16)
+    field = _field(rng, (6, 3, 3))
+    args = (field, (0.7,) * 3, (0.1,) * 3, (14, 28), (21, 21))
+    held = read_moving_rows(moving, *args)
+    assert 0 < held.block.shape[0] < moving.shape[0] and held.shape == moving.shape
+    np.testing.assert_array_equal(warp_bin_field(held, *args, 7), warp_bin_field(moving, *args, 7))
+    with pytest.raises(LitomoError, match="were not read"):
+        warp_bin_field(held, field, (0.7,) * 3, (0.1,) * 3, (28, 42), (21, 21), 7)

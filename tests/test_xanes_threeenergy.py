@@ -122,6 +122,9 @@ def test_jump_threshold_sits_above_background_noise():
     t_noisy = jump_threshold(pre, noisy)
     assert 0.3 < t_noisy <= 0.5
     with pytest.raises(DataError, match="constant"):
+        jump_threshold(np.ones(100), np.ones(100))
+    # exact zeros at both energies are padding, not measurements (issue 14)
+    with pytest.raises(DataError, match="fewer than 10 finite"):
         jump_threshold(np.zeros(100), np.zeros(100))
 
 

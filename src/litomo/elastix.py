@@ -30,7 +30,10 @@ def load_itk():
 
 def to_itk(a: np.ndarray, spacing: tuple[float, ...], dtype: Any = np.float32):
     itk = load_itk()
-    img = itk.image_from_array(np.ascontiguousarray(a, dtype=dtype))
+    # a view of the (contiguous) array, which the image keeps alive (itk's _SetBase), not a
+    # copy: the fixed and moving copies were 128 MiB of the elastix worker's peak at a 256^3
+    # registration grid (issue 22); elastix only reads its input images
+    img = itk.image_view_from_array(np.ascontiguousarray(a, dtype=dtype))
     sp_xyz = tuple(float(s) for s in reversed(spacing))
     img.SetSpacing(sp_xyz)
     img.SetOrigin(tuple(0.5 * s for s in sp_xyz))  # voxel corner (0, 0, 0) at the origin
@@ -148,8 +151,29 @@ def stage_maps(p: Any, spacing: tuple[float, ...], shape: tuple[int, ...]) -> Pa
         if stage == "bspline" and len(stages) > 1:
             m["NumberOfResolutions"] = [str(int(p.bspline_resolutions or p.resolutions))]
             m["MaximumNumberOfIterations"] = [str(int(p.bspline_iterations or p.iterations))]
+        m.update(pyramid_entries(int(m["NumberOfResolutions"][0]), spacing))
         maps.append(m)
     return maps
+
+
+def pyramid_entries(levels: int, spacing: tuple[float, ...]) -> dict[str, list[str]]:
+    """elastix's smoothing pyramid (full-size images, Gaussian sigma of half the level's factor
+    2**(levels - 1 - level) in voxels), one level at a time.
+
+    ``FixedSmoothingImagePyramid`` (elastix's default) computes every level's smoothed copy of
+    both images before the first level starts; the generic pyramid with the same (unit) rescale
+    and smoothing schedules, per resolution, holds one level's: same transforms (within 1e-9 on
+    the 256^3 phantom grid), the worker's peak in a 2-level rigid registration +302 -> +174 MiB
+    (issue 22). Schedules are x-first, sigmas physical.
+    """
+    sigmas = [fmt(0.5 * 2 ** (levels - 1 - lvl) * s) for lvl in range(levels) for s in reversed(spacing)]
+    return {
+        "FixedImagePyramid": ["FixedGenericImagePyramid"],
+        "MovingImagePyramid": ["MovingGenericImagePyramid"],
+        "ImagePyramidRescaleSchedule": ["1"] * (levels * len(spacing)),
+        "ImagePyramidSmoothingSchedule": sigmas,
+        "ComputePyramidImagesPerResolution": ["true"],
+    }
 
 
 def with_grid(maps: ParameterMaps, shape: tuple[int, ...], spacing: tuple[float, ...], **extra) -> ParameterMaps:

@@ -86,6 +86,10 @@ def _apply(m: dict, pts: np.ndarray) -> np.ndarray:
     coef = par.reshape((ndim, *reversed(size)))  # x-first components, each grid z-first
     u = [(pts[d] - origin[d]) / spacing[d] - index[d] for d in range(ndim)]
     coords = np.stack(u[::-1])  # map_coordinates wants the grid's (z, y, x) order
+    if ndim == 3:  # all components at once, in parallel (scipy: one core, weights per component)
+        from litomo.resample import bspline_sum
+
+        return pts + bspline_sum(coef, coords)  # 0 where the support leaves the grid, as below
     disp = np.stack([ndi.map_coordinates(coef[d], coords, order=3, prefilter=False, mode="grid-constant")
                      for d in range(ndim)])
     # ITK moves no point whose 4-point support is not wholly on the control grid

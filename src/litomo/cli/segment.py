@@ -59,7 +59,7 @@ def segment(
     seed: int = typer.Option(0, "--seed", help="Seed for subsampling and the forest (same seed = identical result)."),
     reference: Path = typer.Option(None, "--reference", help="Reference labelling on the same grid (e.g. FIB-SEM or a hand-labelled sub-volume): adds Dice, IoU and volume-fraction differences per phase to segmentation.json (reference_agreement)."),
     reference_values: str = typer.Option("pore=0,am=1,cbd=2", "--reference-values", help="Which value is which phase in --reference; other values are unlabelled and not compared."),
-    scheduler: str = typer.Option(None, "--scheduler", help=COMMAND_SCHEDULER_HELP + " There: staging and denoising the grey volume, sampling it, writing labels.tif and the OME-Zarr; training and the forest's prediction run in this process (--n-jobs threads)."),
+    scheduler: str = typer.Option(None, "--scheduler", help=COMMAND_SCHEDULER_HELP + " There: staging and denoising the grey volume, sampling it, the forest's prediction (one task per block, the model sent to the workers once; the workers read the staged grey volume in OUT/work, so a remote cluster needs that folder on a shared file system), writing labels.tif and the OME-Zarr; training runs in this process (--n-jobs threads)."),
     as_json: bool = typer.Option(False, "--json", help="Print segmentation.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each stage (and which one failed)."),

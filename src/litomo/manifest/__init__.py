@@ -22,6 +22,9 @@ A minimal manifest::
     li_charged = 0.38
     [processing]
     bin = 7
+    [data]                          # optional: the files hold (mu + offset) / scale (e.g. uint16)
+    mu_scale_per_count = 1.0        # 1/um per stored unit
+    mu_offset_per_um = 0.0          # mu = value * mu_scale_per_count - mu_offset_per_um
     [[states]]
     name = "I"
     pre_edge = "I/pre_edge.tif"
@@ -43,6 +46,7 @@ from __future__ import annotations
 from litomo.manifest.fields import parse_energy_ev
 from litomo.manifest.model import (
     ENERGY_ROLES,
+    DataSpec,
     Manifest,
     ProcessingSpec,
     SampleSpec,
@@ -54,6 +58,7 @@ from litomo.manifest.write import write_manifest
 
 __all__ = [
     "ENERGY_ROLES",
+    "DataSpec",
     "Manifest",
     "ProcessingSpec",
     "SampleSpec",

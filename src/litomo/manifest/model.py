@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from litomo.errors import ManifestError
 
 #: The three image roles of a three-energy state, in energy order.
@@ -98,6 +100,40 @@ class ProcessingSpec:
 
 
 @dataclass(frozen=True)
+class DataSpec:
+    """``[data]``: the linear encoding of the volume files' values, ``mu = value * scale - offset``.
+
+    Integer volumes (uint16 TIFF from a reconstruction) hold ``(mu + offset) / scale``; the
+    background correction of the Li map needs absolute attenuation (an offset common to the
+    three energies moves x_Li, issue 16), so the encoding is undone at read time.
+
+    Examples
+    --------
+    >>> enc = DataSpec(mu_scale_per_count=1e-5, mu_offset_per_um=0.05)
+    >>> [round(float(v), 6) for v in enc.to_mu(np.array([15000, 25000], np.uint16))]
+    [0.1, 0.2]
+    >>> DataSpec().identity
+    True
+    """
+
+    #: attenuation (1/um) per unit of the stored value
+    mu_scale_per_count: float = 1.0
+    #: attenuation (1/um) subtracted after scaling
+    mu_offset_per_um: float = 0.0
+
+    @property
+    def identity(self) -> bool:
+        """True when the files already hold attenuation in 1/um."""
+        return self.mu_scale_per_count == 1.0 and self.mu_offset_per_um == 0.0
+
+    def to_mu(self, values: Any) -> Any:
+        """Attenuation (float32, 1/um) of stored values (numpy or dask; lazy stays lazy)."""
+        if self.identity:
+            return values
+        return values.astype(np.float32) * np.float32(self.mu_scale_per_count) - np.float32(self.mu_offset_per_um)
+
+
+@dataclass(frozen=True)
 class StateSpec:
     """One electrochemical state: its images and their nominal energies (eV, increasing).
 
@@ -145,6 +181,8 @@ class Manifest:
     #: the ``[reconstruction]`` table as written: when present, the states' image paths are
     #: projection series (parsed by ``litomo.workflows.reconstruct.ReconstructionConfig``)
     reconstruction: Mapping[str, Any] | None = None
+    #: ``[data]``: linear encoding of the volume files (identity unless given)
+    data: DataSpec = field(default_factory=DataSpec)
 
     def state(self, name: str) -> StateSpec:
         """The state called ``name``."""

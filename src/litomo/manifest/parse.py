@@ -16,6 +16,7 @@ from litomo.manifest.fields import FieldReader, parse_energy_ev
 from litomo.manifest.model import (
     ENERGY_ROLES,
     SEPARATOR_SIDES,
+    DataSpec,
     Manifest,
     ProcessingSpec,
     SampleSpec,
@@ -40,7 +41,8 @@ _STATE_KEYS = (
     "name", "pre_edge", "edge", "post_edge", "energies_ev", "volumes",
     "label", "voltage_v", "expected_li", "note",
 )
-_TOP_KEYS = ("sample", "xanes", "processing", "states", "reconstruction")
+_TOP_KEYS = ("sample", "xanes", "processing", "states", "reconstruction", "data")
+_DATA_KEYS = ("mu_scale_per_count", "mu_offset_per_um")
 _FRACTION_KEYS = ("am", "cbd", "pore")
 
 #: bounds that keep a mistyped or hostile manifest from running for hours or exhausting memory
@@ -93,6 +95,19 @@ def _parse_sample(ctx: FieldReader, t: dict) -> SampleSpec:
         cbd_value = v
     return SampleSpec(name=name, voxel_size_um=voxel, expected=expected,  # type: ignore[arg-type]
                       composition=composition, separator_side=side, labels=labels, cbd_value=cbd_value)
+
+
+def _parse_data(ctx: FieldReader, t: dict) -> DataSpec:
+    """``[data]``: a positive finite scale (a zero or negative one would erase or invert the
+    contrast) and a finite offset."""
+    ctx.check_keys(t, _DATA_KEYS, "data")
+    kw = {}
+    if "mu_scale_per_count" in t:
+        kw["mu_scale_per_count"] = ctx.number(t["mu_scale_per_count"], "data.mu_scale_per_count",
+                                              lo=0.0, strict_lo=True)
+    if "mu_offset_per_um" in t:
+        kw["mu_offset_per_um"] = ctx.number(t["mu_offset_per_um"], "data.mu_offset_per_um")
+    return DataSpec(**kw)
 
 
 def _parse_composition(ctx: FieldReader, value: Any) -> str:
@@ -402,7 +417,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if recon is not None and not isinstance(recon, dict):
         raise ctx.err("expected a [reconstruction] table", "reconstruction")
     return Manifest(path=p, sample=sample, xanes=xanes, processing=processing, states=states,
-                    reconstruction=recon)
+                    reconstruction=recon, data=_parse_data(ctx, ctx.table(doc, "data", "data", required=False)))
 
 
 def _read_toml(p: Path) -> dict[str, Any]:

@@ -139,6 +139,10 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     kv("map_binning", pr.map_binning)
     kv("surface_erosion_vox", int(pr.surface_erosion_vox))
     kv("li_shrinkage", pr.li_shrinkage)
+    if not manifest.data.identity:
+        lines += ["", "[data]"]
+        kv("mu_scale_per_count", float(manifest.data.mu_scale_per_count))
+        kv("mu_offset_per_um", float(manifest.data.mu_offset_per_um))
     if manifest.reconstruction is not None:
         lines += ["", "[reconstruction]"]
         for key, v in manifest.reconstruction.items():

@@ -61,7 +61,7 @@ def orthoslices_figure(volume: np.ndarray, voxel_size_um: float | None) -> Figur
     """Three central orthogonal slices of the reconstructed volume (1st-99th percentile grey range)."""
     v = np.asarray(volume)
     fig, ax = _fig(1, 3, 11, 4)
-    lo, hi = np.percentile(v[v.shape[0] // 2], [1, 99])
+    lo, hi = np.nanpercentile(v[v.shape[0] // 2], [1, 99])  # NaN: outside the field of view
     unit = f" ({voxel_size_um:g} um voxels)" if voxel_size_um else ""
     for a, img, title in ((ax[0, 0], v[v.shape[0] // 2], "z (slice)"), (ax[0, 1], v[:, v.shape[1] // 2], "y"),
                           (ax[0, 2], v[:, :, v.shape[2] // 2], "x")):

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from litomo.errors import LitomoError
-from litomo.preprocess import bin_array
 from litomo.resample import kernels
 from litomo.resample.samplers import (
+    bspline_sum,
     cubic_prefilter_z,
     linear_weights,
     map_coordinates_cubic,
@@ -43,7 +43,7 @@ from litomo.resample.samplers import (
     warp_slab,
 )
 
-__all__ = ["FieldGrid", "cubic_prefilter_z", "field_grid", "linear_weights", "map_coordinates_cubic", "observed_mask", "selection_bits", "set_threads",
+__all__ = ["FieldGrid", "MovingRows", "bin_selected", "bspline_sum", "cubic_prefilter_z", "field_grid", "interior_bits", "linear_weights", "map_coordinates_cubic", "observed_mask", "read_moving_rows", "selection_bits", "set_threads",
            "source_coordinates", "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
 
 
@@ -75,10 +75,6 @@ def _coords(src_z: Any, src_y: Any, src_x: Any) -> tuple[np.ndarray, np.ndarray,
     # float32 and float64 each get their own compiled kernel; anything else becomes float64
     return tuple(s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
                  for s in src)  # type: ignore[return-value]
-
-
-def _bin_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    return bin_array(a, f)
 
 
 # ---------------------------------------------------------------------------
@@ -219,6 +215,55 @@ def field_grid(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: An
     return FieldGrid(field, vs, centres, weights)
 
 
+def _read_rows(moving: Any, lo: int, hi: int) -> np.ndarray:
+    block = moving[lo:hi]
+    if hasattr(block, "compute"):  # dask: read in this thread, no nested distributed compute
+        block = block.compute(scheduler="synchronous")
+    return _block_array(block)
+
+
+@dataclass(frozen=True)
+class MovingRows:
+    """Rows ``first..`` of a moving volume of ``n_rows`` rows, already read (:func:`read_moving_rows`).
+
+    Sliceable along z like the volume itself (only within the rows held), so it can stand for
+    the volume in :func:`warp_bin_field`: the file reads of the next slab can run in a thread
+    while the kernel warps the current one.
+    """
+
+    first: int
+    block: np.ndarray
+    n_rows: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_rows, *self.block.shape[1:])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi = rows.start or 0, self.n_rows if rows.stop is None else rows.stop
+        if lo < self.first or hi > self.first + self.block.shape[0]:
+            raise LitomoError(f"rows {lo}-{hi} were not read (held: {self.first}-{self.first + self.block.shape[0]})")
+        return self.block[lo - self.first : hi - self.first]
+
+
+def read_moving_rows(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
+                     z_range: tuple[int, int], out_shape_yx: tuple[int, int]) -> MovingRows:
+    """The rows of ``moving`` that :func:`warp_bin_field` of this slab reads, read now.
+
+    Examples
+    --------
+    >>> mov = np.zeros((14, 14, 14), np.uint16)
+    >>> held = read_moving_rows(mov, np.zeros((3, 2, 2, 2)), (0.7,) * 3, (0.1,) * 3, (0, 7), (14, 14))
+    >>> held.first, held.block.shape, held.shape
+    (0, (8, 14, 14), (14, 14, 14))
+    """
+    g = field_grid(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
+    if len(getattr(moving, "shape", ())) != 3:
+        raise LitomoError("moving must be a 3D array")
+    lo, hi = g.moving_rows(int(moving.shape[0]))
+    return MovingRows(lo, _read_rows(moving, lo, hi), int(moving.shape[0]))
+
+
 def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
                    voxel_size_um: Any, z_range: tuple[int, int], out_shape_yx: tuple[int, int],
                    factor: int | tuple[int, int, int] = 7, *,
@@ -274,10 +319,7 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
     if len(getattr(moving, "shape", ())) != 3:
         raise LitomoError("moving must be a 3D array")
     lo, hi = g.moving_rows(int(moving.shape[0]))
-    block = moving[lo:hi]
-    if hasattr(block, "compute"):  # dask: read in this thread, no nested distributed compute
-        block = block.compute(scheduler="synchronous")
-    block = _block_array(block)
+    block = _read_rows(moving, lo, hi)
     (iz0, iz1, wz), (iy0, iy1, wy), (ix0, ix1, wx) = g.weights
     cz, cy, cx = g.centres
     shape = (cz.size // f[0], cy.size // f[1], cx.size // f[2])
@@ -290,13 +332,15 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
         raise LitomoError(f"selection of shape {bits.shape} does not cover the slab's bins {full}")
     if 0 in shape:
         return (out, out.copy()) if both else out
-    sums = np.zeros(shape if bits is not None else (1, 1, 1), np.float32)
+    sums = np.empty(shape if bits is not None else (1, 1, 1), np.float32)
     kernels.warp_bin_field_rows(block, float(lo), g.field, cz, cy, cx, g.voxel_size_um,
                                 iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, f[0], f[1], f[2], out,
                                 bits if bits is not None else np.zeros((1, 1, 1), np.uint8),
                                 bits is not None, sums)
-    means = out if bits is None else (_masked_mean(out, bits & 1, f), _masked_mean(sums, bits >> 1, f))
-    return means if bits is None or both else means[0]
+    # with a selection the kernel returns the two masked means (NaN in bins without voxels)
+    if bits is None:
+        return out
+    return (out, sums) if both else out
 
 
 def selection_bits(shape: tuple[int, int, int], valid: np.ndarray | None = None,
@@ -327,10 +371,72 @@ def selection_bits(shape: tuple[int, int, int], valid: np.ndarray | None = None,
     return bits
 
 
-def _masked_mean(sums: np.ndarray, mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    count = np.rint(_bin_mean(mask.astype(np.uint8, copy=False), f) * np.float32(np.prod(f)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, sums / count, np.nan).astype(np.float32)
+def interior_bits(halo: Any, offset: int, threshold: float, shape: tuple[int, int, int],
+                  valid: np.ndarray | None = None) -> np.ndarray:
+    """:func:`selection_bits` of ``valid`` and a one-voxel-eroded interior, in one parallel pass.
+
+    ``selection_bits(shape, valid, interior_mask(halo, threshold, 1)[offset:offset + shape[0],
+    :shape[1], :shape[2]])`` without the full-size temporaries (:func:`litomo.preprocess.interior_mask`:
+    voxels above ``threshold`` whose 6 face neighbours are too; the array's faces count as
+    inside). ``halo``: the slab's rows with one extra row on each side where the volume has one.
+
+    Examples
+    --------
+    >>> h = np.zeros((1, 1, 7), np.float32); h[..., 1:6] = 1.0
+    >>> interior_bits(h, 0, 0.5, (1, 1, 7)).tolist()
+    [[[1, 1, 3, 3, 3, 1, 1]]]
+    """
+    halo = np.asarray(halo)
+    if halo.ndim != 3 or any(n > k for n, k in zip((shape[0] + offset, *shape[1:]), halo.shape, strict=True)):
+        raise LitomoError(f"halo of shape {halo.shape} does not cover the selection {tuple(shape)} from row {offset}")
+    if halo.dtype not in (np.uint16, np.float32):
+        halo = halo.astype(np.float32)
+    bits = np.empty(tuple(shape), np.uint8)
+    use = valid is not None
+    v = np.asarray(valid, dtype=bool)[: shape[0], : shape[1], : shape[2]] if use else np.ones((1, 1, 1), bool)
+    if use and v.shape != tuple(shape):
+        raise LitomoError(f"valid mask of shape {v.shape} does not cover the selection {tuple(shape)}")
+    kernels.interior_bits_rows(halo, int(offset), float(threshold), v, use, bits)
+    return bits
+
+
+def bin_selected(block: Any, bits: np.ndarray, factor: int | tuple[int, int, int] = 7,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bin means over two packed selections (:func:`selection_bits`) of an unwarped block.
+
+    What :func:`litomo.preprocess.bin_masked` gives for ``bits & 1`` and for ``bits & 2`` (the
+    volume nothing moves, on the same bins as :func:`warp_bin_field`), in one parallel pass.
+
+    Returns
+    -------
+    plain, interior, count : float32 arrays
+        Means over the voxels with bit 1 and with bit 2 (NaN in bins without any), and the
+        number of voxels with bit 2 per bin.
+
+    Examples
+    --------
+    >>> b = np.arange(8, dtype=np.uint16).reshape(2, 2, 2)
+    >>> plain, inner, n = bin_selected(b, selection_bits((2, 2, 2), None, b >= 4), 2)
+    >>> plain.tolist(), inner.tolist(), n.tolist()
+    ([[[3.5]]], [[[5.5]]], [[[4.0]]])
+    """
+    f = _factors(factor)
+    block = np.asarray(block)
+    if block.ndim != 3:
+        raise LitomoError(f"block must be a 3D array, got shape {block.shape}")
+    if block.dtype not in (np.uint16, np.float32):
+        block = block.astype(np.float32)
+    shape = tuple(n // k for n, k in zip(block.shape, f, strict=True))
+    full = tuple(n * k for n, k in zip(shape, f, strict=True))
+    if any(n < k for n, k in zip(np.shape(bits), full, strict=True)):
+        raise LitomoError(f"selection of shape {np.shape(bits)} does not cover the block's bins {full}")
+    # voxels beyond whole bins are dropped, as in bin_array
+    block = block[: full[0], : full[1], : full[2]]
+    bits = np.asarray(bits, dtype=np.uint8)[: full[0], : full[1], : full[2]]
+    out = [np.empty(shape, np.float32) for _ in range(3)]
+    if 0 not in shape:
+        kernels.bin_bits_rows(block, bits, f[0], f[1], f[2], *out)
+    return out[0], out[1], out[2]
 
 
 def observed_mask(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,

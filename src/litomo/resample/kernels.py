@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["affine_rows", "axis_weight", "field_bin_row", "sample_trilinear", "warp_bin_field_rows",
+__all__ = ["affine_rows", "axis_weight", "bin_bits_rows", "bspline3_rows", "field_bin_row", "sample_trilinear", "warp_bin_field_rows",
            "warp_bin_rows", "warp_rows"]
 
 
@@ -82,15 +82,15 @@ def warp_bin_rows(block, z_offset, src_z, src_y, src_x, fz, fy, fx, out):  # pra
 @njit(fastmath=False, cache=True)
 def field_bin_row(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                    iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx,
-                   fz, fy, fx, bz, by, acc, g, mask, use_mask, acc_m):  # pragma: no cover - jitted
+                   fz, fy, fx, bz, by, acc, g, mask, use_mask):  # pragma: no cover - jitted
     # one output bin row; a plain function rather than the prange body, which numba
-    # optimises much worse (measured 3x slower per voxel). With use_mask, acc sums only the
-    # voxels whose mask has bit 1 and acc_m those with bit 2 (mask rows = the slab's rows).
+    # optimises much worse (measured 3x slower per voxel). acc[0] sums the voxels of each bin;
+    # with use_mask, only those whose mask has bit 1, and acc[1] those with bit 2, acc[2] and
+    # acc[3] count them (mask rows = the slab's rows)
     nfx = field.shape[3]
     # reciprocals: three divides per voxel were a large share of the time (<=1 ulp change)
     rz, ry, rx = 1.0 / vs[0], 1.0 / vs[1], 1.0 / vs[2]
     acc[:] = 0.0
-    acc_m[:] = 0.0
     for dz in range(fz):
         z = bz * fz + dz
         a0, a1, w0 = iz0[z], iz1[z], wz[z]
@@ -106,9 +106,11 @@ def field_bin_row(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                     g[c, j] = lo + w1 * (hi - lo)
             cz = centres_z[z]
             cy = centres_y[y]
-            for bx in range(acc.shape[0]):  # bins outermost: no integer division per voxel
+            for bx in range(acc.shape[1]):  # bins outermost: no integer division per voxel
                 s = 0.0
                 sm = 0.0
+                n1 = 0
+                n2 = 0
                 for x in range(bx * fx, bx * fx + fx):
                     j0, j1, w2 = ix0[x], ix1[x], wx[x]
                     uz = g[0, j0] + w2 * (g[0, j1] - g[0, j0])
@@ -122,35 +124,74 @@ def field_bin_row(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                         mk = mask[z, y, x]
                         if mk & 1:
                             s += v
+                            n1 += 1
                         if mk & 2:
                             sm += v
+                            n2 += 1
                     else:
                         s += v
-                acc[bx] += s
-                acc_m[bx] += sm
+                acc[0, bx] += s
+                acc[1, bx] += sm
+                acc[2, bx] += n1
+                acc[3, bx] += n2
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(inline="always", cache=True)
+def _mean_or_nan(total: float, count: float) -> float:
+    return total / count if count > 0 else np.nan
+
+@njit(parallel=True, fastmath=False, nogil=True, cache=True)
 def warp_bin_field_rows(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                          iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx,
                          fz, fy, fx, out, mask, use_mask, out_m):  # pragma: no cover - jitted
+    # out: bin means (with use_mask: over the voxels with mask bit 1, NaN where none); out_m:
+    # with use_mask, the means over those with bit 2. nogil: the caller prepares the next
+    # slab's selections in another thread meanwhile
     nbz, nby, nbx = out.shape
     inv = 1.0 / (fz * fy * fx)
     # one task per output bin row (bz, by): it owns out[bz, by, :], so no races
     for t in prange(nbz * nby):
         bz = t // nby
         by = t - bz * nby
-        acc = np.empty(nbx, np.float64)
-        acc_m = np.empty(nbx, np.float64)
+        acc = np.empty((4, nbx), np.float64)
         g = np.empty((3, field.shape[3]), np.float32)
         field_bin_row(block, z_offset, field, centres_z, centres_y, centres_x, vs,
                        iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, fz, fy, fx, bz, by, acc, g,
-                       mask, use_mask, acc_m)
+                       mask, use_mask)
         for bx in range(nbx):
-            if use_mask:  # sums: the caller divides by the selected counts
-                out[bz, by, bx] = acc[bx]
-                out_m[bz, by, bx] = acc_m[bx]
+            if use_mask:
+                out[bz, by, bx] = _mean_or_nan(acc[0, bx], acc[2, bx])
+                out_m[bz, by, bx] = _mean_or_nan(acc[1, bx], acc[3, bx])
             else:
-                out[bz, by, bx] = acc[bx] * inv
+                out[bz, by, bx] = acc[0, bx] * inv
+
+@njit(parallel=True, fastmath=False, nogil=True, cache=True)
+def bin_bits_rows(block, bits, fz, fy, fx, out, out_m, count_m):  # pragma: no cover - jitted
+    # bin means of ``block`` over its voxels with bit 1 of ``bits`` (out) and with bit 2 (out_m,
+    # and their number, count_m), NaN in bins without any: what litomo.preprocess.bin_masked
+    # gives for the two selections, in one parallel pass without the temporaries
+    nbz, nby, nbx = out.shape
+    for t in prange(nbz * nby):
+        bz = t // nby
+        by = t - bz * nby
+        for bx in range(nbx):
+            s = 0.0
+            sm = 0.0
+            n1 = 0
+            n2 = 0
+            for z in range(bz * fz, bz * fz + fz):
+                for y in range(by * fy, by * fy + fy):
+                    for x in range(bx * fx, bx * fx + fx):
+                        mk = bits[z, y, x]
+                        v = float(block[z, y, x])
+                        if mk & 1:
+                            s += v
+                            n1 += 1
+                        if mk & 2:
+                            sm += v
+                            n2 += 1
+            out[bz, by, bx] = _mean_or_nan(s, n1)
+            out_m[bz, by, bx] = _mean_or_nan(sm, n2)
+            count_m[bz, by, bx] = n2
 
 
 @njit(nogil=True, cache=True)
@@ -255,3 +296,66 @@ def cubic_rows(coef, pad, z0, lz, src_z, src_y, src_x, out):  # pragma: no cover
                         for c in range(4):
                             t += coef[iz[a], iy[b], ix[c]] * wz[a] * wy[b] * wx[c]
                 out[z, y, x] = t
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def bspline3_rows(coef, uz, uy, ux, out):  # pragma: no cover - jitted
+    # sum_k coef[:, k] beta3(u - k) of every component of ``coef`` (c, gz, gy, gx) at points
+    # (uz, uy, ux) in control-grid index units: scipy's map_coordinates(order=3,
+    # prefilter=False) of each component, with the weights computed once per point for all
+    # components (scipy computes them per call: 3x the work for a 3D field) and in parallel
+    # (scipy holds one core). A point whose 4-point support leaves the grid gets 0 (ITK's
+    # B-spline transform does not move it), so no boundary mode is needed.
+    nc, gz, gy, gx = coef.shape
+    n = uz.size
+    for i in prange(n):
+        z = uz[i]
+        y = uy[i]
+        x = ux[i]
+        if not (z >= 1.0 and z < gz - 2 and y >= 1.0 and y < gy - 2 and x >= 1.0 and x < gx - 2):
+            for c in range(nc):
+                out[c, i] = 0.0
+            continue
+        sz, az0, az1, az2, az3 = _cubic_weights(z)
+        sy, ay0, ay1, ay2, ay3 = _cubic_weights(y)
+        sx, ax0, ax1, ax2, ax3 = _cubic_weights(x)
+        wz = (az0, az1, az2, az3)
+        wy = (ay0, ay1, ay2, ay3)
+        wx = (ax0, ax1, ax2, ax3)
+        for c in range(nc):
+            t = 0.0
+            for a in range(4):
+                for b in range(4):
+                    r = 0.0
+                    for k in range(4):
+                        r += coef[c, sz + a, sy + b, sx + k] * wx[k]
+                    t += r * wz[a] * wy[b]
+            out[c, i] = t
+
+
+@njit(inline="always", cache=True)
+def _above(halo, z, y, x, thr) -> bool:
+    # a neighbour beyond the array counts as inside (interior_mask's border value 1)
+    nz, ny, nx = halo.shape
+    if z < 0 or z >= nz or y < 0 or y >= ny or x < 0 or x >= nx:
+        return True
+    return float(halo[z, y, x]) > thr
+
+@njit(parallel=True, nogil=True, cache=True)
+def interior_bits_rows(halo, offset, thr, valid, use_valid, bits):  # pragma: no cover - jitted
+    # bits of selection_bits(valid, interior_mask(halo, thr, 1)[offset:][crop]) in one pass:
+    # bit 1 = valid, bit 2 = valid and the voxel and its 6 face neighbours above thr
+    nz, ny, nx = bits.shape
+    for t in prange(nz * ny):
+        z = t // ny
+        y = t - z * ny
+        h = z + offset
+        for x in range(nx):
+            v = 1
+            if use_valid:
+                v = 1 if valid[z, y, x] else 0
+            inside = (v == 1 and float(halo[h, y, x]) > thr
+                      and _above(halo, h - 1, y, x, thr) and _above(halo, h + 1, y, x, thr)
+                      and _above(halo, h, y - 1, x, thr) and _above(halo, h, y + 1, x, thr)
+                      and _above(halo, h, y, x - 1, thr) and _above(halo, h, y, x + 1, thr))
+            bits[z, y, x] = v | (2 if inside else 0)

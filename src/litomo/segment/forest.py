@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from litomo.segment.model import (
     MODEL_FORMAT_VERSION,
     SegmentationModel,
 )
+from litomo.segment.scribbles import SparseLabels, sparse_labels
 
 __all__ = [
     "CLASSIFIERS", "HEADER_MAX_BYTES", "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "ForestSettings",
@@ -60,9 +62,10 @@ class ForestSettings:
     structure_tensor : bool
         Add structure-tensor eigenvalues per sigma.
     n_estimators : int
-        Trees (random forest) or boosting iterations (hgb). 20 fully grown trees: 0.0003-0.0008
-        less accurate than 30 on the real-label benchmark over three seeds (spread between
-        seeds 0.004) at two thirds of the classifier cost (docs/benchmarks.md).
+        Trees (random forest) or boosting iterations (hgb). 20 fully grown trees. 10 trees are
+        as accurate on the rendered real-label benchmark (three seeds: mean 0.8593 vs 0.8592) at
+        half the classifier cost, but on the real holotomography chain the CBD fraction error
+        grew from -1.75 to -2.17 pp (mean of three seeds; docs/benchmarks.md), so 20 stays.
     max_samples_per_class : int
         Each class contributes at most this many randomly drawn scribbled voxels, so a
         heavily painted class does not dominate (balanced subsampling).
@@ -94,26 +97,19 @@ class ForestSettings:
 # training
 # ---------------------------------------------------------------------------
 
-def _check_scribbles(grey: Any, scribbles: Any) -> np.ndarray:
-    scribbles = np.asarray(scribbles)
-    if tuple(scribbles.shape) != tuple(grey.shape):
-        raise DataError(f"scribbles have shape {tuple(scribbles.shape)} but the greyscale volume has "
+def _check_scribbles(grey: Any, scribbles: Any) -> SparseLabels:
+    sparse = sparse_labels(scribbles)
+    if tuple(sparse.shape) != tuple(grey.shape):
+        raise DataError(f"scribbles have shape {tuple(sparse.shape)} but the greyscale volume has "
                         f"{tuple(grey.shape)}; paint them on the same grid")
-    if scribbles.dtype.kind == "f":
-        if not np.all(np.isfinite(scribbles)) or not np.all(scribbles == np.round(scribbles)):
-            raise DataError("scribbles must hold integer class values (0 = unlabelled)")
-        scribbles = scribbles.astype(np.int64)
-    elif scribbles.dtype.kind not in "biu":
-        raise DataError(f"scribbles have non-integer dtype {scribbles.dtype}")
-    return scribbles
+    return sparse
 
 
-def _balanced_sample(scribbles: np.ndarray, classes: np.ndarray, max_per_class: int,
+def _balanced_sample(scribbles: SparseLabels, classes: np.ndarray, max_per_class: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    flat = scribbles.ravel()
     idx_all, y_all = [], []
     for c in classes:
-        idx = np.flatnonzero(flat == c)
+        idx = scribbles.index[scribbles.values == c]  # increasing, as np.flatnonzero(volume == c)
         if idx.size > max_per_class:
             idx = np.sort(rng.choice(idx, max_per_class, replace=False))
         idx_all.append(idx)
@@ -174,7 +170,10 @@ def _fit(X: np.ndarray, y: np.ndarray, classes: np.ndarray, settings: ForestSett
         clf = RandomForestClassifier(n_estimators=settings.n_estimators, oob_score=True, bootstrap=True,
                                      n_jobs=settings.n_jobs, random_state=settings.seed,
                                      min_samples_leaf=settings.min_samples_leaf)
-        clf.fit(X, y)
+        with warnings.catch_warnings():
+            # with few trees some samples are in every bootstrap: they are left out below
+            warnings.filterwarnings("ignore", "Some inputs do not have OOB scores", UserWarning)
+            clf.fit(X, y)
         oob = clf.oob_decision_function_
         valid = np.all(np.isfinite(oob), axis=1)
         pred = clf.classes_[np.argmax(np.where(np.isfinite(oob), oob, -1), axis=1)]
@@ -208,8 +207,9 @@ def train_forest(
     ----------
     grey : ndarray or dask array, (z, y, x)
         Greyscale volume.
-    scribbles : ndarray, same shape
-        0 = unlabelled; any other integer = a class (e.g. a napari Labels layer).
+    scribbles : ndarray, dask array or SparseLabels, same shape
+        0 = unlabelled; any other integer = a class (e.g. a napari Labels layer). Arrays are
+        read slab by slab and only the labelled voxels kept (:func:`~litomo.segment.scribbles.sparse_labels`).
     settings : ForestSettings, optional
         Classifier, feature scales, sample budget, seed, threads (defaults: ``ForestSettings()``).
     chunks : int or (z, y, x), optional
@@ -236,7 +236,7 @@ def train_forest(
     settings = settings or ForestSettings()
     check_grey(grey)
     scribbles = _check_scribbles(grey, scribbles)
-    classes = np.unique(scribbles[scribbles != 0])
+    classes = scribbles.classes
     if classes.size < 2:
         raise DataError(f"--labels: scribbles must mark at least two classes (non-zero values); found "
                         f"{classes.tolist() or 'none'}")

@@ -225,10 +225,32 @@ class SegmentationModel:
             root.attrs.update({"litomo": {"classes": self.classes_.tolist(),
                                           "class_names": {str(k): v for k, v in self.class_names.items()},
                                           "probability_scale": 255}})
-            for sl, proba in self.iter_proba(grey, block, progress, memory_mb=memory_mb, n_jobs=n_jobs):
-                labels[sl] = self._labels_of(proba)
-                probs[(slice(None), *sl)] = np.rint(proba * 255.0).astype(np.uint8)
+            if _on_cluster(grey):
+                self._predict_on_cluster(grey, str(tmp), block, progress)
+            else:
+                for sl, proba in self.iter_proba(grey, block, progress, memory_mb=memory_mb, n_jobs=n_jobs):
+                    _write_block(self, sl, proba, labels, probs)
         return Path(store)
+
+    def _predict_on_cluster(self, grey: Any, store: str, block: tuple[int, int, int],
+                            progress: ProgressCallback | None) -> None:
+        """One dask.distributed task per block: the model (and its compiled trees) scattered to
+        the workers once; each task reads its padded block from ``grey`` (a zarr array the
+        workers can open: the staged grey volume) and writes its own zarr chunks of ``store``
+        (one block = one chunk: no two tasks write the same chunk)."""
+        from distributed import as_completed, default_client
+
+        from litomo.segment.blocks import block_slices
+
+        check_grey(grey)
+        client = default_client()
+        model, compiled = client.scatter([self, compile_forest(self.classifier)], broadcast=True)
+        blocks = block_slices(tuple(grey.shape), block)
+        futures = [client.submit(predict_block_task, model, compiled, grey, sl, store, pure=False) for sl in blocks]
+        for i, fut in enumerate(as_completed(futures)):
+            fut.result()  # a failed block raises here (its own error)
+            if progress is not None:
+                progress(i + 1, len(blocks), "pixel classification")
 
     def predict_dask(self, grey: Any, chunks: Any = None) -> Any:
         """Lazy prediction of a dask (or numpy) volume via ``dask.array.map_overlap``.
@@ -292,6 +314,37 @@ class SegmentationModel:
         return path
 
 
+
+
+def _write_block(model: SegmentationModel, sl: tuple[slice, ...], proba: np.ndarray, labels: Any, probs: Any) -> None:
+    labels[sl] = model._labels_of(proba)
+    probs[(slice(None), *sl)] = np.rint(proba * 255.0).astype(np.uint8)
+
+
+def _on_cluster(grey: Any) -> bool:
+    """Predict on the dask.distributed workers: a client is active and the workers can read ``grey``."""
+    import zarr
+
+    from litomo.metrics.chunked import cluster_threads
+
+    return isinstance(grey, zarr.Array) and cluster_threads() > 0
+
+
+def predict_block_task(model: SegmentationModel, compiled: CompiledForest | None, grey: Any,
+                       sl: tuple[slice, ...], store: str) -> None:
+    """Predict one block on a dask worker and write its chunks of the prediction ``store``."""
+    import numba
+    import zarr
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)  # one worker thread = one core (numba's thread count is per thread)
+    try:
+        proba = model._proba_block(block_features(grey, sl, model.halo, model.feature_params), compiled)
+    finally:
+        numba.set_num_threads(before)
+    config = {"write_empty_chunks": True}  # as predict_to_zarr made them: every chunk on disk
+    _write_block(model, sl, proba, zarr.open_array(store, path="labels", mode="r+", config=config),
+                 zarr.open_array(store, path="probability", mode="r+", config=config))
 
 
 def _scaled(rows: np.ndarray, model: SegmentationModel) -> np.ndarray:

@@ -87,10 +87,13 @@ def remove_rigid_motion(shifts_px: np.ndarray, theta_deg: Any, *, keep_offset: b
     return s
 
 
-def apply_shifts(proj: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Shift each projection ``(n_angles, rows, cols)`` by ``shifts_px[i] = (dy, dx)`` (cubic spline, edge values)."""
+def apply_shifts(proj: np.ndarray, shifts_px: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Shift each projection ``(n_angles, rows, cols)`` by ``shifts_px[i] = (dy, dx)`` (cubic spline, edge values).
+
+    ``out`` may be ``proj`` itself (views are shifted one at a time): no second copy of the series.
+    """
     p = np.asarray(proj, np.float32)
-    out = np.empty_like(p)
+    out = np.empty_like(p) if out is None else out
     for i in range(p.shape[0]):
         dy, dx = shifts_px[i]
         out[i] = ndimage.shift(p[i], (dy, dx), order=3, mode="nearest") if (dy or dx) else p[i]
@@ -135,19 +138,26 @@ def _reconstruct_reproject(p: np.ndarray, P: Projector2D, center_px: float) -> t
     from litomo.tomo.center import center_sinogram
     from litomo.tomo.recon import reconstruct_fbp
 
-    n = p.shape[2]
-    sinos = center_sinogram(np.moveaxis(p, 1, 0), center_px)  # (rows, angles, n')
-    m = (sinos.shape[-1] - 1) // 2
-    lo = int(round(m - center_px))
-    rep = np.empty((p.shape[1], p.shape[0], sinos.shape[-1]), np.float32)
-    for k in range(sinos.shape[0]):
-        rec = reconstruct_fbp(sinos[k], P.theta_deg)
-        np.maximum(rec, 0, out=rec)  # attenuation is non-negative; clipping removes streak energy
-        rep[k] = P.forward(rec)
-    # back to detector columns: centred column j' = j + (m - c); integer part only is exact
-    frac = (m - center_px) - lo
-    rep = ndimage.shift(rep, (0, 0, -frac), order=3, mode="nearest") if abs(frac) > 1e-6 else rep
-    return np.moveaxis(rep[..., lo : lo + n], 0, 1), slice(lo, lo + n)
+    n, rows = p.shape[2], p.shape[1]
+    out = np.empty(p.shape, np.float32)
+    lo = 0
+    # a few rows at a time, written straight into the (angles, rows, cols) result: the padded
+    # sinograms and reprojections of the whole series were ~3 more copies of it in flight
+    step = 8
+    for r0 in range(0, rows, step):
+        sinos = center_sinogram(np.moveaxis(p[:, r0 : r0 + step], 1, 0), center_px)  # (rows, angles, n')
+        m = (sinos.shape[-1] - 1) // 2
+        lo = int(round(m - center_px))
+        rep = np.empty(sinos.shape, np.float32)
+        for k in range(sinos.shape[0]):
+            rec = reconstruct_fbp(sinos[k], P.theta_deg)
+            np.maximum(rec, 0, out=rec)  # attenuation is non-negative; clipping removes streak energy
+            rep[k] = P.forward(rec)
+        # back to detector columns: centred column j' = j + (m - c); integer part only is exact
+        frac = (m - center_px) - lo
+        rep = ndimage.shift(rep, (0, 0, -frac), order=3, mode="nearest") if abs(frac) > 1e-6 else rep
+        out[:, r0 : r0 + step] = np.moveaxis(rep[..., lo : lo + n], 0, 1)
+    return out, slice(lo, lo + n)
 
 
 def align_reprojection(
@@ -232,3 +242,29 @@ def register_to_reference(proj: np.ndarray, reference: np.ndarray) -> np.ndarray
         raise DataError(f"projection series of shape {a.shape} cannot be registered to {b.shape}")
     w = window(("tukey", 0.3), a.shape[1:]).astype(np.float32)
     return np.array([_register((b[i] - b[i].mean()) * w, (a[i] - a[i].mean()) * w) for i in range(a.shape[0])])
+
+
+def align_to_reference(proj: np.ndarray, reference: np.ndarray, theta_deg: Any, center_px: float, *,
+                       refine: bool = True, max_iter: int = 10,
+                       progress: ProgressCallback | None = None) -> AlignmentResult:
+    """Shifts of another energy's projections in the frame of an aligned ``reference`` series.
+
+    :func:`register_to_reference` fixes the frame: its shifts' rigid part (mean vertical,
+    ``cos``/``sin`` horizontal), averaged over all views, is the offset between the two energies.
+    Its per-view part is limited by single-view correlation across a change of contrast (64-px
+    synthetic XANES series, 721 views: 0.23 px RMS per view, against 0.02-0.04 px for the
+    reprojection-aligned reference). With ``refine`` the per-view part is then refined by
+    :func:`align_reprojection` of this series itself (its own contrast, every view consistent
+    with one volume), which observes everything but that rigid part; the registration's rigid
+    part is added back, so the volumes of all energies share the reference's frame.
+    """
+    th = check_angles(theta_deg)
+    registered = register_to_reference(proj, reference)
+    if not refine:
+        return AlignmentResult(registered, "registered")
+    rigid = registered - remove_rigid_motion(registered, th, keep_offset=True)
+    init = AlignmentResult(registered - rigid, "registered")
+    res = align_reprojection(proj, th, center_px, init=init, max_iter=max_iter, progress=progress)
+    return AlignmentResult(res.shifts_px + rigid, "registered+reprojection", res.history, res.converged,
+                           res.best_iteration)
+

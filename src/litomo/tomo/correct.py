@@ -46,7 +46,7 @@ def flat_dark_correct(
     >>> bool(np.allclose(flat_dark_correct(d, f, k), -np.log(0.5)))
     True
     """
-    data = np.asarray(data, dtype=np.float32)
+    data = np.asarray(data)  # converted block by block below (a uint16 series is not copied whole)
     if data.ndim == 2:
         data = data[:, None, :]
     if data.ndim != 3:
@@ -64,10 +64,42 @@ def flat_dark_correct(
     if np.mean(denom <= 0) > 0.5:
         raise DataError("flat field is not brighter than the dark field for most pixels: are flats and darks swapped?")
     denom = np.where(denom > 0, denom, np.nan)
-    t = (data - dark) / denom
-    t = np.where(np.isfinite(t), t, 1.0)  # pixels with no flat signal carry no information
-    t = clip_transmission(t, min_transmission)
-    return (-np.log(t)).astype(np.float32) if log_transform else t.astype(np.float32)
+    # in ~16-MB blocks of views into one output: the whole-array expression held ~6 float32 copies of the
+    # series at once (raw as float, difference, ratio, finite test, clip, log)
+    out = np.empty(data.shape, np.float32)
+    step = view_block(data.shape)
+    n_low = 0
+    for i in range(0, data.shape[0], step):
+        t = out[i : i + step]
+        np.subtract(data[i : i + step], dark, out=t, dtype=np.float32, casting="unsafe")
+        t /= denom
+        t[~np.isfinite(t)] = 1.0  # pixels with no flat signal carry no information
+        low = t < min_transmission
+        n_low += int(np.count_nonzero(low))
+        t[low] = min_transmission
+        if log_transform:
+            np.log(t, out=t)
+            np.negative(t, out=t)
+    if n_low:
+        _warn_clipped(n_low, out.size, min_transmission)
+    return out
+
+
+def view_block(shape: tuple[int, ...], block_mb: float = 16.0) -> int:
+    """Views per block so that one float32 block of ``(n_angles, rows, cols)`` holds ~``block_mb`` MB.
+
+    Examples
+    --------
+    >>> view_block((721, 512, 512))
+    16
+    """
+    return max(1, int(block_mb * 2**20 // (4 * int(np.prod(shape[1:])))))
+
+
+def _warn_clipped(n: int, size: int, min_transmission: float) -> None:
+    log.warning("transmission below %g in %d pixels (%.3g %% of the projections): clipped to %g, so their "
+                "line integrals are floors; check flats/darks or exposure", min_transmission, n,
+                100.0 * n / size, min_transmission)
 
 
 def clip_transmission(t: np.ndarray, min_transmission: float) -> np.ndarray:
@@ -85,9 +117,7 @@ def clip_transmission(t: np.ndarray, min_transmission: float) -> np.ndarray:
     low = t < min_transmission
     n = int(np.count_nonzero(low))
     if n:
-        log.warning("transmission below %g in %d pixels (%.3g %% of the projections): clipped to %g, so their "
-                    "line integrals are floors; check flats/darks or exposure", min_transmission, n,
-                    100.0 * n / t.size, min_transmission)
+        _warn_clipped(n, t.size, min_transmission)
         return np.where(low, np.asarray(min_transmission, t.dtype), t)
     return t
 

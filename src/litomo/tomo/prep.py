@@ -17,7 +17,7 @@ from scipy import ndimage
 from litomo.errors import DataError, LitomoError
 from litomo.io.projections import ProjectionSeries
 from litomo.progress import ProgressCallback
-from litomo.tomo.correct import clip_transmission, flat_dark_correct
+from litomo.tomo.correct import clip_transmission, flat_dark_correct, view_block
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,25 @@ def remove_zingers(
     p = np.asarray(proj, np.float32)
     if size < 3 or size % 2 == 0:
         raise LitomoError(f"zinger window must be an odd size >= 3, got {size}")
+    # the filters are per projection, so blocks of views give the same result with ~6 float32
+    # temporaries of one block instead of the whole series
+    out, total = p, 0
+    step = view_block(p.shape)
+    for i in range(0, p.shape[0], step):
+        bad, med = _zinger_pixels(p[i : i + step], threshold_sigma, min_excess, size)
+        if bad.size:
+            if out is p:
+                out = p.copy()
+            out[i : i + step].flat[bad] = med.flat[bad]
+            total += bad.size
+    if total:
+        log.info("zingers: replaced %d pixels (%.2g %%)", total, 100.0 * total / p.size)
+    return out, int(total)
+
+
+def _zinger_pixels(p: np.ndarray, threshold_sigma: float, min_excess: float,
+                   size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flat indices of the zingers of a block of views, and the block's median (None when none)."""
     fp = np.ones((1, size, size), bool)
     fp[0, size // 2, size // 2] = False  # the neighbours, not the pixel itself
     # "mirror" (d c b | a b c d) does not repeat the border pixel, so it is never its own neighbour
@@ -116,19 +135,13 @@ def remove_zingers(
     excess = np.maximum(p - hi, lo - p)
     cand = np.flatnonzero(excess > min_excess)
     if not cand.size:
-        return p, 0
+        return cand, None
     med = ndimage.median_filter(p, size=(1, size, size), mode="mirror")
     # local roughness, not pure noise: near edges and pixel-scale texture it is larger, which is
     # what keeps real local extrema there (measured: a MAD-based estimate flagged 42-142 pixels of
     # clean phantom projections, this one none); a zinger adds only 1/49 of itself to it
     sigma = 1.2533 * ndimage.uniform_filter(np.abs(p - med), size=(1, 7, 7), mode="mirror")
-    bad = cand[excess.flat[cand] > threshold_sigma * sigma.flat[cand]]
-    if not bad.size:
-        return p, 0
-    out = p.copy()
-    out.flat[bad] = med.flat[bad]
-    log.info("zingers: replaced %d pixels (%.2g %%)", bad.size, 100.0 * bad.size / p.size)
-    return out, int(bad.size)
+    return cand[excess.flat[cand] > threshold_sigma * sigma.flat[cand]], med
 
 
 def remove_rings(

@@ -28,8 +28,8 @@ from litomo.tomo.align import (
     AlignmentResult,
     align_consistency,
     align_reprojection,
+    align_to_reference,
     apply_shifts,
-    register_to_reference,
 )
 from litomo.tomo.center import CenterResult, find_center_auto
 from litomo.tomo.prep import RING_METHODS, bin_projections, normalize, remove_rings, remove_zingers
@@ -66,8 +66,9 @@ class ReconstructionConfig:
         The two automatic centres must agree within this (else a warning).
     fov_mask : bool
         Set the slice pixels outside the field of view (the circle every view saw,
-        :func:`litomo.tomo.slabs.field_of_view_mask`) to 0, as algotom's and tomopy's circle
-        masks do; without it the FBP corners hold the edge-extended sinogram smeared out.
+        :func:`litomo.tomo.slabs.field_of_view_mask`) to NaN: not measured, so missing (algotom's
+        and tomopy's circle masks write 0, which downstream reads as attenuation 0); without it
+        the FBP corners hold the edge-extended sinogram smeared out.
     angles : str or None
         Manifest only: angle list (file, resolved against the manifest's folder, or
         ``start:stop:count``) for projection series that record no angles (TIFF stacks); series
@@ -199,7 +200,7 @@ def _align(proj: np.ndarray, theta: np.ndarray, config: ReconstructionConfig,
     if config.align == "reprojection":
         alignment = align_reprojection(raw, theta, center_px, init=alignment, max_iter=config.align_iter,
                                        progress=progress)
-        proj = apply_shifts(raw, -alignment.shifts_px)
+        proj = apply_shifts(raw, -alignment.shifts_px, out=None if proj is raw else proj)  # reuse the first pass's copy
     return proj, alignment, center, center_px
 
 
@@ -232,7 +233,7 @@ def reconstruct_projections(proj: np.ndarray, theta: np.ndarray, center_px: floa
         # the run's scheduler (litomo.workflows.execution.dask_client); plain threads outside one
         for s, rec in zip(group, dask.compute(*tasks), strict=True):
             if outside is not None:
-                rec[:, outside] = 0.0
+                rec[:, outside] = np.nan  # missing, not attenuation 0 (docs/science.md)
             out[s : s + rec.shape[0]] = rec
             finished += rec.shape[0]
             if on_slab is not None:
@@ -258,7 +259,15 @@ def reconstruct_series(series: ProjectionSeries, config: ReconstructionConfig | 
     >>> res.volume.shape, bool(abs(res.volume[:, 12:18, 13:17].mean() - 0.05) < 0.005)
     ((4, 33, 33), True)
     """
-    config = config or ReconstructionConfig()
+    res, _ = _reconstruct_keeping(series, config or ReconstructionConfig(), progress=progress, out=out, done=done,
+                                  on_slab=on_slab)
+    return res
+
+
+def _reconstruct_keeping(series: ProjectionSeries, config: ReconstructionConfig, *, progress: ProgressCallback | None,
+                         out: Any = None, done: set[int] | None = None,
+                         on_slab: Any = None) -> tuple[ReconstructionResult, np.ndarray]:
+    """:func:`reconstruct_series`, also returning the aligned projections (the reference of a state)."""
     theta = series.angles_deg
     proj, info = prepare_projections(series, config, progress=progress)
     mid = proj.shape[1] // 2
@@ -270,7 +279,8 @@ def reconstruct_series(series: ProjectionSeries, config: ReconstructionConfig | 
     info.update({"method": config.method, "align": config.align, "rings": config.rings, "bin": config.bin,
                  "n_angles": int(theta.size), "angle_range_deg": [float(theta.min()), float(theta.max())],
                  "center_px_unbinned": center_px * config.bin + (config.bin - 1) / 2.0})
-    return ReconstructionResult(vol, voxel, center, center_px, alignment, before, proj[:, mid, :].copy(), theta, info)
+    res = ReconstructionResult(vol, voxel, center, center_px, alignment, before, proj[:, mid, :].copy(), theta, info)
+    return res, proj
 
 
 @dataclass
@@ -292,7 +302,9 @@ def reconstruct_state(series_by_energy: dict[float, ProjectionSeries], config: R
 
     The post-edge series (highest energy unless given) is aligned and its centre found; every
     other energy's projections are registered view by view to the aligned post-edge projections
-    and reconstructed with the same centre, so the volumes share one voxel grid.
+    (with ``align = "reprojection"`` then refined by reprojection alignment of their own,
+    :func:`litomo.tomo.align.align_to_reference`) and reconstructed with the same centre, so the
+    volumes share one voxel grid and one field of view.
     """
     config = config or ReconstructionConfig()
     if not series_by_energy:
@@ -300,11 +312,10 @@ def reconstruct_state(series_by_energy: dict[float, ProjectionSeries], config: R
     post = max(series_by_energy) if post_edge_ev is None else float(post_edge_ev)
     if post not in series_by_energy:
         raise LitomoError(f"post-edge energy {post:g} eV has no projection series")
-    ref = reconstruct_series(series_by_energy[post], config, progress=progress)
+    # the aligned post-edge projections are kept from its reconstruction (not prepared again)
+    ref, ref_aligned = _reconstruct_keeping(series_by_energy[post], config, progress=progress)
     ref_theta = ref.angles_deg
-    ref_proj, _ = prepare_projections(series_by_energy[post], config)
     ref_shifts = ref.alignment.shifts_px if ref.alignment is not None else np.zeros((ref_theta.size, 2))
-    ref_aligned = apply_shifts(ref_proj, -ref_shifts)
     volumes = {post: ref.volume}
     shifts = {post: ref_shifts}
     fixed = ReconstructionConfig(**{**asdict(config), "align": "none", "center_px": ref.info["center_px_unbinned"]})
@@ -315,9 +326,13 @@ def reconstruct_state(series_by_energy: dict[float, ProjectionSeries], config: R
             raise InputFileError(f"{series.metadata.get('source', energy)}: its angles differ from the post-edge "
                                  "series; the energies of a state must share the angle list")
         proj, _ = prepare_projections(series, config)
-        sh = register_to_reference(proj, ref_aligned) if config.align != "none" else np.zeros_like(ref_shifts)
-        aligned = apply_shifts(proj, -sh)
+        sh = np.zeros_like(ref_shifts)
+        if config.align != "none":
+            sh = align_to_reference(proj, ref_aligned, ref_theta, ref.center_px, refine=config.align == "reprojection",
+                                    max_iter=config.align_iter, progress=progress).shifts_px
+        aligned = apply_shifts(proj, -sh, out=proj)
         volumes[energy] = reconstruct_projections(aligned, ref_theta, ref.center_px, fixed, progress=progress)
+        del proj, aligned
         shifts[energy] = sh
     return StateReconstruction(volumes, ref.center_px, ref.voxel_size_um, post, shifts, ref)
 

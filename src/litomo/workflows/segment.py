@@ -83,13 +83,15 @@ def _prepare(grey: np.ndarray, steps: tuple[str, ...], settings: SegmentSettings
     return grey
 
 
-def _train(grey: np.ndarray, scribbles: np.ndarray, settings: SegmentSettings, steps: tuple[str, ...],
+def _train(grey: np.ndarray, scribbles: Any, settings: SegmentSettings, steps: tuple[str, ...],
            progress: ProgressCallback | None) -> Any:
     from litomo.segment.features import DEFAULT_SIGMAS
     from litomo.segment.forest import ForestSettings, train_forest
+    from litomo.segment.scribbles import sparse_labels
 
     mapping = dict(settings.scribble_values)
-    unknown = sorted(set(np.unique(scribbles).tolist()) - set(mapping.values()) - {0})
+    scribbles = sparse_labels(scribbles)
+    unknown = sorted(set(scribbles.classes.tolist()) - set(mapping.values()) - {0})
     if unknown:
         raise DataError(f"--labels: scribble values {unknown[:8]} are not in --scribble-values "
                         f"{mapping} (0 = unlabelled)")
@@ -104,7 +106,7 @@ def _train(grey: np.ndarray, scribbles: np.ndarray, settings: SegmentSettings, s
     return model
 
 
-def _model_for(grey: Any, scribbles: np.ndarray | None, model: Any | None, settings: SegmentSettings,
+def _model_for(grey: Any, scribbles: Any, model: Any | None, settings: SegmentSettings,
                steps: tuple[str, ...], progress: ProgressCallback | None, report: dict[str, Any]) -> Any:
     """The given model, or one trained on the scribbles (its parameters recorded in ``report``)."""
     if model is not None:
@@ -149,7 +151,7 @@ def _forest_labels(grey: np.ndarray, model: Any, settings: SegmentSettings, repo
     return _phase_lut(model)[pred]
 
 
-def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: np.ndarray | None = None,
+def segment_volume(grey: np.ndarray, settings: SegmentSettings, *, scribbles: Any = None,
                    model: Any | None = None, progress: ProgressCallback | None = None,
                    prediction_store: Path | None = None) -> SegmentResult:
     """Segment a greyscale volume (no files written).
@@ -241,7 +243,7 @@ def _record_fractions(report: dict[str, Any], counts: np.ndarray, bracket: dict[
         report["am_fraction_sensitivity"] = bracket
 
 
-def segment_streamed(grey: Any, settings: SegmentSettings, work: Path, *, scribbles: np.ndarray | None = None,
+def segment_streamed(grey: Any, settings: SegmentSettings, work: Path, *, scribbles: Any = None,
                      model: Any | None = None, progress: ProgressCallback | None = None) -> SegmentResult:
     """:func:`segment_volume` of a lazy (dask) volume, never holding it whole.
 
@@ -306,7 +308,7 @@ def segment_streamed(grey: Any, settings: SegmentSettings, work: Path, *, scribb
 
 
 def _read_inputs(grey_path: Path, scribbles_path: Path | None, model_path: Path | None,
-                 settings: SegmentSettings) -> tuple[Any, np.ndarray | None, Any, SegmentSettings]:
+                 settings: SegmentSettings) -> tuple[Any, Any, Any, SegmentSettings]:
     from dataclasses import replace
 
     from litomo.io import read_volume
@@ -322,8 +324,12 @@ def _read_inputs(grey_path: Path, scribbles_path: Path | None, model_path: Path 
     if model_path is not None:
         model, trained = _load_model(model_path, settings)
         settings = replace(settings, denoise=settings.denoise or trained)
-    if scribbles_path is not None:
-        scribbles = read_volume(scribbles_path, voxel_size_um=vol.voxel_size_um).numpy()
+    if scribbles_path is not None:  # only the painted voxels are kept, read in z-slabs
+        from litomo.segment.scribbles import sparse_labels
+
+        lazy = read_volume(scribbles_path, voxel_size_um=vol.voxel_size_um, lazy=True)
+        scribbles = sparse_labels(lazy.array, slab_depth(lazy.shape, max(np.dtype(lazy.dtype).itemsize, 8),
+                                                        settings.memory_mb))
     return vol, scribbles, model, settings
 
 
@@ -347,6 +353,19 @@ def _publish_prediction(path: Path, store: Path, model: Any, vol: Any) -> Path:
     return write_ome_zarr(path, images, chunks=group["labels"].chunks, downsample={"labels": "nearest"})
 
 
+def _open_reference(path: Path, values: Mapping[str, int] | None, vol: Any) -> Any:
+    """The reference labelling as a lazy array, its shape and phase values checked."""
+    from litomo.io import read_volume
+    from litomo.metrics.agreement import check_reference_values
+
+    check_reference_values(values)
+    ref = read_volume(path, voxel_size_um=vol.voxel_size_um, lazy=True).array
+    if tuple(ref.shape) != tuple(vol.shape):
+        raise DataError(f"--reference: shape {tuple(ref.shape)} differs from the greyscale volume's "
+                        f"{tuple(vol.shape)}")
+    return ref
+
+
 def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settings: SegmentSettings, *,
                 scribbles_path: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
                 reference_path: str | os.PathLike | None = None,
@@ -363,6 +382,7 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
     from litomo.io import read_volume, write_tiff
     from litomo.io.atomic import write_text_atomic
     from litomo.io.rundir import RunDir, to_jsonable
+    from litomo.workflows.segment_stream import slab_depth
 
     grey_path = Path(grey_path)
     scribbles_path = Path(scribbles_path) if scribbles_path is not None else None
@@ -374,22 +394,12 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
         with stage(log, "segment", "reading inputs"):
             vol, scribbles, model, settings = _read_inputs(grey_path, scribbles_path, model_path, settings)
             ref = None
-            if reference_path is not None:  # read and checked before the (long) segmentation
-                ref = read_volume(reference_path, voxel_size_um=vol.voxel_size_um).numpy()
-                if ref.shape != tuple(vol.shape):
-                    raise DataError(f"--reference: shape {ref.shape} differs from the greyscale volume's "
-                                    f"{tuple(vol.shape)}")
+            if reference_path is not None:  # opened and checked before the (long) segmentation
+                ref = _open_reference(reference_path, reference_values, vol)
         store = rd.work / "prediction.zarr" if settings.method == "forest" else None
         with stage(log, "segment", f"segmentation ({settings.method})"):
             result = segment_streamed(vol.array, settings, rd.work, scribbles=scribbles, model=model,
                                       progress=progress)
-        if ref is not None:  # the one step that holds the labels whole (beside the reference)
-            from litomo.metrics.agreement import reference_agreement
-
-            with stage(log, "segment", "comparing with the reference"):
-                result.report["reference_agreement"] = reference_agreement(np.asarray(result.labels), ref,
-                                                                           reference_values)
-                result.report["reference_agreement"]["reference"] = str(reference_path)
         params = result.report["parameters"]
         params.update(voxel_size_um=list(vol.voxel_size_um), grey=str(grey_path))
         if scribbles_path is not None:
@@ -404,6 +414,15 @@ def run_segment(grey_path: str | os.PathLike, out_dir: str | os.PathLike, settin
                 _publish_prediction(result.files[-1], store, result.model, vol)
             rd.remove("work")  # the staged grey and the prediction store: labels now read from labels.tif
             result.labels = read_volume(result.files[0], lazy=True).array
+        if ref is not None:  # slab by slab: neither the labels nor the reference is held whole
+            from litomo.workflows.segment_stream import compare_reference
+
+            with stage(log, "segment", "comparing with the reference"):
+                depth = slab_depth(tuple(vol.shape), 8, settings.memory_mb)
+                result.report["reference_agreement"] = compare_reference(result.labels, ref, reference_values,
+                                                                         depth, progress)
+                result.report["reference_agreement"]["reference"] = str(reference_path)
+        with stage(log, "segment", "writing outputs"):
             if result.model is not None:
                 result.files.append(rd.output("model.joblib"))
                 result.model.save(result.files[-1])

@@ -145,4 +145,27 @@ def otsu_coder(thresholds: np.ndarray, order: tuple[str, ...]) -> Callable[[np.n
     return lambda grey: lut[np.digitize(grey, thresholds)]
 
 
-__all__ = ["label_summary", "otsu_coder", "sample_values", "slab_depth", "stage_grey"]
+def compare_reference(labels: Any, reference: Any, values: Any, depth: int,
+                      progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """:func:`litomo.metrics.agreement.reference_agreement` read ``depth`` z-slices at a time.
+
+    The confusion counts of the slabs add up, so the figures equal the whole-volume ones;
+    memory is two slabs whatever the volume size.
+    """
+    from litomo.metrics.agreement import (
+        agreement_from_confusion,
+        check_reference_values,
+        reference_confusion,
+    )
+
+    values = check_reference_values(values)
+    slabs = _slabs(tuple(reference.shape), depth)
+    total = np.zeros((3, 256), np.int64)
+    for i, (z0, z1) in enumerate(slabs):
+        total += reference_confusion(np.asarray(labels[z0:z1]), np.asarray(reference[z0:z1]), values)
+        if progress is not None and len(slabs) > 1:
+            progress(i + 1, len(slabs), "comparing with the reference")
+    return agreement_from_confusion(total, values, math.prod(reference.shape))
+
+
+__all__ = ["compare_reference", "label_summary", "otsu_coder", "sample_values", "slab_depth", "stage_grey"]

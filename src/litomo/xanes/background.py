@@ -160,3 +160,84 @@ def background_law(energies_ev, *, composition: str | None = None,
     p_eff = -math.log(float(f[-1])) / span
     log.info("background of %s: f(E_last)/f(E_first) = %.4f (E^-%.2f)", composition, f[-1], p_eff)
     return BackgroundLaw("tabulated", tuple(float(v) for v in f), p_eff, composition.strip())
+
+
+#: measured / predicted non-resonant level outside this band: the map stage warns (session 8)
+LEVEL_RATIO_BAND = (0.5, 2.0)
+
+
+def predicted_level_ratio(composition: str, pre_ev: float, *, edge_element: str = EDGE_ELEMENT) -> float:
+    """Non-resonant attenuation at the pre-edge energy over the K-edge jump, from the tables.
+
+    A material constant of the active material (density cancels): ``b / J`` of
+    ``mu(E) = b f(E) + J n(E)``, the matrix of :func:`matrix_background` at ``pre_ev`` over the
+    edge element's K-shell jump (Elam tables, 0.5 eV either side of the edge) times its mass
+    fraction.
+
+    Examples
+    --------
+    >>> round(predicted_level_ratio("LiNi0.8Mn0.1Co0.1O2", 8330.0), 2)
+    0.41
+    """
+    import xraydb
+
+    atoms = parse_composition(composition, edge_element=edge_element)
+    mass = {k: v * xraydb.atomic_mass(k) for k, v in atoms.items()}
+    e0 = float(xraydb.xray_edge(edge_element, "K").energy)
+    below, above = _mu(edge_element, np.array([e0 - 0.5, e0 + 0.5]))
+    jump = mass[edge_element] / sum(mass.values()) * float(above - below)
+    return float(matrix_background(composition, [float(pre_ev)], edge_element=edge_element)[0] / jump)
+
+
+def measured_level_ratio(mu_pre: np.ndarray, mu_post: np.ndarray, full: np.ndarray, f_post: float,
+                         reference_levels: tuple[float, float]) -> float:
+    """Median ``b / J`` over the bins ``full`` (active material only), solved per bin as the map does.
+
+    ``b`` and ``J`` solve ``mu_pre = b + J n_pre``, ``mu_post = b f_post + J n_post``
+    (:func:`litomo.xanes.threeenergy.background_corrected_ratio`). NaN with fewer than 20 bins.
+
+    Examples
+    --------
+    >>> j, b = np.full(50, 0.064), np.full(50, 0.026)
+    >>> round(measured_level_ratio(b, 0.97 * b + j, np.ones(50, bool), 0.97, (0.0, 1.0)), 3)
+    0.406
+    """
+    n_pre, n_post = (float(v) for v in reference_levels)
+    pre, post = np.asarray(mu_pre, np.float64)[full], np.asarray(mu_post, np.float64)[full]
+    ok = np.isfinite(pre) & np.isfinite(post)
+    if ok.sum() < 20:
+        return float("nan")
+    det = n_post - f_post * n_pre
+    b = (pre[ok] * n_post - post[ok] * n_pre) / det
+    jump = (post[ok] - f_post * pre[ok]) / det
+    return float(np.median(b) / np.median(jump))
+
+
+def level_warning(measured: float, predicted: float, composition: str, what: str) -> str | None:
+    """A warning line when the data's non-resonant level disagrees with the composition's.
+
+    The map solves the level ``b`` per bin and uses only the law's *shape*, so a different
+    amount (no background in simulated data, another density of heavy elements) does not move
+    x_Li; an offset ``c`` common to the three energies does (it adds ``c (1 - f_post)`` to the
+    jump: -0.05 in x_Li for 0.05 /um on NMC811), and it shows here as a level above the
+    prediction.
+
+    Examples
+    --------
+    >>> level_warning(0.40, 0.41, "NMC", "state I") is None
+    True
+    >>> level_warning(1.2, 0.41, "NMC", "state I").startswith("state I: the active material")
+    True
+    """
+    if not (np.isfinite(measured) and np.isfinite(predicted) and predicted > 0):
+        return None
+    q = measured / predicted
+    lo, hi = LEVEL_RATIO_BAND
+    if lo <= q <= hi:
+        return None
+    cause = ("an offset in the volumes ([data] mu_offset_per_um: it biases x_Li) or a heavier matrix than "
+             f"{composition!r}" if q > hi else
+             f"no non-resonant absorption in the data (a simulation) or a lighter matrix than {composition!r}; "
+             "the map uses only the background's shape, so x_Li is not affected by the amount")
+    return (f"{what}: the active material's non-resonant level over its edge jump is {measured:.3f} in the data, "
+            f"{predicted:.3f} for {composition!r} ({q:.1f}x): {cause}")

@@ -42,6 +42,15 @@ def _sample(a, max_n: int = _MAX_SAMPLE) -> np.ndarray:
     return s[np.isfinite(s)]
 
 
+def _where(cond, a, b):
+    """``where`` for numpy or dask operands (lazy when any is dask)."""
+    if any(_is_dask(x) for x in (cond, a, b)):
+        import dask.array as da
+
+        return da.where(cond, a, b)
+    return np.where(cond, a, b)
+
+
 def _otsu(values: np.ndarray) -> float:
     from skimage.filters import threshold_otsu
 
@@ -86,7 +95,11 @@ def jump_threshold(mu_pre, mu_post, method: str = "auto", *, k_sigma: float = 5.
     """
     if method not in ("auto", "noise", "otsu"):
         raise DataError(f"unknown jump threshold method '{method}' (auto, noise, otsu)")
-    jump = _sample(mu_post - mu_pre)
+    # voxels with exactly zero attenuation at both energies are padding or masked-out space
+    # (a zero-padded detector margin, a field-of-view mask written as 0), not measurements: no
+    # real reconstruction is exactly 0.0 at two energies. Left in, they make the background's
+    # median and MAD exactly 0 when they dominate it, and the threshold 0
+    jump = _sample(_where((mu_pre == 0) & (mu_post == 0), np.nan, mu_post - mu_pre))
     if jump.size < 10:
         raise DataError("fewer than 10 finite voxels: cannot estimate a jump threshold")
     t_otsu = _otsu(jump)
@@ -100,6 +113,14 @@ def jump_threshold(mu_pre, mu_post, method: str = "auto", *, k_sigma: float = 5.
     # Otsu's criterion is flat across an empty gap (it returns the gap's lower end), so the cap
     # is the midpoint between the class medians rather than the Otsu value itself
     cap = 0.5 * (med + float(np.median(am)))
+    if sigma == 0.0:
+        # noise-free data (a simulation): ``med + k sigma`` is the background level itself, which
+        # the ``>=`` test would admit. The rule's limit for vanishing noise is "anything above the
+        # background": kept 1e-3 of the class separation above it so float round-off in bin means
+        # of the background does not pass (bins with < 0.1 % material are left out)
+        t_clean = med + 1e-3 * (float(np.median(am)) - med)
+        log.info("edge jump without measurable background noise; threshold %.3g just above the background", t_clean)
+        return float(t_clean)
     if t_noise > cap:
         # at the midpoint a Gaussian background passes as material with probability
         # sf = 1 - Phi((cap - med) / sigma); that many background voxels then sit in the AM mask

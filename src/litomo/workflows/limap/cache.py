@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -150,8 +151,9 @@ class StageCache:
     def _record(self, state: str, stage: str) -> Path:
         return self.work / state / f"{stage}.json"
 
-    def is_done(self, state: str, stage: str, key: str) -> bool:
-        """Whether ``--resume`` may reuse the stored output (same key, every file there)."""
+    def is_done(self, state: str, stage: str, key: str, fields: Sequence[str] = ()) -> bool:
+        """Whether ``--resume`` may reuse the stored output (same key, every file there, and each of
+        the output's ``fields``: an output stored by an older litomo may lack a newer one)."""
         rec = self._record(state, stage)
         if not ((self.resume or (state, stage) in self._fresh) and rec.exists()):
             return False
@@ -165,7 +167,18 @@ class StageCache:
             log.info("state %s, stage %s is stale (inputs or parameters changed): redoing it", state, stage)
             return False
         # outputs are stored relative to work/, so a moved or copied run directory resumes
-        return all((self.work / p).exists() for p in data.get("outputs", []))
+        if not all((self.work / p).exists() for p in data.get("outputs", [])):
+            return False
+        if fields and (state, stage) not in self._fresh:
+            try:
+                stored = json.loads((self.directory(state, stage) / "meta.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                return False
+            if missing := [f for f in fields if f not in stored]:
+                log.info("state %s, stage %s was stored without %s (an older litomo): redoing it", state, stage,
+                         ", ".join(missing))
+                return False
+        return True
 
     def store(self, state: str, stage: str, key: str, output: Any, extra: dict[str, Any]) -> None:
         """Write the output, then (last) the record that makes it reusable."""

@@ -42,6 +42,10 @@ class LiMap:
     #: the share of mapped bins that noise can put in the other Li class, so that a changed
     #: class threshold reruns the statistics only
     li_variance: np.ndarray | None = None
+    #: the active material's non-resonant level over its edge jump, measured (median over the
+    #: full AM bins) and predicted from ``[sample] composition`` (NaN without one)
+    background_level_measured: float = float("nan")
+    background_level_predicted: float = float("nan")
 
 
 class LiStage(StateStage):
@@ -55,7 +59,9 @@ class LiStage(StateStage):
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
-        return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage}
+        # "outputs": LiMap's fields, so that a stored stage without the session-8 fields reruns
+        return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage,
+                "outputs": 2}
 
     def run(self, ctx: RunContext, state: StateSpec, *, map: Mapped, particles: Particles,
             warp: Warped) -> LiMap:
@@ -80,10 +86,22 @@ class LiStage(StateStage):
         full = map.am & (map.am_fraction > 0.95)
         sigma = float(np.sqrt(np.nanmedian(v[full]))) if full.any() else float("nan")
         x, clipped = te.clip_li(x, tuple(p.clip_li) if p.clip_li else None)
-        msgs = []
+        measured, predicted, level_msg = _background_level(ctx, state, pre, post, full)
         # more than a few percent clipped: a swapped/inverted volume or wrong references
-        warning = te.check_clipped_fraction(clipped, p.clip_li, f"state {state.name}")
-        if warning:
-            msgs.append(warning)
+        msgs = [w for w in (te.check_clipped_fraction(clipped, p.clip_li, f"state {state.name}"), level_msg) if w]
         return LiMap(np.asarray(x, dtype=np.float32), float(clipped), msgs, sigma,
-                     np.asarray(v, dtype=np.float32))
+                     np.asarray(v, dtype=np.float32), measured, predicted)
+
+
+def _background_level(ctx: RunContext, state: StateSpec, pre: np.ndarray, post: np.ndarray,
+                      full: np.ndarray) -> tuple[float, float, str | None]:
+    """Measured and predicted non-resonant level / jump of the AM, and a warning when they disagree."""
+    from litomo.xanes import background as bg
+
+    cal = ctx.calibration
+    measured = bg.measured_level_ratio(pre, post, full, cal.background.factors[-1], cal.levels)
+    comp = cal.background.composition
+    if comp is None:
+        return measured, float("nan"), None
+    predicted = bg.predicted_level_ratio(comp, cal.energies_ev[0])
+    return measured, predicted, bg.level_warning(measured, predicted, comp, f"state {state.name}")

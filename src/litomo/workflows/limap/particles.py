@@ -103,6 +103,7 @@ class SeparateStage(StateStage):
     name = "separate"
     needs = ("read",)
     output = Separation
+    reads = {"read": ("reg_grid", "register_factor", "raw_voxel_size_um")}
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         return {"fixed": fixed_role(state)}

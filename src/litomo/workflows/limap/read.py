@@ -155,7 +155,8 @@ def open_slabbed(ctx: RunContext, state: StateSpec, volumes: dict[str, np.ndarra
         depth = slab_depth(arr.shape, arr.dtype.itemsize)
         if arr.chunks[0][0] != depth:  # formats that ignore the requested chunks
             arr = arr.rechunk((depth, -1, -1))
-        arrays[role] = arr
+        # [data] encoding of the files undone (lazy float32; the identity leaves the array as it is)
+        arrays[role] = ctx.manifest.data.to_mu(arr)
     return arrays, tuple(next(iter(vols.values())).voxel_size_um)
 
 
@@ -186,11 +187,14 @@ class BinStage(StateStage):
     output = Binned
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
-        p = ctx.manifest.processing
-        return {"inputs": {str(v): ctx.checksums[str(v)] for v in state.volumes},
-                "bin": bin_factors(p.bin),
-                "register_bin": auto_register_bin(ctx.raw_shapes[state.name], p.register_bin),
-                "voxel_size_um": ctx.raw_voxel_size_um[state.name]}
+        p, enc = ctx.manifest.processing, ctx.manifest.data
+        key = {"inputs": {str(v): ctx.checksums[str(v)] for v in state.volumes},
+               "bin": bin_factors(p.bin),
+               "register_bin": auto_register_bin(ctx.raw_shapes[state.name], p.register_bin),
+               "voxel_size_um": ctx.raw_voxel_size_um[state.name]}
+        if not enc.identity:  # absent by default: the keys of runs without [data] stay as they were
+            key["encoding"] = [enc.mu_scale_per_count, enc.mu_offset_per_um]
+        return key
 
     def run(self, ctx: RunContext, state: StateSpec, *, reconstruct: Any = None) -> Binned:
         from litomo.preprocess import bin_multi

@@ -66,7 +66,13 @@ from litomo.workflows.limap.spectral import (
     check_spectral_manifest,
     fixed_role,
 )
-from litomo.workflows.limap.stage import StateRunner, StateStage, measured
+from litomo.workflows.limap.stage import (
+    StateRunner,
+    StateStage,
+    measured,
+    peak_rss_children_mib,
+    peak_rss_mib,
+)
 from litomo.workflows.limap.stats import StateTables, StatisticsStage
 from litomo.workflows.limap.tracking import StateMaps, track_states
 from litomo.workflows.limap.warp import Warped, WarpStage
@@ -348,6 +354,8 @@ def run_record(ctx: RunContext, warn: list[str], timings: list[StageTiming], tot
         "versions": package_versions(),
         "timings_s": {**walls, "total": total_s},
         "stages": [dataclasses.asdict(t) for t in timings],
+        # /usr/bin/time reports the larger of the two; the elastix worker is the child (issue 22)
+        "peak_rss_mib": {"run_process": peak_rss_mib(), "largest_child_process": peak_rss_children_mib()},
         "warnings": warn,
         "states": [s.name for s in ctx.manifest.states],
         "voxel_size_um": list(ctx.map_voxel_size_um(ctx.manifest.states[0].name)),

@@ -12,11 +12,14 @@ binning, an N-energy map) is a new class added there, without editing the others
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
+
+import numpy as np
 
 from litomo import __version__
 from litomo.manifest import StateSpec
@@ -38,6 +41,10 @@ class StateStage:
     #: which runs have this stage: ``"three"`` (three-energy states), ``"spectral"`` (N-energy
     #: states) or None (every run); one class of each kind shares a name and a resume key
     energies: ClassVar[str | None] = None
+    #: the fields it reads of the outputs it needs, ``{stage: (field, ...)}``; a needed stage not
+    #: listed is read whole. Array fields that no later stage reads are released (issue 22: the
+    #: registration-grid volumes are not held through the full-resolution warp)
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         """Everything besides the needed stages' outputs that the result depends on."""
@@ -56,6 +63,12 @@ class StateStage:
 def peak_rss_mib() -> float:
     """The process's peak resident memory so far (MiB; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_children_mib() -> float:
+    """The largest peak resident memory of the child processes that ended so far (MiB), e.g. the
+    elastix worker's (:mod:`litomo.register_worker`); 0 when none."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
 @contextlib.contextmanager
@@ -99,7 +112,8 @@ class StateRunner:
 
     def _done(self, name: str) -> bool:
         s = self.stages[name]
-        return s.persist and self.cache.is_done(self.state.name, name, self.key(name))
+        fields = [f.name for f in dataclasses.fields(s.output)] if dataclasses.is_dataclass(s.output) else []
+        return s.persist and self.cache.is_done(self.state.name, name, self.key(name), fields)
 
     def needs_run(self, name: str) -> bool:
         """Whether stage ``name`` is in the run and has no current stored output."""
@@ -153,6 +167,32 @@ class StateRunner:
                 self._timed.add(s.name)
                 self._finished(s.name)
             self.warnings += self.cache.warnings(self.state.name, s.name)
-            later = {n for t in self.order[i + 1:] for n in t.needs}
-            for held in [n for n in self._outputs if n not in later]:
+            self._release(i)
+
+    def _release(self, i: int) -> None:
+        """Free, after stage ``i``, what the stages after it do not read (issue 22: memory).
+
+        Outputs no later stage needs; stored outputs the next stage does not need (a later stage
+        loads them again from the cache); array fields of the others that no later stage
+        :attr:`~StateStage.reads`.
+        """
+        later = self.order[i + 1:]
+        following = set(later[0].needs) if later else set()
+        for held in list(self._outputs):
+            users = [t for t in later if held in t.needs]
+            if not users or (held not in following and self._done(held)):
                 del self._outputs[held]
+            elif all(held in t.reads for t in users):
+                self._outputs[held] = _without(self._outputs[held], {f for t in users for f in t.reads[held]})
+
+
+def _without(output: Any, keep: set[str]) -> Any:
+    """``output`` (a dataclass) with its array fields outside ``keep`` emptied."""
+
+    def is_array(v: Any) -> bool:
+        return isinstance(v, np.ndarray) or (isinstance(v, dict) and bool(v)
+                                             and all(isinstance(a, np.ndarray) for a in v.values()))
+
+    drop = {f.name: {} if isinstance(getattr(output, f.name), dict) else np.empty((0,))
+            for f in dataclasses.fields(output) if f.name not in keep and is_array(getattr(output, f.name))}
+    return dataclasses.replace(output, **drop) if drop else output

@@ -61,10 +61,11 @@ class _SlabWarp:
         self.inner = ({r: np.empty(shape, np.float32) for r in (*results, "count")}
                       if interior else None)
 
-    def _masks(self, z0: int, z1: int) -> tuple[Any, Any, Any]:
-        """Observed voxels (None: all), interior voxels (None: no interior means), fixed rows."""
+    def _masks(self, z0: int, z1: int) -> tuple[Any, Any, Any, Any]:
+        """Observed voxels (None: all), interior voxels (None: none wanted, or packed in the
+        bits), fixed rows, and for the fused kernel both selections packed (:func:`selection_bits`)."""
         from litomo.preprocess import interior_mask
-        from litomo.resample import observed_mask
+        from litomo.resample import interior_bits, observed_mask, selection_bits
 
         crop = (slice(None), slice(0, self.out_yx[0]), slice(0, self.out_yx[1]))
         valid = None
@@ -73,35 +74,48 @@ class _SlabWarp:
             valid = seen if valid is None else valid & seen
         if valid is not None and valid.all():
             valid = None
-        mask, fixed_rows = None, None
+        mask, fixed_rows, bits = None, None, None
+        shape = (z1 - z0, *self.out_yx)
         if self.interior is not None:
             thr, ero = self.interior
             a, b = max(0, z0 - ero), min(self.n_raw, z1 + ero)
             halo = _rows(self.lazy[self.fixed], a, b)
             fixed_rows = halo[z0 - a : z0 - a + z1 - z0]  # read once: the mask and the fixed bins
+            if not self.cubic and ero == 1:  # the common case in one parallel pass
+                return valid, None, fixed_rows, interior_bits(halo, z0 - a, thr, shape, valid)
             mask = interior_mask(halo, thr, ero)[z0 - a : z0 - a + z1 - z0][crop]
             if valid is not None:
                 mask &= valid
-        return valid, mask, fixed_rows
+        if not self.cubic and (valid is not None or mask is not None):
+            bits = selection_bits(shape, valid, mask)  # once for all volumes of the slab
+        return valid, mask, fixed_rows, bits
 
-    def _unwarped(self, role: str, k: int, k1: int, valid: Any, mask: Any, fixed_rows: Any) -> None:
+    def _unwarped(self, role: str, k: int, k1: int, valid: Any, mask: Any, fixed_rows: Any, bits: Any) -> None:
         from litomo.preprocess import bin_masked
+        from litomo.resample import bin_selected
 
-        if valid is None and mask is None:
+        if valid is None and mask is None and bits is None:
             return
         z0, z1 = k * self.factor[0], k1 * self.factor[0]
         crop = (slice(None), slice(0, self.out_yx[0]), slice(0, self.out_yx[1]))
         rows = fixed_rows if role == self.fixed and fixed_rows is not None else _rows(self.lazy[role], z0, z1)
         block = rows[crop]
+        if bits is not None:  # both selections in one pass (it crops to the bins itself: no copy)
+            plain, inner, count = bin_selected(rows, bits, self.factor)
+            if valid is not None:
+                self.plain[role][k:k1] = plain
+            if self.inner is not None:
+                self.inner[role][k:k1], self.inner["count"][k:k1] = inner, count
+            return
         if valid is not None:
             self.plain[role][k:k1] = bin_masked(block, valid, self.factor)[0]
         if mask is not None:
             self.inner[role][k:k1], count = bin_masked(block, mask, self.factor)
             self.inner["count"][k:k1] = count
 
-    def _warped(self, role: str, k: int, k1: int, valid: Any, mask: Any, bits: Any) -> Any:
+    def _warped(self, role: str, k: int, k1: int, valid: Any, mask: Any, bits: Any, rows: Any = None) -> None:
         from litomo.preprocess import bin_array, bin_masked
-        from litomo.resample import selection_bits, warp_bin_field, warp_slab
+        from litomo.resample import warp_bin_field, warp_slab
 
         z0, z1 = k * self.factor[0], k1 * self.factor[0]
         f = self.factor
@@ -110,27 +124,43 @@ class _SlabWarp:
             self.plain[role][k:k1] = bin_array(slab, f) if valid is None else bin_masked(slab, valid, f)[0]
             if mask is not None:
                 self.inner[role][k:k1] = bin_masked(slab, mask, f)[0]
-            return bits
-        if bits is None and (valid is not None or mask is not None):
-            bits = selection_bits((z1 - z0, *self.out_yx), valid, mask)  # once for all volumes
-        got = warp_bin_field(self.lazy[role], self.fields[role], self.binned_vs, self.raw_vs, (z0, z1),
+            return
+        moving = self.lazy[role] if rows is None else rows  # rows: read ahead by prepare()
+        got = warp_bin_field(moving, self.fields[role], self.binned_vs, self.raw_vs, (z0, z1),
                              self.out_yx, f, bits=bits)
         if bits is None:
             self.plain[role][k:k1] = got
-        elif mask is None:
+        elif self.inner is None:
             self.plain[role][k:k1] = got[0]
         else:
             self.plain[role][k:k1], self.inner[role][k:k1] = got
-        return bits
 
-    def slab(self, k: int, k1: int) -> None:
-        valid, mask, fixed_rows = self._masks(k * self.factor[0], k1 * self.factor[0])
-        bits = None
+    def prepare(self, k: int, k1: int) -> tuple[Any, Any, Any, Any]:
+        """The selections of bins ``k:k1`` (and the bins of the volumes nothing moves).
+
+        Runs in a helper thread one slab ahead of :meth:`warp` (numpy releases the GIL, the
+        warp kernel too), so this serial work overlaps the parallel kernel.
+        """
+        from litomo.resample import read_moving_rows
+
+        z0, z1 = k * self.factor[0], k1 * self.factor[0]
+        valid, mask, fixed_rows, bits = self._masks(z0, z1)
+        for role in self.roles:
+            if role not in self.fields:
+                self._unwarped(role, k, k1, valid, mask, fixed_rows, bits)
+        # the moving rows too (file reads overlap the kernel as well)
+        rows = ({r: read_moving_rows(self.lazy[r], fld, self.binned_vs, self.raw_vs, (z0, z1), self.out_yx)
+                 for r, fld in self.fields.items()} if not self.cubic else {})
+        return valid, mask, bits, rows
+
+    def warp(self, k: int, k1: int, prepared: tuple[Any, Any, Any, Any]) -> None:
+        valid, mask, bits, rows = prepared
         for role in self.roles:
             if role in self.fields:
-                bits = self._warped(role, k, k1, valid, mask, bits)
-            else:
-                self._unwarped(role, k, k1, valid, mask, fixed_rows)
+                self._warped(role, k, k1, valid, mask, bits, rows.get(role))
+
+    def slab(self, k: int, k1: int) -> None:
+        self.warp(k, k1, self.prepare(k, k1))
 
 
 def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str, np.ndarray],
@@ -185,11 +215,19 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
             list(ex.map(lambda k: w.slab(k, min(k + step, nz_b)), range(0, nz_b, step)))
     else:
-        # numba-parallel inside each slab (its thread pool must not be entered twice): larger
-        # slabs, one after the other
-        step = max(slab_bins, 10)
-        for k in range(0, nz_b, step):
-            w.slab(k, min(k + step, nz_b))
+        # numba-parallel inside each slab (its thread pool must not be entered twice): slabs one
+        # after the other, each slab's selections prepared in a helper thread while the kernel
+        # warps the one before; 3 bins deep, so the two slabs in flight hold less than one
+        # 10-bin slab did
+        step = max(slab_bins, 3)
+        bounds = [(k, min(k + step, nz_b)) for k in range(0, nz_b, step)]
+        with ThreadPoolExecutor(max_workers=1) as ex:
+            ahead = ex.submit(w.prepare, *bounds[0]) if bounds else None
+            for i, (k, k1) in enumerate(bounds):
+                prepared = ahead.result()
+                if i + 1 < len(bounds):
+                    ahead = ex.submit(w.prepare, *bounds[i + 1])
+                w.warp(k, k1, prepared)
     return w.plain, w.inner
 
 
@@ -223,6 +261,8 @@ class WarpStage(StateStage):
 
     name = "warp"
     needs = ("read", "register", "reconstruct")
+    # the registration-grid volumes (192 MiB at 1024^3) are released before the warp (issue 22)
+    reads = {"read": ("map_grid", "raw_voxel_size_um")}
     output = Warped
 
     energies = "three"  # N-energy runs: litomo.workflows.limap.spectral
