@@ -60,6 +60,7 @@ def glance_limap(run: dict[str, Any], tables: dict[str, pd.DataFrame | None]) ->
     st = tables.get("states")
     out = _state_sentences(st) + _depth_sentences(tables.get("z_profile"), st)
     out += _registration_sentences(tables.get("registration"))
+    out += _deformation_sentences(tables.get("registration"))
     out += _matching_sentences(tables.get("matching"))
     bg = background_sentence(run.get("background"))
     if bg:
@@ -134,6 +135,35 @@ def _registration_sentences(reg: pd.DataFrame | None) -> list[str]:
         return [f"Registration improved NCC in all {n} pairs{worst}."]
     return [f"Registration improved NCC in {int(improved.sum())} of {n} pairs{worst}; "
             "check the pairs flagged red in the registration table."]
+
+
+def _deformation_sentences(reg: pd.DataFrame | None) -> list[str]:
+    """Where the register stage's test found a deformation between energies (issue 16).
+
+    Examples
+    --------
+    >>> reg = pd.DataFrame({"state": ["I", "I"], "moving": ["pre_edge", "edge"], "mode": ["rigid"] * 2,
+    ...                     "deformation_rms_vox": [0.03] * 2, "deformation_misfit_gain": [float("nan")] * 2})
+    >>> _deformation_sentences(reg)[0].split(":")[0]
+    'No deformation between energies shown in I (pre-edge B-spline beyond rigid'
+    """
+    if reg is None or not {"deformation_rms_vox", "moving", "mode", "state"} <= set(reg.columns):
+        return []
+    rows = reg[(reg["moving"] == "edge") & reg["deformation_rms_vox"].notna()]
+    if rows.empty:
+        return []
+    rigid = rows["mode"] == "rigid"
+    rms = rows["deformation_rms_vox"].to_numpy(float)
+    span = f"{rms.min():.2f}" if rms.min() == rms.max() else f"{rms.min():.2f}-{rms.max():.2f}"
+    out = []
+    if rigid.any():
+        names = ", ".join(str(s) for s in rows["state"][rigid])
+        out.append(f"No deformation between energies shown in {names} (pre-edge B-spline beyond rigid: "
+                   f"rms {span} registration voxels): pre-edge and edge registered rigidly there.")
+    if (~rigid).any():
+        names = ", ".join(str(s) for s in rows["state"][~rigid])
+        out.append(f"Deformation between energies in {names}: B-spline registration kept.")
+    return out
 
 
 def _matching_sentences(m: pd.DataFrame | None) -> list[str]:

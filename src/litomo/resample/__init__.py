@@ -33,6 +33,7 @@ import numpy as np
 from litomo.errors import LitomoError
 from litomo.resample import kernels
 from litomo.resample.samplers import (
+    box_mean,
     bspline_sum,
     cubic_prefilter_z,
     linear_weights,
@@ -43,7 +44,7 @@ from litomo.resample.samplers import (
     warp_slab,
 )
 
-__all__ = ["FieldGrid", "MovingRows", "bin_selected", "bspline_sum", "cubic_prefilter_z", "field_grid", "interior_bits", "linear_weights", "map_coordinates_cubic", "observed_mask", "read_moving_rows", "selection_bits", "set_threads",
+__all__ = ["FieldGrid", "MovingRows", "bin_selected", "box_mean", "bspline_sum", "cubic_prefilter_z", "field_grid", "interior_bits", "linear_weights", "map_coordinates_cubic", "observed_mask", "read_moving_rows", "selection_bits", "set_threads",
            "source_coordinates", "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["affine_rows", "axis_weight", "bin_bits_rows", "bspline3_rows", "field_bin_row", "sample_trilinear", "warp_bin_field_rows",
+__all__ = ["affine_rows", "axis_weight", "bin_bits_rows", "box_mean_rows", "bspline3_rows", "field_bin_row", "sample_trilinear", "warp_bin_field_rows",
            "warp_bin_rows", "warp_rows"]
 
 
@@ -359,3 +359,22 @@ def interior_bits_rows(halo, offset, thr, valid, use_valid, bits):  # pragma: no
                       and _above(halo, h, y - 1, x, thr) and _above(halo, h, y + 1, x, thr)
                       and _above(halo, h, y, x - 1, thr) and _above(halo, h, y, x + 1, thr))
             bits[z, y, x] = v | (2 if inside else 0)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def box_mean_rows(block, out):  # pragma: no cover - jitted
+    # 3x3x3 box mean, mode="nearest" (indices clamped): per output row, the 9 rows above and
+    # below summed first (float64), then 3 neighbours along x
+    nz, ny, nx = block.shape
+    for t in prange(nz * ny):
+        z = t // ny
+        y = t - z * ny
+        col = np.zeros(nx, np.float64)
+        for dz in range(-1, 2):
+            zz = min(max(z + dz, 0), nz - 1)
+            for dy in range(-1, 2):
+                yy = min(max(y + dy, 0), ny - 1)
+                for x in range(nx):
+                    col[x] += block[zz, yy, x]
+        for x in range(nx):
+            out[z, y, x] = (col[max(x - 1, 0)] + col[x] + col[min(x + 1, nx - 1)]) / 27.0

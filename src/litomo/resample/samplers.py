@@ -15,6 +15,7 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from litomo.errors import LitomoError
 from litomo.resample import kernels
 
 
@@ -236,3 +237,28 @@ def bspline_sum(coef: np.ndarray, coords: np.ndarray) -> np.ndarray:
     out = np.empty((coef.shape[0], uz.size), np.float64)
     kernels.bspline3_rows(coef, uz, uy, ux, out)
     return out.reshape((coef.shape[0], *u.shape[1:]))
+
+
+def box_mean(block: Any) -> np.ndarray:
+    """3x3x3 box mean of a 3D array, float32, ``mode="nearest"`` (one parallel numba pass).
+
+    What ``scipy.ndimage.uniform_filter(block, 3, mode="nearest")`` gives (to float32 rounding),
+    several times faster: scipy's filter holds the GIL and takes ~1.4 s of CPU per 41 M voxels,
+    which at 1024^3 would add ~40 s of CPU to each state's warp (issue 16).
+
+    Examples
+    --------
+    >>> b = np.zeros((3, 3, 3), np.float32); b[1, 1, 1] = 27.0
+    >>> float(box_mean(b)[1, 1, 1]), float(box_mean(b)[0, 0, 0])
+    (1.0, 1.0)
+    >>> bool(np.allclose(box_mean(b), ndimage.uniform_filter(b, 3, mode="nearest")))
+    True
+    """
+    block = np.asarray(block)
+    if block.ndim != 3:
+        raise LitomoError(f"box_mean needs a 3D array, got shape {block.shape}")
+    if block.dtype not in (np.uint16, np.float32):
+        block = block.astype(np.float32)
+    out = np.empty(block.shape, np.float32)
+    kernels.box_mean_rows(block, out)
+    return out

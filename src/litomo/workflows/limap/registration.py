@@ -10,11 +10,19 @@ depends on the Li content the map is to measure, and a B-spline free to deform a
 particle scale absorbs that contrast (issue 16). It is registered onto a *predicted* edge
 image instead (:func:`predicted_edge`), which already carries the Li contrast measured after a
 rigid-only registration, so the deformation no longer gains anything by moving Li.
+
+Even so, a B-spline of the edge image moves within-bin Li contrast at particle surfaces. The
+pre-edge image carries no Li contrast: unless its B-spline deforms it by at least
+:data:`DEFORMATION_LEVEL_VOX` beyond its rigid part (:func:`deformation_beyond_rigid`) *and*
+removes at least :data:`MISFIT_GAIN_LEVEL` of its misfit to the post-edge image
+(:func:`misfit_gain`), the data shows no deformation between energies and both moving images
+keep their rigid transforms only (docs/science.md, "Deformation test before the edge B-spline").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +34,8 @@ from litomo.manifest import StateSpec
 from litomo.workflows.limap.options import RunContext
 from litomo.workflows.limap.read import Binned
 from litomo.workflows.limap.stage import StateStage
+
+log = logging.getLogger(__name__)
 
 #: the moving volumes, each registered onto the post-edge volume
 MOVING = ("pre_edge", "edge")
@@ -40,6 +50,16 @@ EDGE_PREDICTIONS = 1
 #: phantom 3 + 3 levels (36 s) and 2 + 1 (19 s) give the pre-edge transform within 0.086 and
 #: 0.089 raw voxels rms of the truth (docs/scale.md, "Registration cost (session 7)")
 LEVELS = (2, 1)
+#: rms displacement (registration voxels, over the particles) of the pre-edge image's B-spline
+#: beyond its rigid part below which the data shows no deformation between energies. Measured
+#: (docs/science.md): undeformed forward-model suite 0.021-0.035 (elastix's noise; max 0.06-0.14),
+#: except no_background 0.62-0.68 (a pre-edge image with almost no structure, NCC 0.15); the
+#: benchmark phantom (random B-spline deformation <= 1 raw voxel per energy) 0.165-0.173
+DEFORMATION_LEVEL_VOX = 0.08
+#: share of the pre-edge image's misfit to the post-edge one (1 - NCC) that its B-spline must
+#: remove beyond its rigid part to count as a deformation. Measured: suite -1 % to +0.2 %,
+#: no_background +0.3 / +0.6 % (its B-spline fits noise), benchmark phantom 9.1 / 12.2 %
+MISFIT_GAIN_LEVEL = 0.03
 
 
 def estimate(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...],
@@ -92,6 +112,58 @@ def store_estimate(out: Registration, role: str, res: Any) -> None:
     out.translation_vox[role] = tuple(float(t * f) for t, f in zip(res.translation_vox, rf, strict=True))
     out.rotation_deg[role] = float(np.max(np.abs(res.rotation_deg)))
     out.elapsed_s[role] = out.elapsed_s.get(role, 0.0) + float(res.elapsed_s)
+
+
+def deformation_beyond_rigid(maps: Any, post: np.ndarray, threshold: float, reg_vs: tuple[float, ...],
+                              step: int = 2) -> tuple[float, float]:
+    """RMS and largest displacement of a rigid + B-spline transform beyond its rigid part.
+
+    ``maps`` ends with the B-spline map; the displacement of the whole transform minus that of
+    the maps before it, in voxels of the registration grid, over the particle voxels
+    (``post > threshold``), evaluated on every ``step``-th voxel (the field is smooth on the
+    control spacing, >= 8 voxels).
+
+    Examples
+    --------
+    >>> rigid = {"Transform": ["TranslationTransform"], "TransformParameters": ["0.5", "0", "0"],
+    ...          "FixedImageDimension": ["3"]}
+    >>> post = np.ones((8, 8, 8))
+    >>> deformation_beyond_rigid([rigid, rigid], post, 0.5, (0.5, 1.0, 1.0))  # 0.5 um in x = 0.5 voxels
+    (0.5, 0.5)
+    """
+    from litomo.register import displacement_field
+
+    shape = np.shape(post)
+    coarse = tuple(-(-n // step) for n in shape)
+    cvs = tuple(float(n * s / m) for n, s, m in zip(shape, reg_vs, coarse, strict=True))
+    d = displacement_field(maps, coarse, voxel_size_um=cvs)
+    d -= displacement_field(maps[:-1], coarse, voxel_size_um=cvs)
+    d /= np.asarray(reg_vs, np.float32).reshape(-1, *([1] * len(shape)))
+    norm = np.sqrt((d * d).sum(axis=0))[np.asarray(post)[tuple(slice(None, None, step) for _ in shape)] > threshold]
+    if norm.size == 0:
+        raise DataError("no particle voxels to measure the deformation over")
+    return float(np.sqrt(np.mean(norm.astype(np.float64) ** 2))), float(norm.max())
+
+
+def misfit_gain(grid: dict[str, np.ndarray], maps: Any, reg_vs: tuple[float, ...]) -> float:
+    """Share of the pre-edge image's misfit ``1 - NCC`` to the post-edge image that the last map
+    of ``maps`` (its B-spline) removes beyond the maps before it (its rigid part).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.random((12, 12, 12)).astype(np.float32)
+    >>> m = {"Transform": ["TranslationTransform"], "TransformParameters": ["0", "0", "0"],
+    ...      "FixedImageDimension": ["3"]}
+    >>> misfit_gain({"post_edge": img, "pre_edge": img + rng.random(img.shape)}, [m, m], (1, 1, 1))
+    0.0
+    """
+    from litomo.register import ncc
+
+    post = grid["post_edge"]
+    before = 1.0 - ncc(post, warp_cubic(grid["pre_edge"], maps[:-1], reg_vs))
+    after = 1.0 - ncc(post, warp_cubic(grid["pre_edge"], maps, reg_vs))
+    return float((before - after) / before) if before > 0 else 0.0
 
 
 def interior_threshold(post_binned: np.ndarray) -> float:
@@ -232,6 +304,14 @@ class Registration:
     separation_grid: np.ndarray
     register_factor: tuple[int, int, int]
     register_voxel_size_um: tuple[float, float, float]
+    #: the pre-edge B-spline's displacement beyond its rigid part over the particles, rms and
+    #: max, in registration voxels (:func:`deformation_beyond_rigid`; NaN when not measured)
+    deformation_vox: tuple[float, float] = (float("nan"), float("nan"))
+    #: the share of the pre-edge misfit its B-spline removed (:func:`misfit_gain`; NaN when
+    #: not measured: not needed below :data:`DEFORMATION_LEVEL_VOX`)
+    misfit_gain: float = float("nan")
+    #: the transform kept for each moving role ("rigid" when no deformation was shown)
+    role_mode: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class RegisterStage(StateStage):
@@ -249,6 +329,7 @@ class RegisterStage(StateStage):
         return {"register": ctx.do_register, "bspline": p.bspline,
                 "bspline_spacing_um": p.bspline_spacing_um, "edge_target": EDGE_TARGET,
                 "edge_predictions": EDGE_PREDICTIONS, "levels": list(LEVELS), "edge_rigid_reused": True,
+                "deformation_level_vox": DEFORMATION_LEVEL_VOX, "misfit_gain_level": MISFIT_GAIN_LEVEL,
                 "bin": tuple(np.broadcast_to(p.bin, 3).tolist())}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned) -> Registration:
@@ -279,11 +360,18 @@ class RegisterStage(StateStage):
     def _register_all(self, ctx: RunContext, state: StateSpec, grid: dict[str, np.ndarray], out: Registration,
                       params: Any, measured: np.ndarray | None = None) -> None:
         p, rf, reg_vs = ctx.manifest.processing, out.register_factor, out.register_voxel_size_um
-        store_estimate(out, "pre_edge", estimate(grid["post_edge"], grid["pre_edge"], params, reg_vs,
-                                                 fixed_mask=measured))
+        pre = estimate(grid["post_edge"], grid["pre_edge"], params, reg_vs, fixed_mask=measured)
+        store_estimate(out, "pre_edge", pre)
         ctx.report(1, len(MOVING), f"{state.name}: register")
         fixed = grid["post_edge"]
-        if p.bspline:
+        deformed = p.bspline and self._deformed(state, grid, out, pre.parameter_maps)
+        out.role_mode = dict.fromkeys(MOVING, out.mode if deformed else "rigid")
+        if p.bspline and not deformed:
+            # the edge's B-spline would move within-bin Li contrast and gain nothing (issue 16);
+            # the pre-edge's is elastix's noise: its rigid part is kept
+            out.maps["pre_edge"] = pre.parameter_maps[:-1]
+            res = estimate(fixed, grid["edge"], dataclasses.replace(params, mode="rigid"), reg_vs, fixed_mask=measured)
+        elif p.bspline:
             # map bin in registration voxels: Li contrast on coarser scales stays in the target
             sigma = 0.5 * min(b / f for b, f in zip(np.broadcast_to(p.bin, 3), rf, strict=True))
             rigid = estimate(grid["post_edge"], grid["edge"], dataclasses.replace(params, mode="rigid"),
@@ -299,6 +387,20 @@ class RegisterStage(StateStage):
             res = estimate(fixed, grid["edge"], params, reg_vs, fixed_mask=measured)
         store_estimate(out, "edge", res)
         ctx.report(2, len(MOVING), f"{state.name}: register")
+
+    @staticmethod
+    def _deformed(state: StateSpec, grid: dict[str, np.ndarray], out: Registration, maps: Any) -> bool:
+        """Does the pre-edge image's B-spline (``maps[-1]``) show a deformation between energies?"""
+        reg_vs = out.register_voxel_size_um
+        out.deformation_vox = deformation_beyond_rigid(maps, grid["post_edge"], out.threshold, reg_vs)
+        deformed = out.deformation_vox[0] >= DEFORMATION_LEVEL_VOX
+        if deformed:  # two cubic warps of the pre-edge grid: only where the displacement is large
+            out.misfit_gain = misfit_gain(grid, maps, reg_vs)
+            deformed = out.misfit_gain >= MISFIT_GAIN_LEVEL
+        log.info("state %s: pre-edge B-spline beyond rigid: rms %.3f, max %.3f registration voxels, misfit "
+                 "gain %.3f: %s", state.name, *out.deformation_vox, out.misfit_gain,
+                 "deformed" if deformed else "no deformation shown, rigid only")
+        return deformed
 
     @staticmethod
     def _edge_target(grid: dict[str, np.ndarray], out: Registration, edge_maps: Any,

@@ -30,6 +30,13 @@ from litomo.workflows.limap.stage import StateStage
 #: but would take ~9 CPU-minutes per state at 1024^3
 CUBIC_WARP_MAX_VOXELS = 512**3
 
+#: what the am_interior mask thresholds: the 3x3x3 box mean of the fixed volume
+#: (:func:`litomo.resample.box_mean`), not its voxels, which would select on their own noise: a
+#: particle voxel whose noise puts it below the threshold leaves the interior with its 6
+#: neighbours, and the interior mean of the same voxels is biased high (issue 16; docs/science.md,
+#: "Interior mask on the box mean"). A change of it invalidates stored warps.
+INTERIOR_ON = "box3_mean"
+
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +72,7 @@ class _SlabWarp:
         """Observed voxels (None: all), interior voxels (None: none wanted, or packed in the
         bits), fixed rows, and for the fused kernel both selections packed (:func:`selection_bits`)."""
         from litomo.preprocess import interior_mask
-        from litomo.resample import interior_bits, observed_mask, selection_bits
+        from litomo.resample import box_mean, interior_bits, observed_mask, selection_bits
 
         crop = (slice(None), slice(0, self.out_yx[0]), slice(0, self.out_yx[1]))
         valid = None
@@ -78,12 +85,17 @@ class _SlabWarp:
         shape = (z1 - z0, *self.out_yx)
         if self.interior is not None:
             thr, ero = self.interior
-            a, b = max(0, z0 - ero), min(self.n_raw, z1 + ero)
+            # one row beyond what the erosion reads: the box mean of those rows is then the
+            # whole volume's, whatever the slab bounds
+            a, b = max(0, z0 - ero - 1), min(self.n_raw, z1 + ero + 1)
             halo = _rows(self.lazy[self.fixed], a, b)
             fixed_rows = halo[z0 - a : z0 - a + z1 - z0]  # read once: the mask and the fixed bins
+            lo, hi = max(0, z0 - ero) - a, min(self.n_raw, z1 + ero) - a
+            smooth = box_mean(halo)[lo:hi]
+            off = z0 - a - lo
             if not self.cubic and ero == 1:  # the common case in one parallel pass
-                return valid, None, fixed_rows, interior_bits(halo, z0 - a, thr, shape, valid)
-            mask = interior_mask(halo, thr, ero)[z0 - a : z0 - a + z1 - z0][crop]
+                return valid, None, fixed_rows, interior_bits(smooth, off, thr, shape, valid)
+            mask = interior_mask(smooth, thr, ero)[off : off + z1 - z0][crop]
             if valid is not None:
                 mask &= valid
         if not self.cubic and (valid is not None or mask is not None):
@@ -269,7 +281,8 @@ class WarpStage(StateStage):
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
-        return {"map_binning": p.map_binning, "surface_erosion_vox": p.surface_erosion_vox}
+        return {"map_binning": p.map_binning, "surface_erosion_vox": p.surface_erosion_vox,
+                "interior_on": INTERIOR_ON}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned, register: Registration,
             reconstruct: Any = None) -> Warped:
@@ -296,8 +309,12 @@ class WarpStage(StateStage):
                                    ncc_after=ncc(fixed, moving), translation_vox=(0.0,) * 3,
                                    rotation_deg=0.0, elapsed_s=0.0))
                 continue
-            rows.append(qa_row(state.name, role, "post_edge", register.mode, ncc_before=ncc(fixed, moving),
-                               ncc_after=ncc(fixed, plain[role]),
+            rows.append(qa_row(state.name, role, "post_edge", register.role_mode.get(role, register.mode),
+                               ncc_before=ncc(fixed, moving), ncc_after=ncc(fixed, plain[role]),
                                translation_vox=register.translation_vox[role],
                                rotation_deg=register.rotation_deg[role], elapsed_s=register.elapsed_s[role]))
-        return Warped(plain, inner or {}, pd.DataFrame(rows))
+        qa = pd.DataFrame(rows)
+        # the deformation test that chose rigid or B-spline (registration.deformation_beyond_rigid)
+        qa["deformation_rms_vox"], qa["deformation_max_vox"] = (float(v) for v in register.deformation_vox)
+        qa["deformation_misfit_gain"] = float(register.misfit_gain)
+        return Warped(plain, inner or {}, qa)
