@@ -16,13 +16,16 @@ class _Out:
     nan_value: float
     inf_value: float
     shape: tuple[int, ...]
+    pair: tuple[float, float]
 
 
 def test_non_finite_floats_survive_the_json_record(tmp_path):
-    out = _Out(np.arange(4.0), math.nan, -math.inf, (2, 3))
+    out = _Out(np.arange(4.0), math.nan, -math.inf, (2, 3), (math.nan, 0.5))
     save_output(out, tmp_path)
     back = load_output(_Out, tmp_path)
     assert math.isnan(back.nan_value) and back.inf_value == -math.inf and back.shape == (2, 3)
+    # a tuple of floats too (the registration's deformation (rms, max), NaN when not tested)
+    assert math.isnan(back.pair[0]) and back.pair[1] == 0.5
     np.testing.assert_array_equal(np.asarray(back.a), out.a)
 
 

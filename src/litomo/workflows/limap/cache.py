@@ -128,8 +128,14 @@ def load_field(cls: type, directory: Path, name: str) -> Any:
         return pd.DataFrame(value or {})
     if ftype == "float" and (value is None or isinstance(value, str)):
         # strict JSON stored NaN as null and infinities as "inf"/"-inf" (to_jsonable)
-        return math.nan if value is None else float(value)
+        return _float(value)
+    if ftype.startswith("tuple[float") and isinstance(value, list):  # e.g. (rms, max) that may be NaN
+        return tuple(_float(v) for v in value)
     return _tuples(value) if ftype.startswith("tuple") else value
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def load_output(cls: type[T], directory: Path) -> T:
