@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -189,12 +190,31 @@ def predicted_level_ratio(composition: str, pre_ev: float, *, edge_element: str 
     return float(matrix_background(composition, [float(pre_ev)], edge_element=edge_element)[0] / jump)
 
 
+def level_and_jump(mu_pre: Any, mu_post: Any, f_post: float,
+                   reference_levels: tuple[float, float]) -> tuple[Any, Any]:
+    """Non-resonant level ``b`` and edge jump ``J`` of ``mu(E) = b f(E) + J n(E)`` per voxel or bin.
+
+    Solved exactly from the pre- and post-edge values (``f(E_pre) = 1``, ``f_post`` the law's
+    factor at the post-edge energy, ``n_pre, n_post`` the references' normalised levels); numpy
+    or dask operands.
+
+    Examples
+    --------
+    >>> b, j = level_and_jump(np.array([0.05]), np.array([0.05 * 0.9 + 0.06]), 0.9, (0.0, 1.0))
+    >>> round(float(b[0]), 6), round(float(j[0]), 6)
+    (0.05, 0.06)
+    """
+    n_pre, n_post = (float(v) for v in reference_levels)
+    det = n_post - f_post * n_pre
+    return (mu_pre * n_post - mu_post * n_pre) / det, (mu_post - f_post * mu_pre) / det
+
+
 def measured_level_ratio(mu_pre: np.ndarray, mu_post: np.ndarray, full: np.ndarray, f_post: float,
                          reference_levels: tuple[float, float]) -> float:
     """Median ``b / J`` over the bins ``full`` (active material only), solved per bin as the map does.
 
     ``b`` and ``J`` solve ``mu_pre = b + J n_pre``, ``mu_post = b f_post + J n_post``
-    (:func:`litomo.xanes.threeenergy.background_corrected_ratio`). NaN with fewer than 20 bins.
+    (:func:`level_and_jump`). NaN with fewer than 20 bins.
 
     Examples
     --------
@@ -202,14 +222,11 @@ def measured_level_ratio(mu_pre: np.ndarray, mu_post: np.ndarray, full: np.ndarr
     >>> round(measured_level_ratio(b, 0.97 * b + j, np.ones(50, bool), 0.97, (0.0, 1.0)), 3)
     0.406
     """
-    n_pre, n_post = (float(v) for v in reference_levels)
     pre, post = np.asarray(mu_pre, np.float64)[full], np.asarray(mu_post, np.float64)[full]
     ok = np.isfinite(pre) & np.isfinite(post)
     if ok.sum() < 20:
         return float("nan")
-    det = n_post - f_post * n_pre
-    b = (pre[ok] * n_post - post[ok] * n_pre) / det
-    jump = (post[ok] - f_post * pre[ok]) / det
+    b, jump = level_and_jump(pre[ok], post[ok], f_post, reference_levels)
     return float(np.median(b) / np.median(jump))
 
 

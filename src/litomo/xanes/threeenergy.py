@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from litomo.errors import DataError
+from litomo.xanes.background import level_and_jump
 from litomo.xanes.spectra import Spectrum
 
 log = logging.getLogger(__name__)
@@ -275,8 +276,7 @@ def background_corrected_ratio(
     if not abs(n_post - n_pre) > 1e-6 or not abs(det) > 1e-9:
         raise DataError(f"reference levels {reference_levels} give no edge jump")
     ok = (mu_post - mu_pre) >= jump_threshold
-    b = (mu_pre * n_post - mu_post * n_pre) / det
-    jump = (mu_post - f_post * mu_pre) / det
+    b, jump = level_and_jump(mu_pre, mu_post, f_post, (n_pre, n_post))
     safe = np.where(ok & (jump > 0), jump, 1.0)
     n_edge = (mu_edge - b * f_edge) / safe
     return np.where(ok & (jump > 0), (n_edge - n_pre) / (n_post - n_pre), np.nan)
