@@ -11,7 +11,8 @@ prints one JSON line per case, state and setting (``before`` = pre-issue-16 defa
 ``li_shrinkage = "constrained_bayes"``; ``--settings`` picks some). ``class_pp`` scores the
 class fractions the states table reports (deconvolved, of the mapped AM volume) and
 ``map_class_pp`` the map's bins counted; ``noise_var_ratio`` checks the run's predicted noise
-variance against the truth (1 = right); ``regime`` is the run's statement for the state
+variance against the truth (1 = right), ``noise_pair_ratio`` is the run's own upper bound on it
+(neighbouring full bins; the variance is scaled by it where it is below 1); ``regime`` is the run's statement for the state
 (``litomo.workflows.limap.run.regime_record``), ``near_threshold_pct`` what it reads.
 """
 
@@ -79,6 +80,7 @@ def score(name: str, work: Path, m: Any, *, rigid: bool, stages_dir: str = "stag
         s["near_threshold_pct"] = 100 * float(row.get("frac_li_near_threshold", np.nan))
         s["regime"] = regime_record(tables.states)[0][st.name]["regime"]
         s["noise_var_ratio"] = noise_check(li, f_am, f_li, int(m.processing.bin[0]))
+        s["noise_pair_ratio"] = float(row.get("li_noise_pair_ratio", np.nan))  # the run's bound (session 9)
         out[st.name] = s
     return out
 

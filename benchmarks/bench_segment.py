@@ -45,7 +45,6 @@ from scipy import ndimage
 from litomo.phases import to_canonical
 from litomo.segment.features import DEFAULT_SIGMAS, features_from_params
 from litomo.segment.forest import ForestSettings, train_forest
-from litomo.segment.forest_eval import compile_forest
 from litomo.segment.threshold import multi_otsu_labels
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "micro"
@@ -109,9 +108,9 @@ def litomo_row(grey, truth, scribbles, settings: ForestSettings, n_jobs: int, re
     f = features_from_params(grey, model.feature_params)
     rows = np.ascontiguousarray(f.reshape(f.shape[0], -1).T)
     del f
-    compiled = compile_forest(model.classifier)
+    compiled = model.compiled_forest()
     if compiled is not None:
-        _, clf_s = _cpu(lambda: compiled.predict_proba(rows, model.feature_scale), repeat)
+        _, clf_s = _cpu(lambda: compiled.predict_proba(rows), repeat)
     else:
         _, clf_s = _cpu(lambda: model.classifier.predict_proba(rows * model.feature_scale), repeat)
     return {"train_cpu_s": train_s, "predict_cpu_us": predict_s / grey.size * 1e6,

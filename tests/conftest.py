@@ -30,7 +30,7 @@ def shared_data() -> Path:
 # together. xdist's default order (most tests first) put 2-test files of 17-28 s at rank ~140 of 209.
 # Ordering only: every test runs, each file's tests keep their order and their module fixtures.
 SLOW_FILES_FIRST = (
-    "test_scheduler_cli.py",  # 61, 45 of it the first multigrid solve compiling its numba kernels
+    "test_scheduler_cli.py",  # 61, 45 of it the first multigrid solve compiling (session 9: -10)
     "test_pipeline.py",  # 60
     "test_segment_streamed.py",  # 41
     "test_limap_robust.py",  # 40

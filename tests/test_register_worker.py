@@ -75,6 +75,8 @@ def test_native_field_declines_what_it_does_not_evaluate(bspline_maps):
 
 def test_worker_gives_the_same_registration_and_one_line_errors(monkeypatch):
     monkeypatch.setenv(register_worker.ENV_SWITCH, "1")  # tests/conftest.py turns it off for the suite
+    # every array goes to the worker as a file (as 256^3 volumes do), not pickled through its pipe
+    monkeypatch.setattr(register_worker, "FILE_MIN_BYTES", 0)
     fixed, moving = _pair(20, seed=4)
     params = RegistrationParams(mode="rigid", iterations=40, resolutions=2)
     here = register_pair(fixed, moving, params=params, voxel_size_um=0.5, resample=False)
@@ -95,3 +97,25 @@ def test_worker_switched_off(monkeypatch):
     monkeypatch.setenv(register_worker.ENV_SWITCH, "0")
     with register_worker.session() as worker:
         assert worker is None and register_worker.active() is None
+
+
+def test_arrays_travel_as_files_that_are_removed_after_the_call(monkeypatch, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    seen = []
+
+    def spy(a, b, *, scale):
+        seen.append(sorted(p.name for p in tmp_path.rglob("*.npy")))
+        return (a + b) * scale
+
+    worker = register_worker.ElastixWorker.__new__(register_worker.ElastixWorker)  # no process: a thread
+    worker._pool = ThreadPoolExecutor(1)
+    big = np.arange(register_worker.FILE_MIN_BYTES // 8, dtype=np.float64)  # exactly the limit
+    out = worker.call(spy, big, np.ones(1), scale=np.float64(2.0))
+    assert seen == [["0.npy"]]  # the large array as a file, the small ones pickled
+    np.testing.assert_array_equal(out, (big + 1) * 2)
+    assert not list(tmp_path.rglob("*"))  # the temporary folder is gone

@@ -23,7 +23,7 @@ from litomo.segment.forest import (
     am_fraction_sensitivity,
     train_forest,
 )
-from litomo.segment.forest_eval import compile_forest
+from litomo.segment.forest_eval import compile_forest, fold_scale
 from litomo.segment.model_file import load_model, read_model_header
 from litomo.segment.threshold import multi_otsu_labels, otsu_mask
 
@@ -142,10 +142,13 @@ def test_numba_forest_walk_equals_sklearn_predict_proba(phantom, phantom_model):
     rows = np.ascontiguousarray(f.reshape(f.shape[0], -1).T)
     clf, scale = phantom_model.classifier, phantom_model.feature_scale
     ref = clf.predict_proba(rows * scale)
-    p = compile_forest(clf).predict_proba(rows, scale)
+    p = phantom_model.compiled_forest().predict_proba(rows)
+    np.testing.assert_array_equal(compile_forest(clf, scale).predict_proba(rows), p)
     assert p.shape == (3, grey.size) and p.dtype == np.float32
     assert np.abs(p.T - ref).max() < 1e-6
     np.testing.assert_array_equal(np.argmax(p, axis=0), np.argmax(ref, axis=1))
+    # a run shorter than the walk's 512 voxels and groups of six with leftovers
+    np.testing.assert_array_equal(compile_forest(clf, scale).predict_proba(rows[5:1006]), p[:, 5:1006])
     # whole chunk-wise prediction = scikit-learn's predict on the same features
     np.testing.assert_array_equal(phantom_model.predict(grey).ravel(), clf.predict(rows * scale))
     # tiny grey units (a phase-retrieval decrement ~1e-6): thresholds compared in float32 the same way
@@ -156,6 +159,24 @@ def test_numba_forest_walk_equals_sklearn_predict_proba(phantom, phantom_model):
     cf = compile_forest(best_first)  # None unless every tree happens to be numbered depth-first
     assert cf is None or np.abs(cf.predict_proba(rows * 1e-6).T - best_first.predict_proba(rows * 1e-6)).max() < 1e-6
     assert compile_forest(HistGradientBoostingClassifier(max_iter=2).fit(X, y)) is None
+
+
+def test_scale_folded_into_thresholds_decides_as_the_product():
+    """``x <= fold_scale(t, s)`` against the definition ``fl32(x * s) <= t`` for float32 ``x``
+    at and around every threshold (one ulp apart), with scales from 1e-7 to 1e7."""
+    rng = np.random.default_rng(0)
+    s = (10.0 ** rng.uniform(-7, 7, 2000)).astype(np.float32)
+    t = rng.normal(size=2000) * 10.0 ** rng.uniform(-6, 6, 2000)
+    t[:10] = 0.0
+    folded = fold_scale(t, s)
+    x0 = (t / s).astype(np.float32)
+    for d in range(-3, 4):
+        x = x0.copy()
+        for _ in range(abs(d)):
+            x = np.nextafter(x, np.float32(np.inf if d > 0 else -np.inf))
+        truth = (x * s).astype(np.float64) <= t
+        np.testing.assert_array_equal(x <= folded, truth)
+    assert ((np.nextafter(folded, np.float32(np.inf)) * s).astype(np.float64) > t).all()
 
 
 def test_save_load_roundtrip_and_determinism(tmp_path, phantom, phantom_model):

@@ -212,8 +212,9 @@ def test_reference_compared_slab_by_slab_equals_whole(tmp_path):
 
 def test_forest_prediction_on_a_cluster_equals_in_process(tmp_path):
     """``--scheduler``: the blocks are predicted by tasks on the dask.distributed workers (model
-    scattered once, each task writes its own chunks of the prediction store); labels and
-    probabilities equal the in-process prediction bit for bit."""
+    and compiled forest pickled and scattered once to a worker *process*, each task writes its
+    own chunks of the prediction store); labels and probabilities equal the in-process
+    prediction bit for bit."""
     from distributed import LocalCluster
 
     from litomo.workflows.execution import dask_client
@@ -225,7 +226,7 @@ def test_forest_prediction_on_a_cluster_equals_in_process(tmp_path):
     settings = SegmentSettings(voxel_size_um=1.0, sigmas=(0.7, 1.5), n_estimators=5, n_jobs=1, memory_mb=0.1)
     a = run_segment(tmp_path / "grey.tif", tmp_path / "a", settings, scribbles_path=tmp_path / "scrib.tif")
     seen = []
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster, \
             dask_client(cluster.scheduler_address):
         b = run_segment(tmp_path / "grey.tif", tmp_path / "b", settings, scribbles_path=tmp_path / "scrib.tif",
                         progress=lambda d, t, s: seen.append((s, d, t)))

@@ -94,3 +94,29 @@ def test_coarse_operator_is_galerkin():
     Ac, _ = _assembled(*(np.asarray(w, np.float64) for w in (c.wz, c.wy, c.wx, c.dirichlet)))
     # coarse levels are float32: rounding of sums of up to 8 values in [0, 1]
     np.testing.assert_allclose(Ac.toarray(), Ac_expected, rtol=0, atol=4e-6)
+
+
+def test_right_hand_side_dtype_adds_no_numba_signature():
+    """The same 0/1 right-hand side as uint8, float32 and float64 gives the same solution, and the
+    kernels compile nothing new for it (each parallel signature costs ~2-4 s in a fresh checkout)."""
+    rng = np.random.default_rng(5)
+    perc = rng.random((14, 13, 12)) < 0.7
+    ws = []
+    for d in range(3):
+        w = (perc & np.roll(perc, -1, axis=d)).astype(np.uint8)
+        sl = [slice(None)] * 3
+        sl[d] = -1
+        w[tuple(sl)] = 0
+        ws.append(w)
+    dirichlet = np.zeros(perc.shape, np.uint8)
+    dirichlet[0] = perc[0]
+    b = dirichlet.copy()
+    levels = multigrid.build_hierarchy(multigrid.Faces(*ws, dirichlet, (1.0, 1.0, 1.0, 2.0)))
+    x8, it8, rel8 = multigrid.pcg(levels, b, np.zeros(perc.shape), 1e-9, 200, b_scale=2.0)
+    kernels = [getattr(multigrid, k) for k in dir(multigrid) if hasattr(getattr(multigrid, k), "signatures")]
+    compiled = {k: len(k.signatures) for k in kernels}
+    for dtype in (np.float32, np.float64):
+        x, it, rel = multigrid.pcg(levels, b.astype(dtype), np.zeros(perc.shape), 1e-9, 200, b_scale=2.0)
+        np.testing.assert_array_equal(x, x8)
+        assert (it, rel) == (it8, rel8) and rel8 <= 1e-9
+    assert {k: len(k.signatures) for k in kernels} == compiled

@@ -174,8 +174,10 @@ def _axis_rows(center: dict[str, Any]) -> dict[str, Any]:
         return {}
     rows: dict[str, Any] = {"rotation axis (px)": round(float(center["center_px"]), 2), "axis method": center.get("method")}
     if center.get("check_method"):
-        check = center.get("opposite_px") if center["check_method"] == "opposite" else center.get("entropy_px")
-        rows["axis check"] = (f"Vo {center['vo_px']:.2f} vs {center['check_method']} {check:.2f} px: "
+        # the check may be any second method (opposite views, entropy, sharpness): check_px names its estimate
+        check = center.get("check_px", center.get("entropy_px"))
+        rows["axis check"] = (f"{center.get('method')} {float(center['center_px']):.2f} vs {center['check_method']} "
+                              f"{check:.2f} px: "
                               + ("agree" if center.get("agree") else "DISAGREE, check the figure or give --center-px"))
     if "center_stitched_px" in center:
         rows["axis in stitched sinogram (px)"] = round(float(center["center_stitched_px"]), 2)

@@ -149,7 +149,7 @@ def _cos_two_thirds_arccos_coeffs(degree: int = 12) -> np.ndarray:
 _COS23 = _cos_two_thirds_arccos_coeffs()
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def _cos23(u):  # pragma: no cover (compiled)
     t = 2.0 * u - 1.0
     acc = 0.0
@@ -158,7 +158,11 @@ def _cos23(u):  # pragma: no cover (compiled)
     return acc
 
 
-@njit(cache=True, fastmath=False)
+# inline="always" + error_model="numpy" (no ZeroDivisionError branch on det / (2 p^3), p > 0
+# there): the eigenvalue loop of a row is then one vectorised loop (4 voxels per float64
+# instruction) instead of a call per voxel; same IEEE operations, so bit-identical values.
+# Derivative kernel 0.067-0.073 -> 0.032-0.034 us/voxel per sigma (docs/benchmarks.md, session 9)
+@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def _eig3(x00, x01, x02, x11, x12, x22):  # pragma: no cover (compiled)
     # trigonometric solution of the characteristic cubic: with r = cos(3 phi), the largest
     # eigenvalue is q + 2p cos(phi) and the smallest q - 2p cos(phi') for -r (the largest of
@@ -176,7 +180,7 @@ def _eig3(x00, x01, x02, x11, x12, x22):  # pragma: no cover (compiled)
     return e_min, 3.0 * q - e_max - e_min, e_max
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, error_model="numpy")
 def _eig3_kernel(a00, a01, a02, a11, a12, a22, out):  # pragma: no cover (compiled)
     for i in range(a00.size):
         e = _eig3(np.float64(a00[i]), np.float64(a01[i]), np.float64(a02[i]), np.float64(a11[i]),
@@ -186,7 +190,7 @@ def _eig3_kernel(a00, a01, a02, a11, a12, a22, out):  # pragma: no cover (compil
         out[2, i] = e[2]
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@njit(cache=True, fastmath=False, parallel=True, error_model="numpy")
 def _derivatives_kernel(g, c, edges, hessian, mag, eig):  # pragma: no cover (compiled)
     # One pass per row instead of ~10 full-block numpy passes and their temporaries. The
     # differences are numpy's, in float32 and in the same order (first differences of g, then

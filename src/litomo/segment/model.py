@@ -93,13 +93,18 @@ class SegmentationModel:
     def halo(self) -> int:
         return feature_halo(self.feature_params["sigmas"], structure_tensor=self.feature_params["structure_tensor"])
 
+    def compiled_forest(self) -> CompiledForest | None:
+        """The random forest as litomo's numba walk evaluates it (the feature scale folded into
+        its thresholds); None for other classifiers."""
+        return compile_forest(self.classifier, getattr(self, "feature_scale", None))
+
     def _proba_block(self, f: np.ndarray, compiled: CompiledForest | None = None,
                      batch: int = 1_000_000) -> np.ndarray:
         """Class probabilities ``(C, z, y, x)`` float32 of one block's features."""
+        if compiled is not None:  # a random forest: same probabilities, scale folded into its thresholds,
+            # features read in place (no row-major copy of the block)
+            return compiled.predict_proba(f.reshape(f.shape[0], -1).T).reshape((self.classes_.size, *f.shape[1:]))
         rows = as_rows(f)
-        if compiled is not None:  # a random forest: same probabilities, no scaled copy
-            return compiled.predict_proba(rows, getattr(self, "feature_scale", None)).reshape(
-                (self.classes_.size, *f.shape[1:]))
         out = np.empty((self.classes_.size, rows.shape[0]), dtype=np.float32)
         for a in range(0, rows.shape[0], batch):  # bounds predict_proba's (n, classes) float64 buffer
             out[:, a : a + batch] = self.classifier.predict_proba(_scaled(rows[a : a + batch], self)).T
@@ -138,7 +143,7 @@ class SegmentationModel:
             log.warning("model trained on %s grey values, predicting %s: make sure the grey units match",
                         self.train_dtype, grey.dtype)
         halo = self.halo
-        compiled = compile_forest(self.classifier)
+        compiled = self.compiled_forest()
         with self._set_threads(n_jobs):
             for sl, i, n in iter_blocks(grey, self.feature_params, chunks, memory_mb,
                                          extra_features=self.classes_.size):
@@ -244,7 +249,7 @@ class SegmentationModel:
 
         check_grey(grey)
         client = default_client()
-        model, compiled = client.scatter([self, compile_forest(self.classifier)], broadcast=True)
+        model, compiled = client.scatter([self, self.compiled_forest()], broadcast=True)
         blocks = block_slices(tuple(grey.shape), block)
         futures = [client.submit(predict_block_task, model, compiled, grey, sl, store, pure=False) for sl in blocks]
         for i, fut in enumerate(as_completed(futures)):
@@ -266,7 +271,7 @@ class SegmentationModel:
             darr = darr.rechunk(chunks)
         if min(min(c) for c in darr.chunks) < halo:
             darr = darr.rechunk(tuple(max(halo, max(c)) for c in darr.chunks))
-        compiled = compile_forest(self.classifier)
+        compiled = self.compiled_forest()
 
         def block(b: np.ndarray) -> np.ndarray:
             f = features_unpadded(b.astype(np.float32), self.feature_params, crop=halo)

@@ -3,9 +3,10 @@
 * :func:`center_vo` — algotom's ``find_center_vo`` (Vo et al. 2014: Fourier metric of the
   sinogram stitched with its mirrored 180-degree continuation). Searched over the middle 70 % of
   the detector, wider than algotom's default window, which misses strongly off-centre axes.
-* :func:`center_entropy` — reconstructions over a range of trial centres scored by the
-  histogram entropy of the slice (Donath et al. 2006; tomopy's ``find_center``): the sharpest
-  (lowest-entropy) slice wins. Trial sinograms are shifted in Fourier space, not by
+* :func:`center_entropy` and the sharpness estimate (:mod:`litomo.tomo.slicemetric`) —
+  reconstructions over a range of trial centres scored by the histogram entropy of the slice
+  (Donath et al. 2006; tomopy's ``find_center``) and by its mean gradient magnitude (algotom's
+  slice-metric "sharpness"): the lowest wins. Trial sinograms are shifted in Fourier space, not by
   interpolation, so half-pixel trials are not smoothed (an interpolating shift makes the metric
   oscillate with a 1-pixel period; measured on tooth.h5). The minimum of the 0.25 px curve is
   refined by a parabola through its 5 nearest trials (sub-pixel).
@@ -14,8 +15,8 @@
   sub-pixel mirror registrations of up to 64 pairs. It needs no reconstruction and, unlike the
   entropy search, works on truncated data (a sample wider than the field of view).
 
-:func:`find_center_auto` uses the first *confident* of Vo, opposite views, entropy (a measurable
-confidence each, :class:`CenterResult`) and checks it against another one.
+:func:`find_center_auto` uses the first *confident* of Vo, opposite views, entropy, sharpness (a
+measurable confidence each, :class:`CenterResult`) and checks it against another one.
 
 Centres are in detector pixels from column 0 (pixel centres), so the detector middle is
 ``(n - 1) / 2``.
@@ -32,6 +33,12 @@ import numpy as np
 from litomo.errors import DataError
 from litomo.tomo.project import check_angles
 
+# center_sinogram and center_entropy are re-exported: their callers import them from here
+from litomo.tomo.sinogram import center_sinogram as center_sinogram
+from litomo.tomo.sinogram import sinogram_180
+from litomo.tomo.slicemetric import center_entropy as center_entropy
+from litomo.tomo.slicemetric import slice_metric_search
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +48,7 @@ log = logging.getLogger(__name__)
 VO_MIN_DEPTH = 0.03
 #: the opposite-view pairs must agree within this median absolute deviation (px) to be trusted
 OPPOSITE_MAX_SPREAD_PX = 1.0
-METHOD_ORDER = ("vo", "opposite", "entropy")
+METHOD_ORDER = ("vo", "opposite", "entropy", "sharpness")
 
 
 @dataclass
@@ -58,7 +65,7 @@ class CenterResult:
         The entropy curve (QA figure).
     opposite_px : float or None
         The opposite-view estimate (None when the scan has no views 180 degrees apart).
-    method : {"vo", "opposite", "entropy"}
+    method : {"vo", "opposite", "entropy", "sharpness"}
         The method whose centre is used: the first confident one in :data:`METHOD_ORDER`.
     vo_depth : float
         Relative rise of Vo's metric 2 px either side of its minimum (confident when
@@ -68,6 +75,10 @@ class CenterResult:
     opposite_spread_px : float or None
         Median absolute deviation of the opposite-view pairs' centres (confident when
         <= :data:`OPPOSITE_MAX_SPREAD_PX`).
+    sharpness_px : float or None
+        The minimum-sharpness (mean gradient magnitude) estimate, on the entropy search's trials.
+    sharpness_interior : bool
+        The sharpness minimum lies inside the search window (confident when True).
     agree : bool
         ``|center_px - check_px| <= tolerance_px``.
     """
@@ -83,6 +94,8 @@ class CenterResult:
     vo_depth: float = float("inf")
     entropy_interior: bool = True
     opposite_spread_px: float | None = None
+    sharpness_px: float | None = None
+    sharpness_interior: bool = False
 
     def confident(self, method: str) -> bool:
         """Whether ``method``'s estimate passed its confidence measure."""
@@ -90,11 +103,14 @@ class CenterResult:
             return bool(self.vo_depth >= VO_MIN_DEPTH)
         if method == "opposite":
             return self.opposite_px is not None and (self.opposite_spread_px or 0.0) <= OPPOSITE_MAX_SPREAD_PX
+        if method == "sharpness":
+            return self.sharpness_px is not None and bool(self.sharpness_interior)
         return bool(self.entropy_interior)
 
     def estimate(self, method: str) -> float:
         """The centre ``method`` found (``nan`` for ``"opposite"`` without opposite views)."""
-        value = {"vo": self.vo_px, "opposite": self.opposite_px, "entropy": self.entropy_px}[method]
+        value = {"vo": self.vo_px, "opposite": self.opposite_px, "entropy": self.entropy_px,
+                 "sharpness": self.sharpness_px}[method]
         return float("nan") if value is None else float(value)
 
     @property
@@ -122,59 +138,8 @@ class CenterResult:
                 "entropy_px": self.entropy_px, "opposite_px": self.opposite_px, "check_method": self.check_method,
                 "check_px": self.check_px, "difference_px": self.center_px - self.check_px, "agree": self.agree,
                 "vo_depth": self.vo_depth, "entropy_interior": self.entropy_interior,
-                "opposite_spread_px": self.opposite_spread_px}
-
-
-def center_sinogram(sino: np.ndarray, center_px: float) -> np.ndarray:
-    """Pad and shift a sinogram ``(..., n_angles, n)`` so the rotation axis is its middle column.
-
-    The output width ``2 * ceil(max(c, n - 1 - c)) + 1`` keeps every measured column (edge
-    padding outside the detector); the sub-pixel part is a Fourier shift.
-
-    Examples
-    --------
-    >>> s = np.zeros((2, 10)); s[:, 7] = 1
-    >>> c = center_sinogram(s, 7.0)
-    >>> c.shape, int(np.argmax(c[0])) == (c.shape[1] - 1) // 2
-    ((2, 15), True)
-    """
-    s = np.asarray(sino, np.float32)
-    n = s.shape[-1]
-    c = float(center_px)
-    if not (0 <= c <= n - 1):
-        raise DataError(f"--center {c:g} px is outside the detector (0 .. {n - 1})")
-    m = int(np.ceil(max(c, n - 1 - c) - 1e-9))
-    width = 2 * m + 1
-    o = m - c
-    lo = int(np.floor(o))
-    frac = o - lo
-    margin = 16
-    pad = [(0, 0)] * (s.ndim - 1) + [(lo + margin, width - n - lo + margin)]
-    padded = np.pad(s, pad, mode="edge")
-    if frac > 1e-6:
-        # Fourier shift: exact for band-limited data and, unlike spline or linear interpolation,
-        # it does not smooth the noise by an amount that depends on the fractional part, which
-        # would make image metrics oscillate with a 1-pixel period.
-        k = np.fft.rfftfreq(padded.shape[-1])
-        padded = np.fft.irfft(np.fft.rfft(padded, axis=-1) * np.exp(-2j * np.pi * k * frac),
-                              n=padded.shape[-1], axis=-1).astype(np.float32)
-    return np.ascontiguousarray(padded[..., margin : margin + width])
-
-
-def sinogram_180(sino: np.ndarray, theta_deg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The views of the first 180 degrees (sorted by angle), for methods that need exactly 180.
-
-    Examples
-    --------
-    >>> s, th = sinogram_180(np.zeros((241, 8)), np.linspace(-120, 120, 241))
-    >>> s.shape, float(th[0]), float(th[-1])
-    ((180, 8), -120.0, 59.0)
-    """
-    th = check_angles(theta_deg)
-    order = np.argsort(th, kind="stable")
-    ths = th[order]
-    keep = ths < ths[0] + 180.0 - 1e-6
-    return np.asarray(sino)[order][keep], ths[keep]
+                "opposite_spread_px": self.opposite_spread_px, "sharpness_px": self.sharpness_px,
+                "sharpness_interior": self.sharpness_interior}
 
 
 def center_vo(sino: np.ndarray, theta_deg: Any, *, search_fraction: float = 0.25, step_px: float = 0.05,
@@ -306,92 +271,6 @@ def _vo_metric(s: np.ndarray, centres: np.ndarray, ratio: float, sigma: float = 
     return out
 
 
-def _entropy(img: np.ndarray, lo: float, hi: float) -> float:
-    """Histogram entropy of a slice inside its reconstruction circle, on a fixed value range."""
-    n = img.shape[-1]
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
-    vals = img[np.hypot(yy, xx) < 0.48 * n]
-    hist, _ = np.histogram(np.clip(vals, lo, hi), bins=256, range=(lo, hi))
-    p = hist[hist > 0] / hist.sum()
-    return float(-np.sum(p * np.log(p)))
-
-
-def _entropy_curve(sino: np.ndarray, theta: np.ndarray, trials: np.ndarray) -> np.ndarray:
-    from litomo.tomo.recon import reconstruct_fbp
-
-    ref = reconstruct_fbp(center_sinogram(sino, float(np.median(trials))), theta)
-    n = ref.shape[0]
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
-    lo, hi = np.percentile(ref[np.hypot(yy, xx) < 0.48 * n], [0.5, 99.5])
-    return np.array([_entropy(reconstruct_fbp(center_sinogram(sino, c), theta), lo, hi) for c in trials])
-
-
-def center_entropy(
-    sino: np.ndarray,
-    theta_deg: Any,
-    *,
-    init: float | None = None,
-    search_px: float = 10.0,
-    step_px: float = 0.25,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Centre by minimum slice entropy, coarse (1 px on a 2x-binned sinogram) then fine.
-
-    Returns
-    -------
-    center_px : float
-    trial_px, entropy : ndarray
-        The fine search curve.
-
-    Examples
-    --------
-    >>> from scipy import ndimage
-    >>> from litomo.tomo.project import Projector2D
-    >>> th = np.linspace(0, 180, 120, endpoint=False)
-    >>> img = np.zeros((64, 64)); img[20:30, 35:50] = 1; img[40:50, 10:25] = 2
-    >>> s = ndimage.shift(Projector2D(64, th).forward(img), (0, 4.0), order=1)  # axis at 35.5
-    >>> abs(center_entropy(s, th, init=33)[0] - 35.5) <= 0.5
-    True
-    """
-    th = check_angles(theta_deg)
-    s = np.asarray(sino, np.float32)
-    if s.ndim != 2 or s.shape[0] != th.size:
-        raise DataError(f"sinogram must be (n_angles={th.size}, n), got {s.shape}")
-    n = s.shape[1]
-    init = (n - 1) / 2.0 if init is None else float(init)
-    lo_c, hi_c = max(1.0, init - search_px), min(n - 2.0, init + search_px)
-    if n >= 128:  # coarse pass on a 2x-binned detector: 4x cheaper, optimum within a pixel
-        sb = s[:, : n // 2 * 2].reshape(s.shape[0], n // 2, 2).mean(axis=2)
-        coarse = np.arange(lo_c, hi_c + 1e-9, 1.0)
-        curve = _entropy_curve(sb, th, (coarse - 0.5) / 2.0)
-        init = float(coarse[int(np.argmin(curve))])
-        lo_c, hi_c = max(1.0, init - 1.0), min(n - 2.0, init + 1.0)
-    trials = np.arange(lo_c, hi_c + 1e-9, step_px)
-    curve = _entropy_curve(s, th, trials)
-    return _parabola_minimum(trials, curve), trials, curve
-
-
-def _parabola_minimum(x: np.ndarray, y: np.ndarray, half: int = 2) -> float:
-    """Vertex of a least-squares parabola through the ``2 half + 1`` points around the minimum.
-
-    Falls back to the sampled minimum at the ends of the curve or when the fit is not convex;
-    the vertex is kept within one step of the sampled minimum.
-
-    Examples
-    --------
-    >>> x = np.arange(0.0, 3.01, 0.25)
-    >>> round(_parabola_minimum(x, (x - 1.37) ** 2), 3)
-    1.37
-    """
-    i = int(np.argmin(y))
-    if i < half or i + half >= len(x):
-        return float(x[i])
-    a, b, _ = np.polyfit(x[i - half : i + half + 1], y[i - half : i + half + 1], 2)
-    if a <= 0:
-        return float(x[i])
-    step = float(x[1] - x[0])
-    return float(np.clip(-b / (2 * a), x[i] - step, x[i] + step))
-
-
 def center_opposite(sino: np.ndarray, theta_deg: Any, *, max_pairs: int = 64,
                     max_mismatch_deg: float | None = None) -> float | None:
     """Centre from views 180 degrees apart: median of the mirror registrations of up to ``max_pairs`` pairs.
@@ -459,24 +338,28 @@ def find_center_auto(
     tolerance_px: float = 0.5,
     search_px: float = 10.0,
 ) -> CenterResult:
-    """Automatic centre: the first *confident* method of Vo, opposite views, entropy; another one checks it.
+    """Automatic centre: the first *confident* method of Vo, opposite views, entropy, sharpness; another one checks it.
 
     Each method has a measurable confidence (:class:`CenterResult`): Vo's metric must have a
     minimum deeper than :data:`VO_MIN_DEPTH` (on the dendrite sinogram it is flat and Vo reads 3 px
     low), the opposite-view pairs must agree within :data:`OPPOSITE_MAX_SPREAD_PX`, and the entropy
-    minimum must lie inside its search window (centred on Vo's estimate, ``+- search_px``; always
-    run, for the QA curve). When no method is confident Vo's value is used with a warning, and a
-    warning is also given when the used centre and its check differ by more than ``tolerance_px``.
+    and sharpness minima must lie inside their search window (centred on Vo's estimate,
+    ``+- search_px``; always run, for the QA curve). When no method is confident Vo's value is
+    used with a warning, and a warning is also given when the used centre and its check differ by
+    more than ``tolerance_px``.
     """
     vo = center_vo(sino, theta_deg)
-    ent, trials, curve = center_entropy(sino, theta_deg, init=vo, search_px=search_px)
+    search = slice_metric_search(sino, theta_deg, init=vo, search_px=search_px)
     n = np.asarray(sino).shape[1]
     lo, hi = max(1.0, vo - search_px), min(n - 2.0, vo + search_px)
     pairs = _opposite_centres(sino, theta_deg)
     opp = float(np.median(pairs)) if pairs.size else None
     spread = float(np.median(np.abs(pairs - opp))) if opp is not None else None
-    res = CenterResult(vo, vo, ent, tolerance_px, trials, curve, opp, vo_depth=vo_depth(sino, theta_deg, vo),
-                       entropy_interior=bool(lo + 1.0 <= ent <= hi - 1.0), opposite_spread_px=spread)
+    res = CenterResult(vo, vo, search.entropy_px, tolerance_px, search.trial_px, search.entropy, opp,
+                       vo_depth=vo_depth(sino, theta_deg, vo), opposite_spread_px=spread,
+                       entropy_interior=bool(lo + 1.0 <= search.entropy_px <= hi - 1.0),
+                       sharpness_px=search.sharpness_px,
+                       sharpness_interior=bool(lo + 1.0 <= search.sharpness_px <= hi - 1.0))
     confident = [m for m in METHOD_ORDER if res.confident(m)]
     if confident:
         res.method = confident[0]

@@ -15,8 +15,9 @@ its single-threaded setup, runs its V-cycles on one core and stores an assembled
 * aggregating 2x2x2 blocks with piecewise-constant interpolation gives a Galerkin coarse
   operator ``P^T A P`` that is again a 7-point stencil, whose face conductances are the sums
   of the fine faces between two blocks - the setup is a few array sums;
-* smoothing is red-black Gauss-Seidel, every kernel is a numba ``prange`` over z-planes (both
-  cores work), and the fine residual is restricted on the fly (no full-size temporary);
+* smoothing is red-black Gauss-Seidel, every kernel of the iterations is a numba ``prange`` over
+  z-planes (both cores work), and the fine residual is restricted on the fly (no full-size
+  temporary);
 * unsmoothed aggregation needs more than a V-cycle to converge independently of the grid
   size; in 3D a W-cycle costs only ~1.33x a V-cycle (the coarse grids are 8x smaller), and
   it is a fixed symmetric operator, so the outer conjugate gradients stay plain CG.
@@ -26,6 +27,12 @@ direction ``p``) is float32; the iterate ``x``, the residual ``r`` and every dot
 float64, and ``A p`` is recomputed from ``p`` in float64 instead of being stored, so ``r``
 stays the residual of ``x`` to float64 rounding (measured: the same tau and iteration counts
 as the all-float64 solver, see docs/science.md). Memory: ~30 bytes per voxel in all.
+
+Compilation: each ``parallel=True`` signature costs ~1.5-4 s of numba compilation in a fresh
+checkout (the test suite's largest fixed cost), so the kernels see as few dtype combinations as
+the solver allows: the right-hand side never enters numba (:func:`_scaled_rhs`), the two
+kernels run once per level or solve (:func:`_coarsen_faces`, :func:`_flux_magnitude`) are
+serial.
 
 Cells whose diagonal is zero (solid, or not connected to both Dirichlet faces) are not
 unknowns: every kernel leaves them at zero. Periodic faces wrap (``w[-1]`` is the wrap face);
@@ -81,6 +88,8 @@ class Faces:
 # ---------------------------------------------------------------------------
 
 
+# inline="always" (into numba's IR): as an ordinary numba call it compiled ~40 % faster in the
+# kernels calling it, but the 256^3 solve took ~15 % more CPU (measured, session 9)
 @njit(inline="always")
 def _cell(x, wz, wy, wx, dr, gz, gy, gx, gd, k, j, i, km, kp, jm, jp, nx):  # pragma: no cover
     """``(diagonal, off-diagonal sum of x)`` of cell (k, j, i)."""
@@ -96,18 +105,40 @@ def _cell(x, wz, wy, wx, dr, gz, gy, gx, gd, k, j, i, km, kp, jm, jp, nx):  # pr
 
 
 @njit(parallel=True, cache=True)
-def _residual(b, bs, x, wz, wy, wx, dr, gz, gy, gx, gd, out):  # pragma: no cover - numba
-    """``out = bs * b - A x`` on the unknowns, 0 elsewhere."""
+def _residual(x, wz, wy, wx, dr, gz, gy, gx, gd, out):  # pragma: no cover - numba
+    """``out -= A x`` on the unknowns, 0 elsewhere (``out`` holds the scaled right-hand side on
+    entry, see :func:`_scaled_rhs`); returns ``||out||^2``."""
     nz, ny, nx = x.shape
+    s = 0.0
     for k in prange(nz):
         km = k - 1 if k > 0 else nz - 1
         kp = k + 1 if k < nz - 1 else 0
+        t = 0.0
         for j in range(ny):
             jm = j - 1 if j > 0 else ny - 1
             jp = j + 1 if j < ny - 1 else 0
             for i in range(nx):
                 d, off = _cell(x, wz, wy, wx, dr, gz, gy, gx, gd, k, j, i, km, kp, jm, jp, nx)
-                out[k, j, i] = bs * b[k, j, i] - (d * x[k, j, i] - off) if d > 0 else 0.0
+                rv = out[k, j, i] - (d * x[k, j, i] - off) if d > 0 else 0.0
+                out[k, j, i] = rv
+                t += rv * rv
+        s += t
+    return s
+
+
+def _scaled_rhs(b: np.ndarray, b_scale: float, out: np.ndarray) -> float:
+    """``out = b_scale * b`` in float64, plane by plane; returns ``||out||^2``.
+
+    In numpy rather than inside :func:`_residual`, so the numba kernels never see ``b``: its
+    dtype (uint8 0/1 for the diffusion grid, float64 for the electrode, float32 for multiphase
+    fields) would otherwise add one compiled signature each (~2-4 s of numba compilation per
+    signature in a fresh checkout). One plane at a time: no full-size temporary.
+    """
+    s = 0.0
+    for k in range(b.shape[0]):
+        np.multiply(b[k], b_scale, out=out[k], dtype=np.float64)
+        s += float(np.vdot(out[k], out[k]))
+    return s
 
 
 @njit(parallel=True, cache=True)
@@ -222,7 +253,7 @@ def _prolong_add(e, fz, fy, fx, x, wz, wy, wx, dr):  # pragma: no cover - numba
                     x[k, j, i] += e[kc, jc, i // fx]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)  # serial: once per level; parallel=True cost ~2 s more compilation per signature
 def _coarsen_faces(wz, wy, wx, dr, gz, gy, gx, gd, fz, fy, fx, cwz, cwy, cwx, cdir):  # pragma: no cover
     """Galerkin coarse stencil: sums of the fine faces between blocks, and of Dirichlet terms."""
     nz, ny, nx = dr.shape
@@ -382,10 +413,9 @@ def pcg(
     every iteration. Returns ``(x, iterations, relative residual ||b - A x|| / ||b||)``.
     """
     fine = levels[0].faces.args
-    bnorm = abs(b_scale) * math.sqrt(_dot(b, b)) or 1.0
     r = np.empty(x.shape, np.float64)
-    _residual(b, float(b_scale), x, *fine, r)
-    rr = _dot(r, r)
+    bnorm = math.sqrt(_scaled_rhs(b, float(b_scale), r)) or 1.0
+    rr = _residual(x, *fine, r)
     z = np.zeros(x.shape, np.float32)
     p = np.zeros(x.shape, np.float32)
     rz_old = 1.0
@@ -406,11 +436,12 @@ def pcg(
         if callback is not None:
             callback(it, math.sqrt(rr) / bnorm)
     del z, p
-    _residual(b, float(b_scale), x, *fine, r)
-    return x, it, math.sqrt(_dot(r, r)) / bnorm
+    _scaled_rhs(b, float(b_scale), r)
+    return x, it, math.sqrt(_residual(x, *fine, r)) / bnorm
 
 
-@njit(parallel=True, cache=True)
+# serial: once per solve (~0.2 s at 256^3); saves ~2 s of compilation per signature
+@njit(cache=True)
 def _flux_magnitude(c, wz, wy, wx, dr, gz, gy, gx, gd, axis, az, ay, ax, out):  # pragma: no cover
     nz, ny, nx = c.shape
     n_axis = c.shape[axis]

@@ -70,6 +70,10 @@ class StageTiming:
     cpu_s: float
     #: the process's peak resident memory so far (high-water mark, MiB)
     peak_rss_mib: float
+    #: wall seconds the stage's work had been running before the stage itself began (started
+    #: early in another process beside the stages before it: :meth:`StateStage.start`); its
+    #: ``wall_s`` is then what was left, mostly the wait for that work
+    started_early_s: float = 0.0
 
 
 @dataclass

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from litomo.errors import DataError
+from litomo.errors import DataError, LitomoError
 from litomo.manifest import StateSpec
+from litomo.workflows.limap.edge_target import predicted_edge, warp_cubic
 from litomo.workflows.limap.options import RunContext
 from litomo.workflows.limap.read import Binned
 from litomo.workflows.limap.stage import StateStage
@@ -60,6 +61,12 @@ DEFORMATION_LEVEL_VOX = 0.08
 #: remove beyond its rigid part to count as a deformation. Measured: suite -1 % to +0.2 %,
 #: no_background +0.3 / +0.6 % (its B-spline fits noise), benchmark phantom 9.1 / 12.2 %
 MISFIT_GAIN_LEVEL = 0.03
+#: samples of elastix's B-spline step-size estimate (``NumberOfJacobianMeasurements``; litomo's
+#: general default 8192). Its memory grows with the B-spline parameter count: 4.5 um control
+#: spacing is 9 voxels of the 1024^3 state's 256^3 grid, 98 304 parameters, and the elastix
+#: worker peaked at 1570 MiB, 1487 MiB with 2048. Truth rms (raw voxels, pre-edge / edge): 1024^3
+#: 0.196 / 0.302 -> 0.187 / 0.296; 512^3 0.0885 / 0.1672 -> 0.0881 / 0.1670 (docs/scale.md, session 9)
+JACOBIAN_MEASUREMENTS = 2048
 
 
 def estimate(fixed: np.ndarray, moving: np.ndarray, params: Any, reg_vs: tuple[float, ...],
@@ -145,9 +152,12 @@ def deformation_beyond_rigid(maps: Any, post: np.ndarray, threshold: float, reg_
     return float(np.sqrt(np.mean(norm.astype(np.float64) ** 2))), float(norm.max())
 
 
-def misfit_gain(grid: dict[str, np.ndarray], maps: Any, reg_vs: tuple[float, ...]) -> float:
+def misfit_gain(grid: dict[str, np.ndarray], maps: Any, reg_vs: tuple[float, ...], *,
+                moved: np.ndarray | None = None) -> float:
     """Share of the pre-edge image's misfit ``1 - NCC`` to the post-edge image that the last map
     of ``maps`` (its B-spline) removes beyond the maps before it (its rigid part).
+
+    ``moved``: the pre-edge image already warped by ``maps`` (:func:`warp_cubic`), if at hand.
 
     Examples
     --------
@@ -162,7 +172,7 @@ def misfit_gain(grid: dict[str, np.ndarray], maps: Any, reg_vs: tuple[float, ...
 
     post = grid["post_edge"]
     before = 1.0 - ncc(post, warp_cubic(grid["pre_edge"], maps[:-1], reg_vs))
-    after = 1.0 - ncc(post, warp_cubic(grid["pre_edge"], maps, reg_vs))
+    after = 1.0 - ncc(post, warp_cubic(grid["pre_edge"], maps, reg_vs) if moved is None else moved)
     return float((before - after) / before) if before > 0 else 0.0
 
 
@@ -186,105 +196,6 @@ def interior_threshold(post_binned: np.ndarray) -> float:
     if vals.size < 2 or np.ptp(vals) == 0:
         raise DataError("the post-edge volume is constant: no particles to map")
     return float(threshold_otsu(vals, nbins=512))
-
-
-def predicted_edge(pre: np.ndarray, edge: np.ndarray, post: np.ndarray, interior: np.ndarray,
-                   sigma_vox: float) -> np.ndarray:
-    """The edge image the pre- and post-edge images predict, with the edge's own Li contrast.
-
-    At each voxel the edge attenuation lies between pre- and post-edge ones,
-    ``edge = pre + r * (post - pre)``, with the edge fraction ``r`` set by the Li content. ``r``
-    is estimated as a ratio of Gaussian-smoothed sums, ``G(edge - pre) / G(post - pre)``: a
-    jump-weighted mean, so the Ni-bearing particles dominate it at their partial-volume
-    surfaces too, and noise in ``post - pre`` does not bias it as a mean of per-voxel ratios
-    would. Where the smoothed jump is small (pores, binder: no Ni, nothing to predict) the
-    state's mean fraction over ``interior`` is used. The prediction ``pre + r_s * (post - pre)``
-    keeps the Li contrast on scales above ``sigma_vox``, so a B-spline registration of the
-    measured edge image onto it is not rewarded for moving Li between particles, shells and
-    cores; what remains below ``sigma_vox`` moves Li only inside a map bin.
-
-    Parameters
-    ----------
-    pre, edge, post : numpy.ndarray
-        Pre-edge, edge and post-edge images on one grid (pre-edge already registered; edge
-        registered at least rigidly).
-    interior : numpy.ndarray of bool
-        Active-material voxels (post-edge above :func:`interior_threshold`).
-    sigma_vox : float
-        Gaussian sigma of the smoothing of ``r``, in voxels of the grid.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 predicted edge image.
-
-    Examples
-    --------
-    >>> pre = np.ones((8, 8, 8)); post = 3 * pre; inside = np.ones((8, 8, 8), bool)
-    >>> edge = pre + 0.25 * (post - pre)
-    >>> bool(np.allclose(predicted_edge(pre, edge, post, inside, 1.0), 1.5))
-    True
-    """
-    from scipy import ndimage as ndi
-
-    inside = np.asarray(interior, bool)
-    if not inside.any():
-        raise DataError("no particle voxels to predict the edge image from")
-    # float32 in place (scipy's filters accumulate in float64; sums below too): at a 256^3 grid
-    # each temporary is 64 MiB, and the float64 version took ~500 MiB more (issue 22)
-    pre = np.asarray(pre, np.float32)
-    jump = np.subtract(post, pre, dtype=np.float32)
-    num = np.subtract(edge, pre, dtype=np.float32)  # the rise, then its smoothed sum
-    r_mean = num[inside].sum(dtype=np.float64) / jump[inside].sum(dtype=np.float64)
-    jump_mean = jump[inside].mean(dtype=np.float64)
-    num = ndi.gaussian_filter(num, sigma_vox, output=num)
-    den = ndi.gaussian_filter(jump, sigma_vox)
-    ok = den > 0.25 * jump_mean
-    r = np.divide(num, den, out=num, where=ok)  # the edge fraction r, in num's memory
-    r[~ok] = r_mean
-    del den, ok
-    r *= jump
-    r += pre
-    return r
-
-
-def warp_cubic(volume: np.ndarray, maps: Any, voxel_size_um: tuple[float, ...], *, field_step_vox: int = 4,
-               slab: int = 16) -> np.ndarray:
-    """``volume`` resampled through the transform ``maps`` onto its own grid (cubic B-spline).
-
-    What transformix's order-3 resampling gives, without itk: the displacement is evaluated with
-    numpy (:func:`litomo.register.displacement_field`) on a grid ``field_step_vox`` times coarser
-    and upsampled linearly (exact for the rigid part; the B-spline part varies on the control
-    spacing, >= 8 voxels, so the linear error is a few thousandths of a voxel), then sampled
-    by :func:`litomo.resample.map_coordinates_cubic`. Points mapped outside take the nearest edge
-    value (transformix: a fill value); this feeds only a registration target. 256^3: 5.4 s of CPU
-    per volume where transformix took 18.3 s (its first call; issue 22). ``slab`` z-planes at a
-    time: the float64 source coordinates of a slab are its largest temporary (16 planes: 24 MiB at
-    256^2; the edge target's peak went +492 -> +323 MiB from 64 to 16 planes, same output and CPU).
-
-    Examples
-    --------
-    >>> m = {"Transform": ["TranslationTransform"], "TransformParameters": ["1", "0", "0"],
-    ...      "FixedImageDimension": ["3"]}
-    >>> v = np.arange(6.0)[None, None, :] * np.ones((6, 6, 1))
-    >>> warp_cubic(v, [m], (1.0, 1.0, 1.0))[0, 0, :5].tolist()  # content shifted by +1 in x
-    [1.0, 2.0, 3.0, 4.0, 5.0]
-    """
-    from litomo.register import displacement_field
-    from litomo.resample import cubic_prefilter_z, map_coordinates_cubic, source_coordinates
-
-    vol = np.asarray(volume, np.float32)
-    shape, vs = vol.shape, np.asarray(voxel_size_um, float)
-    fshape = tuple(max(2, -(-n // field_step_vox)) for n in shape)
-    fvs = tuple(float(n * s / m) for n, s, m in zip(shape, vs, fshape, strict=True))
-    field = displacement_field(maps, fshape, voxel_size_um=fvs)
-    coef_z = cubic_prefilter_z(vol)  # once for the whole volume, not once per slab
-    out = np.empty(shape, np.float32)
-    for z0 in range(0, shape[0], slab):
-        z1 = min(shape[0], z0 + slab)
-        src = source_coordinates(field, fvs, vs, (z0, z1), shape[1:])
-        out[z0:z1] = map_coordinates_cubic(vol, src, coef_z=coef_z)
-    return out
 
 
 @dataclass
@@ -314,6 +225,52 @@ class Registration:
     role_mode: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+@dataclass
+class EstimationSetup:
+    """What every estimate of :class:`RegisterStage` reads."""
+
+    #: the registration grid of each role, unmeasured (NaN) bins filled (:func:`filled_grid`)
+    grid: dict[str, np.ndarray]
+    #: elastix's fixed mask of measured bins (None: every bin measured)
+    measured: np.ndarray | None
+    #: :class:`litomo.register.RegistrationParams` of the pre-edge estimate
+    params: Any
+    register_voxel_size_um: tuple[float, float, float]
+
+
+class FirstEstimates:
+    """The two estimates that need no other: pre-edge onto post-edge (rigid [+ B-spline]) and edge
+    onto post-edge (rigid; the same estimate whichever way the edge image is then registered).
+
+    Begun in the elastix worker by :meth:`RegisterStage.start` (``futures``), else computed here
+    when :meth:`get` asks for them.
+    """
+
+    def __init__(self, setup: EstimationSetup, futures: dict[str, Any] | None = None):
+        self.setup, self._futures = setup, dict(futures or {})
+
+    def get(self, which: str) -> Any:
+        """The estimate ``"pre_edge"`` or ``"edge_rigid"`` (waits for the worker when begun there)."""
+        if which in self._futures:
+            return self._futures.pop(which).result()
+        return _first_estimate(self.setup, which)
+
+
+def _first_estimate(setup: EstimationSetup, which: str, worker: Any = None) -> Any:
+    if worker is not None:
+        # the volumes go to the worker once it has loaded itk: sent earlier, they would wait in
+        # this process (128 MiB at a 256^3 grid) while it separates the particles
+        worker.wait_ready()
+        from litomo import register_worker
+
+        if register_worker.active() is not worker:  # the run stopped (an error) and closed the worker:
+            raise LitomoError("the registration begun early was cancelled")  # not elastix in this process
+    g, params = setup.grid, setup.params
+    if which == "edge_rigid":
+        g, params = {**g, "pre_edge": g["edge"]}, dataclasses.replace(params, mode="rigid")
+    return estimate(g["post_edge"], g["pre_edge"], params, setup.register_voxel_size_um, fixed_mask=setup.measured)
+
+
 class RegisterStage(StateStage):
     """Register pre-edge and edge onto post-edge on the registration grid (itk-elastix)."""
 
@@ -330,23 +287,55 @@ class RegisterStage(StateStage):
                 "bspline_spacing_um": p.bspline_spacing_um, "edge_target": EDGE_TARGET,
                 "edge_predictions": EDGE_PREDICTIONS, "levels": list(LEVELS), "edge_rigid_reused": True,
                 "deformation_level_vox": DEFORMATION_LEVEL_VOX, "misfit_gain_level": MISFIT_GAIN_LEVEL,
-                "bin": tuple(np.broadcast_to(p.bin, 3).tolist())}
+                "jacobian_measurements": JACOBIAN_MEASUREMENTS, "bin": tuple(np.broadcast_to(p.bin, 3).tolist())}
 
-    def run(self, ctx: RunContext, state: StateSpec, *, read: Binned) -> Registration:
+    @staticmethod
+    def setup(ctx: RunContext, read: Binned) -> EstimationSetup:
+        """Grid, mask, elastix parameters and voxel size of the estimates (checks the B-spline spacing)."""
         from litomo.manifest import check_bspline_spacing
         from litomo.register import RegistrationParams
 
         p = ctx.manifest.processing
-        mode = "rigid+bspline" if p.bspline else "rigid"
-        rf = read.register_factor
-        reg_vs = tuple(s * f for s, f in zip(read.raw_voxel_size_um, rf, strict=True))
+        reg_vs = tuple(s * f for s, f in zip(read.raw_voxel_size_um, read.register_factor, strict=True))
         if p.bspline and ctx.do_register:  # too fine a grid hangs or crashes elastix (issue #20)
             check_bspline_spacing(p.bspline_spacing_um, reg_vs)
-        params = RegistrationParams(mode=mode, spatial_samples=8192, resolutions=LEVELS[0], bspline_resolutions=LEVELS[1],
-                                    bspline_grid_spacing_vox=p.bspline_spacing_um / min(reg_vs))
+        params = RegistrationParams(mode="rigid+bspline" if p.bspline else "rigid", spatial_samples=8192,
+                                    resolutions=LEVELS[0], bspline_resolutions=LEVELS[1],
+                                    bspline_grid_spacing_vox=p.bspline_spacing_um / min(reg_vs),
+                                    jacobian_measurements=JACOBIAN_MEASUREMENTS)
         grid, measured = filled_grid(read.reg_grid)
-        out = Registration(mode if ctx.do_register else "none", {}, {}, {}, {},
-                           interior_threshold(grid["post_edge"]), grid["post_edge"], rf, reg_vs)
+        return EstimationSetup(grid, measured, params, reg_vs)
+
+    def start(self, ctx: RunContext, state: StateSpec, *, read: Binned) -> FirstEstimates | None:
+        """Hand the :class:`FirstEstimates` to the elastix worker now, so that they run while this
+        process separates the particles (issue 22); None without a worker (in-process elastix holds
+        the GIL: nothing would overlap)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from litomo import register_worker
+
+        worker = register_worker.active()
+        # a subclass with its own run() (the N-energy stage) has other estimates
+        if worker is None or not ctx.do_register or type(self).run is not RegisterStage.run:
+            return None
+        try:
+            setup = self.setup(ctx, read)
+        except LitomoError:
+            return None  # raised again by run(), as this stage's error
+        # one thread, the two estimates in turn: the worker takes one call at a time
+        pool = ThreadPoolExecutor(1, thread_name_prefix="litomo-register")
+        futures = {w: pool.submit(_first_estimate, setup, w, worker) for w in ("pre_edge", "edge_rigid")}
+        pool.shutdown(wait=False)
+        return FirstEstimates(setup, futures)
+
+    def run(self, ctx: RunContext, state: StateSpec, *, read: Binned,
+            started: FirstEstimates | None = None) -> Registration:
+        first = started or FirstEstimates(self.setup(ctx, read))
+        setup = first.setup
+        mode = "rigid+bspline" if ctx.manifest.processing.bspline else "rigid"
+        post = setup.grid["post_edge"]
+        out = Registration(mode if ctx.do_register else "none", {}, {}, {}, {}, interior_threshold(post), post,
+                           read.register_factor, setup.register_voxel_size_um)
         if not ctx.do_register:
             ctx.report(len(MOVING), len(MOVING), f"{state.name}: register")
             return out
@@ -354,48 +343,51 @@ class RegisterStage(StateStage):
 
         # elastix in a worker process: its itk import and working memory leave with it
         with register_worker.session():
-            self._register_all(ctx, state, grid, out, params, measured)
+            self._register_all(ctx, state, first, out)
         return out
 
-    def _register_all(self, ctx: RunContext, state: StateSpec, grid: dict[str, np.ndarray], out: Registration,
-                      params: Any, measured: np.ndarray | None = None) -> None:
-        p, rf, reg_vs = ctx.manifest.processing, out.register_factor, out.register_voxel_size_um
-        pre = estimate(grid["post_edge"], grid["pre_edge"], params, reg_vs, fixed_mask=measured)
+    def _register_all(self, ctx: RunContext, state: StateSpec, first: FirstEstimates, out: Registration) -> None:
+        p, rf = ctx.manifest.processing, out.register_factor
+        grid, reg_vs, measured = first.setup.grid, out.register_voxel_size_um, first.setup.measured
+        pre = first.get("pre_edge")
         store_estimate(out, "pre_edge", pre)
         ctx.report(1, len(MOVING), f"{state.name}: register")
-        fixed = grid["post_edge"]
-        deformed = p.bspline and self._deformed(state, grid, out, pre.parameter_maps)
+        moved: dict[str, np.ndarray] = {}  # the pre-edge image through its whole transform, warped once
+        deformed = p.bspline and self._deformed(state, grid, out, pre.parameter_maps, moved)
         out.role_mode = dict.fromkeys(MOVING, out.mode if deformed else "rigid")
+        # the edge's rigid estimate (begun in the worker meanwhile, when there is one)
+        res = rigid = first.get("edge_rigid")
         if p.bspline and not deformed:
             # the edge's B-spline would move within-bin Li contrast and gain nothing (issue 16);
             # the pre-edge's is elastix's noise: its rigid part is kept
             out.maps["pre_edge"] = pre.parameter_maps[:-1]
-            res = estimate(fixed, grid["edge"], dataclasses.replace(params, mode="rigid"), reg_vs, fixed_mask=measured)
         elif p.bspline:
             # map bin in registration voxels: Li contrast on coarser scales stays in the target
             sigma = 0.5 * min(b / f for b, f in zip(np.broadcast_to(p.bin, 3), rf, strict=True))
-            rigid = estimate(grid["post_edge"], grid["edge"], dataclasses.replace(params, mode="rigid"),
-                             reg_vs, fixed_mask=measured).parameter_maps
-            # the B-spline onto the target starts from this rigid transform: no second rigid stage
-            bspline = dataclasses.replace(params, mode="bspline", resolutions=LEVELS[1])
-            edge_maps = rigid
+            # the B-spline onto the target starts from the rigid transform: no second rigid stage
+            bspline = dataclasses.replace(first.setup.params, mode="bspline", resolutions=LEVELS[1])
+            edge_maps = rigid.parameter_maps
             for _ in range(EDGE_PREDICTIONS):
-                fixed = self._edge_target(grid, out, edge_maps, reg_vs, max(sigma, 1.0))
-                res = estimate(fixed, grid["edge"], bspline, reg_vs, initial_maps=rigid, fixed_mask=measured)
+                target = self._edge_target(grid, out, edge_maps, reg_vs, max(sigma, 1.0), moved)
+                res = estimate(target, grid["edge"], bspline, reg_vs, initial_maps=rigid.parameter_maps,
+                               fixed_mask=measured)
                 edge_maps = res.parameter_maps
-        else:
-            res = estimate(fixed, grid["edge"], params, reg_vs, fixed_mask=measured)
         store_estimate(out, "edge", res)
         ctx.report(2, len(MOVING), f"{state.name}: register")
 
     @staticmethod
-    def _deformed(state: StateSpec, grid: dict[str, np.ndarray], out: Registration, maps: Any) -> bool:
-        """Does the pre-edge image's B-spline (``maps[-1]``) show a deformation between energies?"""
+    def _deformed(state: StateSpec, grid: dict[str, np.ndarray], out: Registration, maps: Any,
+                  moved: dict[str, np.ndarray]) -> bool:
+        """Does the pre-edge image's B-spline (``maps[-1]``) show a deformation between energies?
+
+        ``moved`` receives the pre-edge image warped by ``maps`` when computed (the edge target's too).
+        """
         reg_vs = out.register_voxel_size_um
         out.deformation_vox = deformation_beyond_rigid(maps, grid["post_edge"], out.threshold, reg_vs)
         deformed = out.deformation_vox[0] >= DEFORMATION_LEVEL_VOX
         if deformed:  # two cubic warps of the pre-edge grid: only where the displacement is large
-            out.misfit_gain = misfit_gain(grid, maps, reg_vs)
+            moved["pre_edge"] = warp_cubic(grid["pre_edge"], maps, reg_vs)
+            out.misfit_gain = misfit_gain(grid, maps, reg_vs, moved=moved["pre_edge"])
             deformed = out.misfit_gain >= MISFIT_GAIN_LEVEL
         log.info("state %s: pre-edge B-spline beyond rigid: rms %.3f, max %.3f registration voxels, misfit "
                  "gain %.3f: %s", state.name, *out.deformation_vox, out.misfit_gain,
@@ -404,9 +396,14 @@ class RegisterStage(StateStage):
 
     @staticmethod
     def _edge_target(grid: dict[str, np.ndarray], out: Registration, edge_maps: Any,
-                     reg_vs: tuple[float, ...], sigma_vox: float) -> np.ndarray:
-        """:func:`predicted_edge` from the registered pre-edge and the edge registered by ``edge_maps``."""
-        moved = {role: warp_cubic(grid[role], maps, reg_vs)
-                 for role, maps in (("pre_edge", out.maps["pre_edge"]), ("edge", edge_maps))}
+                     reg_vs: tuple[float, ...], sigma_vox: float, moved_pre: dict[str, np.ndarray]) -> np.ndarray:
+        """:func:`predicted_edge` from the registered pre-edge and the edge registered by ``edge_maps``.
+
+        ``moved_pre``: the pre-edge image already warped by its transform, if the deformation test
+        warped it (the same resampling: not done twice).
+        """
+        moved = {"pre_edge": moved_pre.get("pre_edge"), "edge": warp_cubic(grid["edge"], edge_maps, reg_vs)}
+        if moved["pre_edge"] is None:
+            moved["pre_edge"] = warp_cubic(grid["pre_edge"], out.maps["pre_edge"], reg_vs)
         post = grid["post_edge"]
         return predicted_edge(moved["pre_edge"], moved["edge"], post, post > out.threshold, sigma_vox)

@@ -56,6 +56,17 @@ class StateStage:
             return True
         return ctx.manifest.three_energy == (self.energies == "three")
 
+    def start(self, ctx: RunContext, state: StateSpec, **inputs: Any) -> Any:
+        """Begin work that needs only the outputs of :attr:`needs`, before the stages ahead of this one run.
+
+        Called once the needed outputs exist, and only when this stage's output is not stored
+        (a resumed run starts nothing it has). What it returns reaches :meth:`run` as the keyword
+        ``started`` (None: nothing was started, and :meth:`run` gets no ``started``). For work
+        handed to another process (issue 22: the elastix worker registers while this process
+        separates the particles); it must not change the stage's output.
+        """
+        return None
+
     def run(self, ctx: RunContext, state: StateSpec, **inputs: Any) -> Any:
         raise NotImplementedError
 
@@ -72,12 +83,12 @@ def peak_rss_children_mib() -> float:
 
 
 @contextlib.contextmanager
-def measured(stage: str, state: str, ran: bool, sink: list[StageTiming]) -> Iterator[None]:
+def measured(stage: str, state: str, ran: bool, sink: list[StageTiming], started_early_s: float = 0.0) -> Iterator[None]:
     """Append the wall time, CPU time (all threads of this process) and peak RSS of the block."""
     w0, c0 = time.perf_counter(), time.process_time()
     yield
     sink.append(StageTiming(stage, state, ran, time.perf_counter() - w0, time.process_time() - c0,
-                            peak_rss_mib()))
+                            peak_rss_mib(), started_early_s))
 
 
 class StateRunner:
@@ -100,6 +111,8 @@ class StateRunner:
         self._keys: dict[str, str] = {}
         self._outputs: dict[str, Any] = {}
         self._timed: set[str] = set()
+        #: stages begun early (:meth:`StateStage.start`): their handle and when they began
+        self._started: dict[str, tuple[Any, float]] = {}
 
     def key(self, name: str) -> str:
         """The resume key of stage ``name`` (hash of its parameters and its inputs' keys)."""
@@ -134,14 +147,30 @@ class StateRunner:
         self._timed.add(name)
         self._outputs[name] = out
         self._finished(name)
+        self._start_ready()
         return out
+
+    def _start_ready(self) -> None:
+        """Begin every stage that can start early (:meth:`StateStage.start`) and whose needs now exist."""
+        for s in self.order:
+            if (s.name in self._started or s.name in self._outputs or type(s).start is StateStage.start
+                    or not all(n in self._outputs for n in s.needs if n in self.stages)
+                    or not self.needs_run(s.name)):
+                continue
+            handle = s.start(self.ctx, self.state, **{n: self._outputs[n] for n in s.needs if n in self.stages})
+            self._started[s.name] = (handle, time.perf_counter())
 
     def _compute(self, name: str, inputs: dict[str, Any], pending: list[str]) -> tuple[Any, list[str]]:
         """Run stage ``name`` (and store it if persisted); returns its output and the unstored warnings."""
         s, st = self.stages[name], self.state.name
+        handle, began = self._started.get(name, (None, None))
+        early = {} if handle is None else {"started": handle}
+        early_s = 0.0 if handle is None else time.perf_counter() - began
         # -v logs each stage and, when one fails, which one (litomo.workflows.stage)
-        with stage_log(log, "run", f"state {st}: {name}"), measured(name, st, True, self.timings):
-            out = s.run(self.ctx, self.state, **inputs)
+        with stage_log(log, "run", f"state {st}: {name}"), measured(name, st, True, self.timings, early_s):
+            out = s.run(self.ctx, self.state, **inputs, **early)
+            if handle is not None:
+                self._started[name] = (None, began)  # the handle and what it holds can go
             msgs = [*pending, *getattr(out, "warnings", [])]
             if s.persist:
                 self.cache.store(st, name, self.key(name), out, {"warnings": msgs})

@@ -115,6 +115,7 @@ def state_statistics(state: StateSpec, li: LiMap, mapped: Mapped, particles: Par
                "n_particles": int((ids > 0).sum()), "clipped_fraction": li.clipped_fraction,
                "jump_threshold": mapped.jump_threshold, "background_li_shift": mapped.background_li_shift,
                "li_noise_sigma_full_bin": li.li_noise_sigma_full_bin,
+               "li_noise_pair_ratio": li.noise_pair_ratio,
                "background_level_measured": li.background_level_measured,
                "background_level_predicted": li.background_level_predicted,
                **dict(zip(("li_class_uncertainty", "li_class_shift"), _class_uncertainty(li, p), strict=True))}
