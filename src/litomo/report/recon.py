@@ -45,12 +45,16 @@ def shifts_figure(angles_deg: np.ndarray, shifts_px: np.ndarray, history: list[d
     return fig
 
 
-def center_figure(trial_px: np.ndarray, entropy: np.ndarray, vo_px: float, used_px: float) -> Figure:
-    """Slice entropy versus trial centre, with Vo's estimate and the centre used."""
+def center_figure(trial_px: np.ndarray, entropy: np.ndarray, vo_px: float, used_px: float,
+                  others: dict[str, float | None] | None = None) -> Figure:
+    """Slice entropy versus trial centre, with Vo's estimate, the other methods' (``others``) and the centre used."""
     fig, ax = _fig(1, 1, 5, 3.5)
     a = ax[0, 0]
     a.plot(trial_px, entropy, "o-", ms=3, label="slice entropy")
     a.axvline(vo_px, color="C1", ls="--", label=f"Vo (algotom) {vo_px:.2f}")
+    for k, (name, px) in enumerate((others or {}).items()):
+        if px is not None and np.isfinite(px):
+            a.axvline(px, color=f"C{k + 2}", ls=":", label=f"{name} {px:.2f}")
     a.axvline(used_px, color="k", lw=0.8, label=f"used {used_px:.2f}")
     a.set(xlabel="centre of rotation (px)", ylabel="histogram entropy", title="centre search")
     a.legend()
@@ -80,6 +84,8 @@ def write_recon_figures(result: Any, figures_dir: str | Path) -> list[Path]:
         out.append(save_figure(shifts_figure(result.angles_deg, result.alignment.shifts_px, result.alignment.history), d, "shifts")["png"])
     if result.center is not None:
         c = result.center
-        out.append(save_figure(center_figure(c.trial_px, c.entropy, c.vo_px, c.center_px), d, "center_search")["png"])
+        others = {"opposite views": c.opposite_px, "sharpness": c.sharpness_px}
+        out.append(save_figure(center_figure(c.trial_px, c.entropy, c.vo_px, c.center_px, others), d,
+                               "center_search")["png"])
     out.append(save_figure(orthoslices_figure(result.volume, result.voxel_size_um), d, "orthoslices")["png"])
     return out
