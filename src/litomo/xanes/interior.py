@@ -12,8 +12,7 @@ import numpy as np
 
 
 def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_count: np.ndarray,
-                        am_fraction: np.ndarray, particles: np.ndarray,
-                        bin_voxels: int | np.ndarray) -> np.ndarray:
+                        am_fraction: np.ndarray, particles: np.ndarray, bin_voxels: int) -> np.ndarray:
     """Per-bin Li content from particle-interior values plus a per-particle surface layer.
 
     Two estimates of a binned voxel's x_Li disagree in how they fail:
@@ -58,10 +57,8 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
         AM volume fraction of each bin (e.g. from the edge jump).
     particles : int array
         Particle labels on the binned grid (0 = none).
-    bin_voxels : int or array
-        Full-resolution voxels per bin, or per bin the voxels observed at every energy (the
-        AM fraction and the interior count are of those: a registered volume's edge bins
-        lack the rows that a shifted energy did not image, which are not particle surface).
+    bin_voxels : int
+        Full-resolution voxels per bin.
 
     Returns
     -------
@@ -81,7 +78,6 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
     xi = np.asarray(x_interior, np.float64)
     xm = np.asarray(x_mass, np.float64)
     cnt = np.asarray(interior_count, np.float64)
-    bv = np.broadcast_to(np.asarray(bin_voxels, np.float64), cnt.shape)
     mapped = np.isfinite(xm)
     f = np.where(mapped, np.clip(np.asarray(am_fraction, np.float64), 0.0, None), 0.0)
     have = mapped & np.isfinite(xi) & (cnt > 0)
@@ -91,7 +87,7 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
     # surface offset: front particles' cores read low (forward model no_background S1, bins full
     # and Li-rich: -0.0104 -> -0.0084; session 8)
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.where(have, 1.0 - cnt / (np.minimum(f, 1.0) * bv), 1.0)
+        s = np.where(have, 1.0 - cnt / (np.minimum(f, 1.0) * float(bin_voxels)), 1.0)
     s = np.clip(np.nan_to_num(s, nan=1.0), 0.0, 1.0)
     lab3 = np.where(mapped, np.asarray(particles), 0).astype(np.int64)
     lab = lab3.ravel()
@@ -107,14 +103,14 @@ def interior_surface_li(x_interior: np.ndarray, x_mass: np.ndarray, interior_cou
     # the surface share's own value: the bin's interior value shrunk towards the particle's
     # mean interior value by its reliability (empirical Bayes: noise variance ~ 1/count
     # against the spread of interior values within particles, both estimated here)
-    full = have & (cnt >= 0.9 * bv) & (lab3 > 0)
+    full = have & (cnt >= 0.9 * bin_voxels) & (lab3 > 0)
     same = full[..., 1:] & full[..., :-1] & (lab3[..., 1:] == lab3[..., :-1])
     w_rel = np.ones(xm.shape)
     if same.sum() >= 10 and full.sum() >= 10:
         d = (xi[..., 1:] - xi[..., :-1])[same]
         noise_var = float(np.var(d)) / 2.0
         spread = max(float(np.var((xi - mean_b)[full])) - noise_var, 1e-6)
-        w_rel = cnt / (cnt + bv * noise_var / spread)
+        w_rel = cnt / (cnt + bin_voxels * noise_var / spread)
     surf_val = np.where(have, w_rel * np.nan_to_num(xi) + (1 - w_rel) * mean_b, mean_b)
     est = (1 - s) * base + s * surf_val  # before the per-particle offset
     mass = np.bincount(lab, weights=fw * np.nan_to_num(xm.ravel()), minlength=n)

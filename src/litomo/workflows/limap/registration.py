@@ -368,7 +368,7 @@ class RegisterStage(StateStage):
             bspline = dataclasses.replace(first.setup.params, mode="bspline", resolutions=LEVELS[1])
             edge_maps = rigid.parameter_maps
             for _ in range(EDGE_PREDICTIONS):
-                target = self._edge_target(grid, out, edge_maps, reg_vs, max(sigma, 1.0), moved)
+                target = self._edge_target(grid, out, edge_maps, reg_vs, max(sigma, 1.0), moved["pre_edge"])
                 res = estimate(target, grid["edge"], bspline, reg_vs, initial_maps=rigid.parameter_maps,
                                fixed_mask=measured)
                 edge_maps = res.parameter_maps
@@ -396,14 +396,12 @@ class RegisterStage(StateStage):
 
     @staticmethod
     def _edge_target(grid: dict[str, np.ndarray], out: Registration, edge_maps: Any,
-                     reg_vs: tuple[float, ...], sigma_vox: float, moved_pre: dict[str, np.ndarray]) -> np.ndarray:
+                     reg_vs: tuple[float, ...], sigma_vox: float, moved_pre: np.ndarray) -> np.ndarray:
         """:func:`predicted_edge` from the registered pre-edge and the edge registered by ``edge_maps``.
 
-        ``moved_pre``: the pre-edge image already warped by its transform, if the deformation test
-        warped it (the same resampling: not done twice).
+        ``moved_pre``: the pre-edge image warped by its whole transform, as the deformation test
+        warped it (a deformed state always went through that test: the same resampling, done once).
         """
-        moved = {"pre_edge": moved_pre.get("pre_edge"), "edge": warp_cubic(grid["edge"], edge_maps, reg_vs)}
-        if moved["pre_edge"] is None:
-            moved["pre_edge"] = warp_cubic(grid["pre_edge"], out.maps["pre_edge"], reg_vs)
         post = grid["post_edge"]
-        return predicted_edge(moved["pre_edge"], moved["edge"], post, post > out.threshold, sigma_vox)
+        return predicted_edge(moved_pre, warp_cubic(grid["edge"], edge_maps, reg_vs), post, post > out.threshold,
+                              sigma_vox)
