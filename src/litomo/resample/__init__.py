@@ -15,9 +15,10 @@ Samplers (those with scipy semantics live in :mod:`litomo.resample.samplers`, re
 * :func:`warp_slab_linear` / :func:`warp_bin_slab` - the numba trilinear kernel on given source
   indices, optionally binned on the fly;
 * :func:`warp_bin_field` - the field's upsampling evaluated inside the kernel, one field row per
-  output row, with masked bin means (:func:`selection_bits`); this is what makes a 1024^3 warp +
-  bin take tens of seconds instead of minutes, and stores neither the coordinates (~1.7 GB for a
-  70x1024x1024 slab) nor the full-resolution slab;
+  output row, with masked bin means (:func:`selection_bits`), trilinear or cubic (whole-volume
+  spline coefficients of the slab's rows: :mod:`litomo.resample.cubic`); this is what makes a
+  1024^3 warp + bin take tens of seconds instead of minutes, and stores neither the coordinates
+  (~1.7 GB for a 70x1024x1024 slab) nor the full-resolution slab;
 * :func:`observed_mask` - output voxels whose source lies inside the moving volume;
 * :func:`litomo.resample.kernels.affine_rows` - affine + smooth-deformation pull (phantom).
 """
@@ -25,13 +26,21 @@ Samplers (those with scipy semantics live in :mod:`litomo.resample.samplers`, re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from litomo.errors import LitomoError
-from litomo.resample import kernels
+from litomo.resample import cubic, kernels
+from litomo.resample.cubic import SplineRows, read_spline_rows, spline_rows
+from litomo.resample.grid import (
+    FieldGrid,
+    MovingRows,
+    block_array,
+    field_grid,
+    read_moving_rows,
+    read_rows,
+)
 from litomo.resample.samplers import (
     box_mean,
     bspline_sum,
@@ -44,8 +53,8 @@ from litomo.resample.samplers import (
     warp_slab,
 )
 
-__all__ = ["FieldGrid", "MovingRows", "bin_selected", "box_mean", "bspline_sum", "cubic_prefilter_z", "field_grid", "interior_bits", "linear_weights", "map_coordinates_cubic", "observed_mask", "read_moving_rows", "selection_bits", "set_threads",
-           "source_coordinates", "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
+__all__ = ["FieldGrid", "MovingRows", "SplineRows", "bin_selected", "box_mean", "bspline_sum", "cubic_prefilter_z", "field_grid", "interior_bits", "linear_weights", "map_coordinates_cubic", "observed_mask", "read_moving_rows", "read_spline_rows", "selection_bits", "set_threads",
+           "source_coordinates", "spline_rows", "upsample_linear", "warp_bin_field", "warp_bin_slab", "warp_slab", "warp_slab_linear"]
 
 
 # ---------------------------------------------------------------------------
@@ -57,15 +66,6 @@ def _factors(factor: int | tuple[int, int, int]) -> tuple[int, int, int]:
     if len(f) != 3 or any(int(k) < 1 for k in f):
         raise LitomoError(f"bin factor must be 1 or 3 positive integers, got {factor!r}")
     return tuple(int(k) for k in f)  # type: ignore[return-value]
-
-
-def _block_array(block: Any) -> np.ndarray:
-    block = np.asarray(block)
-    if block.ndim != 3 or 0 in block.shape:
-        raise LitomoError(f"block must be a non-empty 3D array, got shape {block.shape}")
-    if block.dtype not in (np.uint16, np.float32):
-        block = block.astype(np.float32)
-    return np.ascontiguousarray(block)
 
 
 def _coords(src_z: Any, src_y: Any, src_x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +110,7 @@ def warp_slab_linear(block: Any, z_offset: int, src_z: Any, src_y: Any, src_x: A
     >>> float(warp_slab_linear(b, 0, z, z, z)[0, 0, 0])
     3.5
     """
-    block = _block_array(block)
+    block = block_array(block)
     sz, sy, sx = _coords(src_z, src_y, src_x)
     out = np.empty(sz.shape, np.float32)
     kernels.warp_rows(block, float(z_offset), sz, sy, sx, out)
@@ -145,7 +145,7 @@ def warp_bin_slab(block: Any, z_offset: int, src_z: Any, src_y: Any, src_x: Any,
     [[[3.5]]]
     """
     f = _factors(factor)
-    block = _block_array(block)
+    block = block_array(block)
     sz, sy, sx = _coords(src_z, src_y, src_x)
     shape = tuple(n // k for n, k in zip(sz.shape, f, strict=True))
     out = np.empty(shape, np.float32)
@@ -155,116 +155,6 @@ def warp_bin_slab(block: Any, z_offset: int, src_z: Any, src_y: Any, src_x: Any,
     return out
 
 
-@dataclass(frozen=True)
-class FieldGrid:
-    """A coarse displacement field and where a full-resolution output slab sits on it.
-
-    Built by :func:`field_grid`; ``centres`` are the physical output-voxel centres (um) along
-    z (the slab's rows), y and x, ``weights`` their :func:`linear_weights` into the field grid.
-    """
-
-    field: np.ndarray
-    voxel_size_um: np.ndarray
-    centres: tuple[np.ndarray, np.ndarray, np.ndarray]
-    weights: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
-
-    def moving_rows(self, n_moving: int) -> tuple[int, int]:
-        """Rows ``[lo, hi)`` of the moving volume the slab can touch (clipped to the volume).
-
-        The upsampled z displacement is a convex combination of the field planes the slab's
-        rows interpolate between, so their min/max bound it without evaluating it.
-        """
-        iz0, iz1, _ = self.weights[0]
-        cz = self.centres[0]
-        if cz.size == 0:
-            return 0, 1
-        planes = self.field[0, int(iz0.min()) : int(iz1.max()) + 1]
-        vz = self.voxel_size_um[0]
-        lo = int(math.floor((cz[0] + float(planes.min())) / vz - 0.5)) - 1
-        hi = int(math.ceil((cz[-1] + float(planes.max())) / vz - 0.5)) + 2
-        lo_c, hi_c = max(lo, 0), min(hi, n_moving)
-        if hi_c <= lo_c:  # the whole slab maps outside the volume: the edge row is all it needs
-            lo_c, hi_c = (0, 1) if hi <= 0 else (n_moving - 1, n_moving)
-        return lo_c, hi_c
-
-
-def field_grid(field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
-               z_range: tuple[int, int], out_shape_yx: tuple[int, int]) -> FieldGrid:
-    """Validate a displacement field and place output slices ``z_range`` on its grid.
-
-    Examples
-    --------
-    >>> g = field_grid(np.zeros((3, 2, 2, 2)), (0.7,) * 3, (0.1,) * 3, (0, 7), (14, 14))
-    >>> g.moving_rows(14)  # rows 0-6 and one neighbour on each side
-    (0, 8)
-    """
-    field = np.ascontiguousarray(field_um, dtype=np.float32)
-    if field.ndim != 4 or field.shape[0] != 3:
-        raise LitomoError(f"field_um must have shape (3, z, y, x), got {field.shape}")
-    vs = np.asarray(voxel_size_um, float)
-    fvs = np.asarray(field_voxel_size_um, float)
-    if vs.shape != (3,) or fvs.shape != (3,) or (vs <= 0).any() or (fvs <= 0).any():
-        raise LitomoError("voxel sizes must be 3 positive numbers (um)")
-    z0, z1 = (int(v) for v in z_range)
-    ny, nx = (int(v) for v in out_shape_yx)
-    # physical output-voxel centres and their fractional indices into the field grid, exactly
-    # as warp_slab computes them
-    centres = ((np.arange(z0, z1) + 0.5) * vs[0], (np.arange(ny) + 0.5) * vs[1],
-               (np.arange(nx) + 0.5) * vs[2])
-    weights = tuple(linear_weights(c / fvs[i] - 0.5, field.shape[1 + i])
-                    for i, c in enumerate(centres))
-    return FieldGrid(field, vs, centres, weights)
-
-
-def _read_rows(moving: Any, lo: int, hi: int) -> np.ndarray:
-    block = moving[lo:hi]
-    if hasattr(block, "compute"):  # dask: read in this thread, no nested distributed compute
-        block = block.compute(scheduler="synchronous")
-    return _block_array(block)
-
-
-@dataclass(frozen=True)
-class MovingRows:
-    """Rows ``first..`` of a moving volume of ``n_rows`` rows, already read (:func:`read_moving_rows`).
-
-    Sliceable along z like the volume itself (only within the rows held), so it can stand for
-    the volume in :func:`warp_bin_field`: the file reads of the next slab can run in a thread
-    while the kernel warps the current one.
-    """
-
-    first: int
-    block: np.ndarray
-    n_rows: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.n_rows, *self.block.shape[1:])
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        lo, hi = rows.start or 0, self.n_rows if rows.stop is None else rows.stop
-        if lo < self.first or hi > self.first + self.block.shape[0]:
-            raise LitomoError(f"rows {lo}-{hi} were not read (held: {self.first}-{self.first + self.block.shape[0]})")
-        return self.block[lo - self.first : hi - self.first]
-
-
-def read_moving_rows(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any, voxel_size_um: Any,
-                     z_range: tuple[int, int], out_shape_yx: tuple[int, int]) -> MovingRows:
-    """The rows of ``moving`` that :func:`warp_bin_field` of this slab reads, read now.
-
-    Examples
-    --------
-    >>> mov = np.zeros((14, 14, 14), np.uint16)
-    >>> held = read_moving_rows(mov, np.zeros((3, 2, 2, 2)), (0.7,) * 3, (0.1,) * 3, (0, 7), (14, 14))
-    >>> held.first, held.block.shape, held.shape
-    (0, (8, 14, 14), (14, 14, 14))
-    """
-    g = field_grid(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
-    if len(getattr(moving, "shape", ())) != 3:
-        raise LitomoError("moving must be a 3D array")
-    lo, hi = g.moving_rows(int(moving.shape[0]))
-    return MovingRows(lo, _read_rows(moving, lo, hi), int(moving.shape[0]))
-
-
 def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
                    voxel_size_um: Any, z_range: tuple[int, int], out_shape_yx: tuple[int, int],
                    factor: int | tuple[int, int, int] = 7, *,
@@ -272,16 +162,20 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
                    bits: np.ndarray | None = None) -> Any:
     """Warp output slices ``z_range`` through a coarse displacement field and bin them.
 
-    Same transform and conventions as :func:`warp_slab` with ``order=1``
-    (the field is upsampled trilinearly to each output voxel, the moving volume sampled
-    trilinearly with edge clamping), followed by :func:`litomo.preprocess.bin_array`, in one
-    parallel pass that stores neither the coordinates nor the full-resolution slab.
+    Same transform and conventions as :func:`warp_slab` (the field is upsampled trilinearly to
+    each output voxel, the moving volume sampled with edge clamping), followed by
+    :func:`litomo.preprocess.bin_array`, in one parallel pass that stores neither the
+    coordinates nor the full-resolution slab. The volume is sampled trilinearly; given the
+    slab's :func:`litomo.resample.cubic.read_spline_rows` instead, with cubic B-splines: scipy's
+    ``map_coordinates(volume, ..., order=3, mode="nearest")`` of the *whole* volume, to ~1e-15
+    before the float32 result.
 
     Parameters
     ----------
-    moving : array-like (numpy, dask or anything sliceable), (z, y, x)
+    moving : array-like (numpy, dask or anything sliceable), (z, y, x), or SplineRows
         The full-resolution moving volume; only the rows the slab needs are read (uint16 and
-        float32 are used as they are, other dtypes converted to float32).
+        float32 are used as they are, other dtypes converted to float32); or the slab's
+        :func:`litomo.resample.cubic.read_spline_rows` (cubic sampling).
     field_um : (3, z, y, x) float
         :func:`litomo.register.displacement_field` on a coarser grid of the same frame (um).
     field_voxel_size_um, voxel_size_um : (z, y, x)
@@ -317,10 +211,14 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
     """
     f = _factors(factor)
     g = field_grid(field_um, field_voxel_size_um, voxel_size_um, z_range, out_shape_yx)
-    if len(getattr(moving, "shape", ())) != 3:
+    spline = moving if isinstance(moving, cubic.SplineRows) else None
+    if spline is None and len(getattr(moving, "shape", ())) != 3:
         raise LitomoError("moving must be a 3D array")
-    lo, hi = g.moving_rows(int(moving.shape[0]))
-    block = _read_rows(moving, lo, hi)
+    if spline is not None:  # the coefficients' frame: the volume's padded by cubic.PAD on every side
+        block, z_off, yx_off = spline.coef, float(spline.first - cubic.PAD), -float(cubic.PAD)
+    else:
+        lo, hi = g.moving_rows(int(moving.shape[0]))
+        block, z_off, yx_off = read_rows(moving, lo, hi), float(lo), 0.0
     (iz0, iz1, wz), (iy0, iy1, wy), (ix0, ix1, wx) = g.weights
     cz, cy, cx = g.centres
     shape = (cz.size // f[0], cy.size // f[1], cx.size // f[2])
@@ -334,7 +232,7 @@ def warp_bin_field(moving: Any, field_um: np.ndarray, field_voxel_size_um: Any,
     if 0 in shape:
         return (out, out.copy()) if both else out
     sums = np.empty(shape if bits is not None else (1, 1, 1), np.float32)
-    kernels.warp_bin_field_rows(block, float(lo), g.field, cz, cy, cx, g.voxel_size_um,
+    kernels.warp_bin_field_rows(block, z_off, yx_off, 3 if spline is not None else 1, g.field, cz, cy, cx, g.voxel_size_um,
                                 iz0, iz1, wz, iy0, iy1, wy, ix0, ix1, wx, f[0], f[1], f[2], out,
                                 bits if bits is not None else np.zeros((1, 1, 1), np.uint8),
                                 bits is not None, sums)

@@ -51,7 +51,7 @@ from litomo.workflows.limap.registration import (
 )
 from litomo.workflows.limap.stage import StateStage
 from litomo.workflows.limap.stats import StateTables, StatisticsStage
-from litomo.workflows.limap.warp import Warped, WarpStage, qa_row, warp_and_bin
+from litomo.workflows.limap.warp import CUBIC_SPLINE, Warped, WarpStage, qa_row, warp_and_bin
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ class SpectralWarpStage(_Spectral, WarpStage):
     """Every energy warped onto the highest one at full resolution and binned (plain bin means)."""
 
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
-        return {"map_binning": "mean"}
+        # the cubic-spline scheme is part of the key: a warp cached under the old per-slab prefilter is redone
+        return {"map_binning": "mean", "cubic_spline": CUBIC_SPLINE}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned, register: Registration,
             reconstruct: Any = None) -> Warped:

@@ -9,7 +9,6 @@ the volume size.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +22,17 @@ from litomo.workflows.limap.read import Binned, open_slabbed
 from litomo.workflows.limap.registration import MOVING, Registration
 from litomo.workflows.limap.stage import StateStage
 
-#: above this many voxels per volume the full-resolution warp uses the fused numba trilinear
-#: kernel (litomo.resample, ~37 Mvox/s per core) instead of the cubic spline (scipy's prefilter +
-#: litomo.resample.map_coordinates_cubic, bit-identical to scipy's map_coordinates, ~4 Mvox/s per
-#: core): cubic is slightly more accurate at particle surfaces (phantom x_Li RMSE 0.037 vs 0.041)
-#: but would take ~9 CPU-minutes per state at 1024^3
+#: above this many voxels per volume the full-resolution warp samples trilinearly instead of
+#: with cubic B-splines (both in litomo.resample.warp_bin_field; cubic: scipy's whole-volume
+#: map_coordinates(order=3) to ~1e-15, about 1.7x the trilinear kernel's time per voxel plus the
+#: spline prefilter): cubic is slightly more accurate at particle surfaces (phantom x_Li RMSE
+#: 0.037 vs 0.041) but would add an estimated 1-2 CPU-minutes per state at 1024^3 (not measured)
 CUBIC_WARP_MAX_VOXELS = 512**3
+
+#: how the cubic warp computes its spline coefficients (part of the warp's resume key: stored
+#: warps of the slab-wise prefilter, whose seams at every slab boundary were up to a few % of
+#: the data range, are recomputed)
+CUBIC_SPLINE = "whole_volume"
 
 #: what the am_interior mask thresholds: the 3x3x3 box mean of the fixed volume
 #: (:func:`litomo.resample.box_mean`), not its voxels, which would select on their own noise: a
@@ -93,12 +97,12 @@ class _SlabWarp:
             lo, hi = max(0, z0 - ero) - a, min(self.n_raw, z1 + ero) - a
             smooth = box_mean(halo)[lo:hi]
             off = z0 - a - lo
-            if not self.cubic and ero == 1:  # the common case in one parallel pass
+            if ero == 1:  # the common case in one parallel pass
                 return valid, None, fixed_rows, interior_bits(smooth, off, thr, shape, valid)
             mask = interior_mask(smooth, thr, ero)[off : off + z1 - z0][crop]
             if valid is not None:
                 mask &= valid
-        if not self.cubic and (valid is not None or mask is not None):
+        if valid is not None or mask is not None:
             bits = selection_bits(shape, valid, mask)  # once for all volumes of the slab
         return valid, mask, fixed_rows, bits
 
@@ -125,21 +129,13 @@ class _SlabWarp:
             self.inner[role][k:k1], count = bin_masked(block, mask, self.factor)
             self.inner["count"][k:k1] = count
 
-    def _warped(self, role: str, k: int, k1: int, valid: Any, mask: Any, bits: Any, rows: Any = None) -> None:
-        from litomo.preprocess import bin_array, bin_masked
-        from litomo.resample import warp_bin_field, warp_slab
+    def _warped(self, role: str, k: int, k1: int, bits: Any, rows: Any = None) -> None:
+        from litomo.resample import warp_bin_field
 
         z0, z1 = k * self.factor[0], k1 * self.factor[0]
-        f = self.factor
-        if self.cubic:
-            slab = warp_slab(self.lazy[role], self.fields[role], self.binned_vs, self.raw_vs, (z0, z1), self.out_yx)
-            self.plain[role][k:k1] = bin_array(slab, f) if valid is None else bin_masked(slab, valid, f)[0]
-            if mask is not None:
-                self.inner[role][k:k1] = bin_masked(slab, mask, f)[0]
-            return
-        moving = self.lazy[role] if rows is None else rows  # rows: read ahead by prepare()
+        moving = self.lazy[role] if rows is None else rows  # rows: read (and prefiltered) by prepare()
         got = warp_bin_field(moving, self.fields[role], self.binned_vs, self.raw_vs, (z0, z1),
-                             self.out_yx, f, bits=bits)
+                             self.out_yx, self.factor, bits=bits)
         if bits is None:
             self.plain[role][k:k1] = got
         elif self.inner is None:
@@ -147,32 +143,35 @@ class _SlabWarp:
         else:
             self.plain[role][k:k1], self.inner[role][k:k1] = got
 
+    def _moving_rows(self, role: str, z0: int, z1: int) -> Any:
+        """The rows the warp of output rows ``z0:z1`` samples: spline coefficients (cubic), or
+        the volume's rows (trilinear, and a cubic slab whose rows hold NaN/inf: the spline would
+        spread them along whole lines)."""
+        from litomo.resample import read_moving_rows, read_spline_rows
+
+        args = (self.fields[role], self.binned_vs, self.raw_vs, (z0, z1), self.out_yx)
+        rows = read_spline_rows(self.lazy[role], *args) if self.cubic else None
+        return read_moving_rows(self.lazy[role], *args) if rows is None else rows
+
     def prepare(self, k: int, k1: int) -> tuple[Any, Any, Any, Any]:
         """The selections of bins ``k:k1`` (and the bins of the volumes nothing moves).
 
         Runs in a helper thread one slab ahead of :meth:`warp` (numpy releases the GIL, the
         warp kernel too), so this serial work overlaps the parallel kernel.
         """
-        from litomo.resample import read_moving_rows
-
         z0, z1 = k * self.factor[0], k1 * self.factor[0]
         valid, mask, fixed_rows, bits = self._masks(z0, z1)
         for role in self.roles:
             if role not in self.fields:
                 self._unwarped(role, k, k1, valid, mask, fixed_rows, bits)
-        # the moving rows too (file reads overlap the kernel as well)
-        rows = ({r: read_moving_rows(self.lazy[r], fld, self.binned_vs, self.raw_vs, (z0, z1), self.out_yx)
-                 for r, fld in self.fields.items()} if not self.cubic else {})
-        return valid, mask, bits, rows
+        # the moving rows too (file reads and the spline prefilter overlap the kernel as well)
+        return valid, mask, bits, {r: self._moving_rows(r, z0, z1) for r in self.fields}
 
     def warp(self, k: int, k1: int, prepared: tuple[Any, Any, Any, Any]) -> None:
-        valid, mask, bits, rows = prepared
+        _, _, bits, rows = prepared
         for role in self.roles:
             if role in self.fields:
-                self._warped(role, k, k1, valid, mask, bits, rows.get(role))
-
-    def slab(self, k: int, k1: int) -> None:
-        self.warp(k, k1, self.prepare(k, k1))
+                self._warped(role, k, k1, bits, rows.get(role))
 
 
 def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str, np.ndarray],
@@ -188,8 +187,9 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
     phantom: x_Li RMSE 0.29 vs 0.04). So each transform (``results[role]``; ``None`` for the
     fixed volume or when nothing was registered) is evaluated at full resolution, slab by
     slab, and each warped slab is binned at once: memory stays at a few slabs whatever the
-    volume size. ``cubic=None`` picks cubic interpolation up to :data:`CUBIC_WARP_MAX_VOXELS`
-    and the fused trilinear kernel above.
+    volume size. ``cubic=None`` picks cubic interpolation (scipy's ``map_coordinates(order=3,
+    mode="nearest")`` of the whole volume) up to :data:`CUBIC_WARP_MAX_VOXELS` and trilinear
+    above; both run in the fused kernel :func:`litomo.resample.warp_bin_field`.
 
     Voxels that a transform maps outside its moving volume (a layer along the faces of the
     field of view, as thick as the shift) were not imaged at that energy: they are left out
@@ -221,25 +221,18 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
         cubic = float(np.prod(lazy[fixed].shape)) <= CUBIC_WARP_MAX_VOXELS
     w = _SlabWarp(lazy, results, binned, binned_vs, raw_vs, factor, fixed, interior, cubic)
     nz_b = binned[fixed].shape[0]
-    if cubic:
-        # scipy's cubic resampling: a thread per slab keeps both cores busy
-        step = slab_bins
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
-            list(ex.map(lambda k: w.slab(k, min(k + step, nz_b)), range(0, nz_b, step)))
-    else:
-        # numba-parallel inside each slab (its thread pool must not be entered twice): slabs one
-        # after the other, each slab's selections prepared in a helper thread while the kernel
-        # warps the one before; 3 bins deep, so the two slabs in flight hold less than one
-        # 10-bin slab did
-        step = max(slab_bins, 3)
-        bounds = [(k, min(k + step, nz_b)) for k in range(0, nz_b, step)]
-        with ThreadPoolExecutor(max_workers=1) as ex:
-            ahead = ex.submit(w.prepare, *bounds[0]) if bounds else None
-            for i, (k, k1) in enumerate(bounds):
-                prepared = ahead.result()
-                if i + 1 < len(bounds):
-                    ahead = ex.submit(w.prepare, *bounds[i + 1])
-                w.warp(k, k1, prepared)
+    # numba-parallel inside each slab: slabs one after the other, each slab's selections, rows
+    # and spline coefficients prepared in a helper thread while the kernel warps the one
+    # before; 3 bins deep, so the two slabs in flight hold less than one 10-bin slab did
+    step = max(slab_bins, 3)
+    bounds = [(k, min(k + step, nz_b)) for k in range(0, nz_b, step)]
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        ahead = ex.submit(w.prepare, *bounds[0]) if bounds else None
+        for i, (k, k1) in enumerate(bounds):
+            prepared = ahead.result()
+            if i + 1 < len(bounds):
+                ahead = ex.submit(w.prepare, *bounds[i + 1])
+            w.warp(k, k1, prepared)
     return w.plain, w.inner
 
 
@@ -282,7 +275,7 @@ class WarpStage(StateStage):
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
         return {"map_binning": p.map_binning, "surface_erosion_vox": p.surface_erosion_vox,
-                "interior_on": INTERIOR_ON}
+                "interior_on": INTERIOR_ON, "cubic_spline": CUBIC_SPLINE}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned, register: Registration,
             reconstruct: Any = None) -> Warped:
