@@ -10,7 +10,8 @@ from skimage.morphology import h_maxima
 
 from litomo.metrics.particles import shape_table
 from litomo.particles import centroids_um, particle_table
-from litomo.segment.particles import _h_maxima_fast, separate_particles
+from litomo.segment.flood import h_maxima_mask
+from litomo.segment.particles import separate_particles
 
 
 def _smoothed_distance(seed: int, shape=(36, 40, 44), voxel_um=0.4):
@@ -22,17 +23,17 @@ def _smoothed_distance(seed: int, shape=(36, 40, 44), voxel_um=0.4):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("h", [0.4, 1.0])
-def test_h_maxima_fast_equals_skimage(seed, h):
+def test_h_maxima_mask_equals_skimage(seed, h):
     dist, _ = _smoothed_distance(seed)
     ref = h_maxima(dist.astype(np.float32), np.float32(h)).astype(bool)
-    fast = _h_maxima_fast(dist, h)
+    fast = h_maxima_mask(dist, h)
     assert ref.any()
     assert np.array_equal(fast, ref)
 
 
-def test_h_maxima_fast_h_above_range_gives_nothing():
+def test_h_maxima_mask_h_above_range_gives_nothing():
     dist, _ = _smoothed_distance(0)
-    assert not _h_maxima_fast(dist, float(np.ptp(dist)) + 1.0).any()
+    assert not h_maxima_mask(dist, float(np.ptp(dist)) + 1.0).any()
 
 
 def test_separation_matches_skimage_h_maxima_pipeline():
