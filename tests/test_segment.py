@@ -232,6 +232,24 @@ def test_train_forest_bad_input(phantom):
         train_forest(bad, scribbles, ForestSettings(sigmas=(1.0, 2.0)))
 
 
+def test_label_check_and_argmax_labels_decide_as_before(phantom_model):
+    """check_grey looks at a few thousand sampled values before sorting them all: a grey volume
+    whose first slabs are constant (a zero border) still passes, a three-value volume is still
+    refused; the label kernel returns numpy's argmax (first of equal maxima) over the classes."""
+    from litomo.segment.features import check_grey
+
+    grey = np.zeros((40, 40, 40), np.float32)
+    grey[20:] = np.random.default_rng(0).normal(100.0, 20.0, (20, 40, 40))
+    check_grey(grey)
+    lab = np.zeros((40, 40, 40), np.uint8)
+    lab[10:], lab[30:] = 1, 2
+    with pytest.raises(DataError, match="label volume"):
+        check_grey(lab)
+    rng = np.random.default_rng(1)
+    proba = rng.integers(0, 4, (3, 5, 6, 7)).astype(np.float32) / 4  # many ties
+    np.testing.assert_array_equal(phantom_model._labels_of(proba), phantom_model.classes_[np.argmax(proba, axis=0)])
+
+
 def test_features_match_reference_filters():
     """Chunk-wise, interior-only features equal an independent whole-volume computation.
 

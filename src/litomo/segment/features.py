@@ -392,7 +392,11 @@ def check_grey(grey: Any, what: str = "greyscale volume") -> None:
     flat = sample.ravel()
     if flat.size > 1_000_000:
         flat = flat[:: flat.size // 1_000_000]
-    values = np.unique(flat)
+    # more than 4 values among the first few thousand means more than 4 in all (the same
+    # decision without sorting a million values on every prediction: 0.01 us/voxel at 128^3)
+    values = np.unique(flat[:4096])
+    if values.size <= 4:
+        values = np.unique(flat)
     if values.size <= 4 and np.all(values == np.round(values)):
         raise DataError(
             f"{what} holds only the values {values.tolist()}: it looks like a label volume, "

@@ -142,7 +142,7 @@ def compile_forest(forest: Any, feature_scale: np.ndarray | None = None) -> Comp
     if sum(t.node_count for t in trees) >= 2**32:
         return None
     scale = np.ones(forest.n_features_in_, np.float32) if feature_scale is None else np.asarray(feature_scale)
-    parts, proba, roots = [], [], []
+    parts, proba, roots, thresholds = [], [], [], []
     base = n_leaves = 0
     for t in trees:
         split = t.children_left >= 0
@@ -151,18 +151,24 @@ def compile_forest(forest: Any, feature_scale: np.ndarray | None = None) -> Comp
         idx = np.arange(base, base + t.node_count, dtype=np.uint32)
         nodes = np.zeros((t.node_count, 4), np.uint32)
         nodes[:, _FEATURE] = np.where(split, t.feature, 0)
-        nodes[:, _THRESHOLD] = fold_scale(t.threshold, scale[np.where(split, t.feature, 0)]).view(np.uint32)
         nodes[~split, _THRESHOLD] = n_leaves + np.arange(int((~split).sum()), dtype=np.uint32)
         nodes[:, _RIGHT] = np.where(split, t.children_right + base, idx)
         nodes[:, _LEFT] = np.where(split, idx + 1, idx)
         parts.append(nodes)
+        thresholds.append(t.threshold)
         value = np.asarray(t.value[~split, 0, :], dtype=np.float64)
         norm = value.sum(axis=1, keepdims=True)
         proba.append(value / np.where(norm == 0, 1.0, norm))
         roots.append(base)
         base += t.node_count
         n_leaves += value.shape[0]
-    return CompiledForest(nodes=np.concatenate(parts), leaf_proba=np.ascontiguousarray(np.concatenate(proba)),
+    nodes = np.concatenate(parts)
+    split = nodes[:, _RIGHT] != np.arange(nodes.shape[0])  # leaves are their own children
+    # one bisection over every tree's thresholds at once (per tree it was 20 x 33 numpy passes:
+    # ~55 ms a call, 2 % of predicting 128^3)
+    folded = fold_scale(np.concatenate(thresholds)[split], scale[nodes[split, _FEATURE]])
+    nodes[split, _THRESHOLD] = folded.view(np.uint32)
+    return CompiledForest(nodes=nodes, leaf_proba=np.ascontiguousarray(np.concatenate(proba)),
                           roots=np.asarray(roots, dtype=np.uint64))
 
 
@@ -192,12 +198,15 @@ def _walk_one(flat, ri, rf, off, node):  # pragma: no cover (compiled)
 def _gather_run(rows, a, m):  # pragma: no cover (compiled)
     # the run's rows, row-major and contiguous, whatever the input's strides
     buf = np.empty((m, rows.shape[1]), np.float32)
-    if rows.strides[0] < rows.strides[1]:  # feature-major (a block's (F, n) view): read along voxels
-        for k in range(rows.shape[1]):
-            for i in range(m):
+    if rows.strides[0] < rows.strides[1]:  # feature-major (a block's (F, n) view): read along voxels,
+        for i0 in range(0, m, 32):  # 32 voxels at a time, so that the rows written stay in L1
+            for k in range(rows.shape[1]):
+                for i in range(i0, min(i0 + 32, m)):
+                    buf[i, k] = rows[a + i, k]
+    else:  # a loop, not ``buf[:] = rows[a:a+m]``: the slice copy compiles numba's shape checks (~10 s)
+        for i in range(m):
+            for k in range(rows.shape[1]):
                 buf[i, k] = rows[a + i, k]
-    else:
-        buf[:] = rows[a : a + m]
     return buf.ravel()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from litomo.progress import ProgressCallback
 from litomo.segment.blocks import as_rows, block_features, iter_blocks, normalise_chunks
@@ -111,8 +112,12 @@ class SegmentationModel:
         return out.reshape((self.classes_.size, *f.shape[1:]))
 
     def _labels_of(self, proba: np.ndarray) -> np.ndarray:
-        # argmax of the probabilities is what both classifiers' predict() returns
-        return self.classes_[np.argmax(proba, axis=0)]
+        # argmax of the probabilities is what both classifiers' predict() returns (first of
+        # equal maxima); numpy's argmax along the class axis copies the block transposed first
+        # (0.037 vs 0.003 us/voxel for this loop)
+        out = np.empty(proba.shape[1:], dtype=self.classes_.dtype)
+        _argmax_labels(proba.reshape(proba.shape[0], -1), self.classes_, out.reshape(-1))
+        return out
 
     @contextmanager
     def _set_threads(self, n_jobs: int | None) -> Iterator[None]:
@@ -350,6 +355,19 @@ def predict_block_task(model: SegmentationModel, compiled: CompiledForest | None
     config = {"write_empty_chunks": True}  # as predict_to_zarr made them: every chunk on disk
     _write_block(model, sl, proba, zarr.open_array(store, path="labels", mode="r+", config=config),
                  zarr.open_array(store, path="probability", mode="r+", config=config))
+
+
+@njit(cache=True)
+def _argmax_labels(proba, classes, out):  # pragma: no cover (compiled)
+    # probabilities are never NaN (leaf fractions, softmax), so ">" is numpy's argmax here
+    for i in range(proba.shape[1]):
+        k = 0
+        best = proba[0, i]
+        for c in range(1, proba.shape[0]):
+            if proba[c, i] > best:
+                best = proba[c, i]
+                k = c
+        out[i] = classes[k]
 
 
 def _scaled(rows: np.ndarray, model: SegmentationModel) -> np.ndarray:
