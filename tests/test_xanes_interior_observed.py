@@ -11,6 +11,7 @@ limitation, so a fix shows up here.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from litomo.xanes.interior import interior_surface_li
 
@@ -31,3 +32,15 @@ def test_counting_all_bin_voxels_takes_the_face_bin_for_surface():
     x = interior_surface_li(x_int, x_mass, count, am, lab, 343)
     # surface share 1 - 294/343 = 0.14 of the Li-poor offset (what the run did before)
     assert x[2] < 0.90
+
+
+def test_observed_voxels_per_bin_keep_the_face_bin_whole():
+    """Given the voxels observed per bin (the warp's count, session 9 patch; not yet passed by the
+    li stage), the face bin has no surface share and keeps its Li-rich value; the Li-poor
+    layer goes to the surface bin alone (session 10: the suite's no_background S1 2.36 -> 1.07 pp)."""
+    x_int, x_mass, count, am, lab = _particle()
+    observed = np.array([343.0, 343.0, 294.0])
+    x = interior_surface_li(x_int, x_mass, count, am, lab, observed, shrink_offset=False)
+    assert abs(x[2] - 0.95) < 1e-6 and abs(x[1] - 0.95) < 1e-6
+    # the particle's Li (AM-weighted) is kept
+    assert float(np.sum(am * x)) == pytest.approx(float(np.sum(am * x_mass)), rel=1e-6)

@@ -198,17 +198,24 @@ def class_fraction_shift(x, noise_var, thresholds=(0.6, 0.9)) -> float:
 
 def li_noise_variance(pre, edge, post, x, am, *, jump_threshold: float,
                       calibration: tuple[float, float, float, float],
-                      interior: tuple[np.ndarray, int, float] | None = None) -> np.ndarray:
+                      interior: tuple[np.ndarray, int, float] | None = None,
+                      interior_weight: np.ndarray | None = None) -> np.ndarray:
     """Noise variance of each bin's x_Li in a three-energy map (NaN outside ``am``).
 
     ``calibration`` = ``(r_pristine, r_charged, li_pristine, li_charged)``; ``interior`` =
-    ``(interior_count, bin_voxels, j_full)`` for particle-interior bin means.
+    ``(interior_count, bin_voxels, j_full)`` for particle-interior bin means; ``interior_weight``
+    (with ``interior``): per bin, the weight of its own interior value in the restored x_Li
+    (:func:`litomo.xanes.interior.interior_surface_li`, ``return_weight``; 0: none).
 
     The image noise comes from the background bins (not active material, more than one bin from
     it, jump below ``jump_threshold``). Plain bins have the noise of their own edge jump; bins
     whose x_Li comes from particle-interior voxels (``interior_count`` of ``bin_voxels``) the
     noise of a full-AM jump ``j_full`` averaged over ``interior_count`` voxels; the smaller of the
-    two is used (the surface layer restored from the particle's balance adds little noise).
+    two is used (the surface layer restored from the particle's balance adds little noise). With
+    ``interior_weight`` ``a``, a bin with ``a > 0`` has ``a^2`` times its interior value's variance:
+    the rest of its value is the particle's mean and offset, averaged over many bins (issue 16,
+    session 10: the min above overstated restored surface bins' noise, 0.79x measured on the
+    forward model shifted_spectra S2, and the deconvolution narrowed the distribution).
     """
     from scipy import ndimage
 
@@ -228,6 +235,10 @@ def li_noise_variance(pre, edge, post, x, am, *, jump_threshold: float,
             vi = np.where(cnt > 0, bin_noise_variance(r, np.full(r.shape, j_full), variances, dx_dr)
                           * bin_voxels / cnt, np.inf)
         v = np.minimum(v, vi)
+        if interior_weight is not None:
+            a = np.asarray(interior_weight, float)
+            use = (a > 0) & np.isfinite(vi)
+            v = np.where(use, a**2 * np.where(use, vi, 0.0), v)
     return np.where(am, v, np.nan)
 
 

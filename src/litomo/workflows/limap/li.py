@@ -1,7 +1,9 @@
 """Stage ``li``: the final x_Li map of a state.
 
 With ``map_binning = "am_interior"`` the surface layer the interior means leave out is restored
-per particle from its Li balance (:func:`litomo.xanes.interior.interior_surface_li`). Then
+per particle from its Li balance (:func:`litomo.xanes.interior.interior_surface_li`; the offset
+shrunk by its reliability, and each bin's weight on its own interior value passed on to the noise
+variance: session 10). Then
 (issue 16) the noise variance of each bin is estimated from the background bins
 (:func:`litomo.xanes.noise.li_noise_variance`) and scaled down where neighbouring full bins of
 one particle differ by less than it predicts (an upper bound on the noise:
@@ -67,7 +69,7 @@ class LiStage(StateStage):
         p = ctx.manifest.processing
         # "outputs": LiMap's fields, so that a stored stage without the session-9 fields reruns
         return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage,
-                "outputs": 3}
+                "outputs": 3, "restoration": "offset_shrunk+own_weight_noise"}
 
     def run(self, ctx: RunContext, state: StateSpec, *, map: Mapped, particles: Particles,
             warp: Warped) -> LiMap:
@@ -81,18 +83,20 @@ class LiStage(StateStage):
         p, xs, cal = ctx.manifest.processing, ctx.manifest.xanes, ctx.calibration
         x = map.li_plain
         bin_voxels = int(np.prod(bin_factors(p.bin)))
+        own = None
         if map.li_interior is not None:
             # all voxels of a bin, not those observed at every energy: the observed count fixed the
-            # forward models' volume-face bins but cost litomo's phantom 0.0026 RMSE (session 9,
-            # docs/science.md "The last two suite misses")
-            x = interior_surface_li(map.li_interior, x, map.interior_count, map.am_fraction,
-                                    particles.labels, bin_voxels)
+            # forward models' volume-face bins but cost litomo's phantom 0.0026 RMSE (session 9),
+            # because the phantom's surface offsets are registration error that the face bins'
+            # (wrong) surface share diluted (session 10; docs/science.md "The last two suite misses")
+            x, own = interior_surface_li(map.li_interior, x, map.interior_count, map.am_fraction,
+                                         particles.labels, bin_voxels, return_weight=True)
         # the map stage's (denoised) images again: recomputed rather than stored twice
         (pre, edge, post), _ = denoised(p, tuple(warp.plain[r] for r in ROLES), None)
         v = li_noise_variance(pre, edge, post, x, map.am, jump_threshold=map.jump_threshold,
                               calibration=(cal.r_pristine, cal.r_charged, xs.li_pristine, xs.li_charged),
                               interior=None if map.interior_count is None
-                              else (map.interior_count, bin_voxels, map.j_full))
+                              else (map.interior_count, bin_voxels, map.j_full), interior_weight=own)
         # the background bins' image noise is uncertain by 10-20 % in a small volume (and the
         # deconvolved class fractions are sensitive to it: shifted_spectra S2 2.9 pp with it,
         # 2.1 pp with the true noise); neighbouring full bins bound it from above
