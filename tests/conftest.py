@@ -32,11 +32,15 @@ def shared_data() -> Path:
 SLOW_FILES_FIRST = (
     "test_scheduler_cli.py",  # 61, 45 of it the first multigrid solve compiling (session 9: -10)
     "test_pipeline.py",  # 60
-    "test_segment_streamed.py",  # 41
-    "test_limap_robust.py",  # 40
+    "test_limap_robust.py",  # 40 (session 10: 55)
+    # after test_scheduler_cli.py: that file compiles segment.forest_eval._walk (~20 s of CPU)
+    # and writes numba's cache; queued third, this file compiled the same signature at the same
+    # time in the other worker (session 10 profile). Fourth, it loads the kernel from the cache.
+    "test_segment_streamed.py",  # 41 (session 10: 89, 40 of it the peak-memory subprocess)
     "test_recon_projections.py",  # 38
     "test_recon_center_fbp.py",  # 33
     "test_holo_chain.py",  # 38 before its forward projector went sparse (-10)
+    "test_recon_limap.py",  # session 10: 50 (was unlisted, so queued among the short files)
     "test_micro_chunked.py",  # 24
     "test_register_worker.py",  # 20
     "test_pipeline_resume.py",  # 19

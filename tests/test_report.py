@@ -286,6 +286,42 @@ def test_save_figure_png_svg(tmp_path):
     assert not list((tmp_path / "figs").glob(".*partial*"))
 
 
+def test_save_figure_draws_once_per_file_and_matches_plain_savefig(tmp_path, monkeypatch):
+    """The layout solved once (report/savefig.freeze_layout) gives matplotlib's own files, in fewer draws."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    def constrained() -> Figure:  # several panels, titles, a colour bar: what the layout moves
+        fig = Figure(figsize=(7, 4), layout="constrained")
+        axs = fig.subplots(1, 2)
+        im = axs[0].imshow(np.arange(48.0).reshape(6, 8))
+        axs[1].plot([0, 1, 2], [2, 0, 1], label="a long legend label")
+        axs[1].legend()
+        axs[0].set_title("left")
+        axs[1].set_ylabel("a y label")
+        fig.colorbar(im, ax=axs[0], label="colour bar")
+        fig.suptitle("title")
+        return fig
+
+    monkeypatch.setitem(matplotlib.rcParams, "svg.hashsalt", "fixed")  # SVG ids are random otherwise
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    fig = constrained()
+    fig.savefig(ref / "f.png", dpi=150)
+    fig.set_layout_engine("none")  # what save_figure did before: the layout of the first file kept
+    fig.savefig(ref / "f.svg", dpi=150, metadata={"Date": None})
+    draws = []
+    orig_draw = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, r: (draws.append(1), orig_draw(self, r))[1])
+    orig_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, f, **kw: orig_savefig(
+        self, f, **kw, **({"metadata": {"Date": None}} if kw.get("format") == "svg" else {})))
+    paths = F.save_figure(constrained(), tmp_path / "new", "f")
+    assert len(draws) == 2  # matplotlib's own path: 4 (a dry run before each file)
+    assert paths["png"].read_bytes() == (ref / "f.png").read_bytes()
+    assert paths["svg"].read_bytes() == (ref / "f.svg").read_bytes()
+
+
 # --------------------------------------------------------------------------- report.html
 
 

@@ -3,7 +3,7 @@
 Every function takes the tables written by the pipeline (``OUT/tables/*.csv`` as pandas
 DataFrames) or arrays, and returns a :class:`matplotlib.figure.Figure` built with the
 object-oriented API (no pyplot state, no ``show``), so they work headless and in threads.
-:func:`save_figure` writes a figure as PNG (150 dpi) and SVG atomically.
+:func:`save_figure` (from :mod:`litomo.report.savefig`) writes a figure as PNG (150 dpi) and SVG atomically.
 
 Conventions: z is the through-plane axis, depth is measured from z = 0 (separator side);
 lengths in micrometres; the Li content is x in Li_xMO2.
@@ -12,16 +12,14 @@ lengths in micrometres; the Li content is x in Li_xMO2.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from litomo.io.atomic import atomic_path
+from litomo.report.savefig import save_figure
 from litomo.volume import as_voxel_size
 
 LI_LABEL = "Li content x in LixMO2"
@@ -453,35 +451,6 @@ def registration_qa(registration: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Registration QA")
     return fig
-
-
-def save_figure(fig: Figure, figures_dir: str | os.PathLike, name: str, *, dpi: int = 150) -> dict[str, Path]:
-    """Write ``fig`` as ``figures_dir/name.png`` (``dpi``) and ``name.svg``, atomically.
-
-    Returns
-    -------
-    dict
-        ``{"png": path, "svg": path}``.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> fig = Figure(); _ = fig.subplots().plot([0, 1])
-    >>> sorted(save_figure(fig, tempfile.mkdtemp(), "line"))
-    ['png', 'svg']
-    """
-    out = Path(figures_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for fmt in ("png", "svg"):
-        path = out / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-        paths[fmt] = path
-        # the first draw fixed the constrained layout; freezing it halves the cost of the
-        # second format (layout solving dominates the time for multi-panel figures)
-        fig.set_layout_engine("none")
-    return paths
 
 
 __all__ = [
