@@ -283,3 +283,7 @@ def test_trilinear_slab_loop_equals_the_masked_bins_of_the_warped_volumes():
         np.testing.assert_allclose(plain[r], bin_masked(v, valid, 7)[0], rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(inner[r], bin_masked(v, mask, 7)[0], rtol=2e-5, atol=1e-6)
     np.testing.assert_array_equal(inner["count"], bin_masked(vols["post_edge"], mask, 7)[1])
+    # voxels observed at every energy per bin (the li stage's surface share counts against them)
+    observed = bin_masked(vols["post_edge"], valid, 7)[1]
+    assert observed.min() < 343 and observed.max() == 343
+    np.testing.assert_array_equal(inner["observed"], observed)

@@ -3,9 +3,8 @@
 A registered state's edge bins lack the rows that a shifted energy did not image; their AM
 fraction and interior count are of the observed voxels. Measured on the forward model
 no_background S1: full Li-rich bins on the faces read 0.04-0.05 low because the surface share is
-computed against all 343 voxels of the bin (2.02 -> 1.02 pp with the observed count, which cost
-litomo's own phantom 0.0026 RMSE and is not used; docs/science.md). This test pins the known
-limitation, so a fix shows up here.
+computed against all 343 voxels of the bin. Since session 11 the warp stage counts the observed
+voxels per bin and the li stage passes them (docs/science.md, "Bins on the volume faces").
 """
 
 from __future__ import annotations
@@ -35,9 +34,8 @@ def test_counting_all_bin_voxels_takes_the_face_bin_for_surface():
 
 
 def test_observed_voxels_per_bin_keep_the_face_bin_whole():
-    """Given the voxels observed per bin (the warp's count, session 9 patch; not yet passed by the
-    li stage), the face bin has no surface share and keeps its Li-rich value; the Li-poor
-    layer goes to the surface bin alone (session 10: the suite's no_background S1 2.36 -> 1.07 pp)."""
+    """Given the voxels observed per bin (the warp stage's ``interior["observed"]``), the face
+    bin has no surface share and keeps its Li-rich value; the Li-poor layer goes to the surface bin alone (session 10: the suite's no_background S1 2.36 -> 1.07 pp)."""
     x_int, x_mass, count, am, lab = _particle()
     observed = np.array([343.0, 343.0, 294.0])
     x = interior_surface_li(x_int, x_mass, count, am, lab, observed, shrink_offset=False)

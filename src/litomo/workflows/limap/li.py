@@ -69,7 +69,7 @@ class LiStage(StateStage):
         p = ctx.manifest.processing
         # "outputs": LiMap's fields, so that a stored stage without the session-9 fields reruns
         return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage,
-                "outputs": 3, "restoration": "offset_shrunk+own_weight_noise"}
+                "outputs": 3, "restoration": "offset_shrunk+own_weight_noise+observed_share"}
 
     def run(self, ctx: RunContext, state: StateSpec, *, map: Mapped, particles: Particles,
             warp: Warped) -> LiMap:
@@ -85,12 +85,13 @@ class LiStage(StateStage):
         bin_voxels = int(np.prod(bin_factors(p.bin)))
         own = None
         if map.li_interior is not None:
-            # all voxels of a bin, not those observed at every energy: the observed count fixed the
-            # forward models' volume-face bins but cost litomo's phantom 0.0026 RMSE (session 9),
-            # because the phantom's surface offsets are registration error that the face bins'
-            # (wrong) surface share diluted (session 10; docs/science.md "The last two suite misses")
+            # the surface share of a bin is counted against its voxels observed at every energy:
+            # against all of them, a full bin on a volume face that a shifted energy did not
+            # image reads as particle surface and takes part of its particle's surface offset
+            # (forward model no_background S1: 2.36 -> 1.07 pp; session 11, docs/science.md
+            # "Bins on the volume faces")
             x, own = interior_surface_li(map.li_interior, x, map.interior_count, map.am_fraction,
-                                         particles.labels, bin_voxels, return_weight=True)
+                                         particles.labels, warp.interior["observed"], return_weight=True)
         # the map stage's (denoised) images again: recomputed rather than stored twice
         (pre, edge, post), _ = denoised(p, tuple(warp.plain[r] for r in ROLES), None)
         v = li_noise_variance(pre, edge, post, x, map.am, jump_threshold=map.jump_threshold,

@@ -51,6 +51,15 @@ def _rows(lazy: Any, a: int, b: int) -> np.ndarray:
     return np.asarray(block)
 
 
+def _observed_per_bin(valid: np.ndarray | None, n_z: int, factor: tuple[int, int, int]) -> np.ndarray:
+    """Voxels of each bin observed at every energy (``valid``: a slab of whole bins; None: all)."""
+    fz, fy, fx = factor
+    if valid is None:
+        return np.float32(fz * fy * fx)
+    nz, ny, nx = n_z, valid.shape[1] // fy, valid.shape[2] // fx
+    return valid.reshape(nz, fz, ny, fy, nx, fx).sum(axis=(1, 3, 5), dtype=np.int32).astype(np.float32)
+
+
 class _SlabWarp:
     """The state of one :func:`warp_and_bin` call; :meth:`slab` fills bins ``k:k1``."""
 
@@ -69,7 +78,7 @@ class _SlabWarp:
         self.n_raw = int(lazy[fixed].shape[0])
         self.plain = {r: (np.empty(shape, np.float32) if r in self.fields else binned[r].copy())
                       for r in results}
-        self.inner = ({r: np.empty(shape, np.float32) for r in (*results, "count")}
+        self.inner = ({r: np.empty(shape, np.float32) for r in (*results, "count", "observed")}
                       if interior else None)
 
     def _masks(self, z0: int, z1: int) -> tuple[Any, Any, Any, Any]:
@@ -161,6 +170,8 @@ class _SlabWarp:
         """
         z0, z1 = k * self.factor[0], k1 * self.factor[0]
         valid, mask, fixed_rows, bits = self._masks(z0, z1)
+        if self.inner is not None:
+            self.inner["observed"][k:k1] = _observed_per_bin(valid, k1 - k, self.factor)
         for role in self.roles:
             if role not in self.fields:
                 self._unwarped(role, k, k1, valid, mask, fixed_rows, bits)
@@ -212,8 +223,9 @@ def warp_and_bin(lazy: dict[str, Any], results: dict[str, Any], binned: dict[str
     plain : dict
         Bin means of every role over the observed voxels.
     interior : dict or None
-        Interior means of every role (NaN in bins without interior voxels), and under
-        ``"count"`` the number of interior voxels of each bin.
+        Interior means of every role (NaN in bins without interior voxels), under ``"count"``
+        the number of interior voxels of each bin and under ``"observed"`` the number of its
+        voxels observed at every energy.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -254,8 +266,9 @@ class Warped:
 
     #: bin means of each role over the observed voxels
     plain: dict[str, np.ndarray]
-    #: particle-interior means of each role and, under ``"count"``, the interior voxels per
-    #: bin (empty unless ``processing.map_binning = "am_interior"``)
+    #: particle-interior means of each role and, under ``"count"`` and ``"observed"``, the
+    #: interior voxels and the voxels observed at every energy per bin (empty unless
+    #: ``processing.map_binning = "am_interior"``)
     interior: dict[str, np.ndarray]
     #: registration QA rows of this state (NCC before/after, translation, rotation)
     qa: pd.DataFrame
@@ -275,7 +288,7 @@ class WarpStage(StateStage):
     def params(self, ctx: RunContext, state: StateSpec) -> dict[str, Any]:
         p = ctx.manifest.processing
         return {"map_binning": p.map_binning, "surface_erosion_vox": p.surface_erosion_vox,
-                "interior_on": INTERIOR_ON, "cubic_spline": CUBIC_SPLINE}
+                "interior_on": INTERIOR_ON, "cubic_spline": CUBIC_SPLINE, "observed_per_bin": True}
 
     def run(self, ctx: RunContext, state: StateSpec, *, read: Binned, register: Registration,
             reconstruct: Any = None) -> Warped:
