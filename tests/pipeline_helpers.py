@@ -43,3 +43,22 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+def translated_energies(shape: tuple[int, int, int], occupancy, seed: int = 3):
+    """Three energies of one occupancy volume with noise, the sub-voxel translation maps of pre-edge
+    and edge onto post-edge (elastix parameter-map form), their 7^3 bins and the voxel sizes (um):
+    the set-up of the warp + bin tests against their definitions (trilinear and cubic paths)."""
+    import numpy as np
+
+    from litomo.preprocess import bin_array
+
+    rng = np.random.default_rng(seed)
+    vols = {r: (occupancy * s + rng.normal(0, 0.05, shape)).astype(np.float32)
+            for r, s in (("pre_edge", 1.0), ("edge", 1.6), ("post_edge", 2.0))}
+    maps = {"pre_edge": [{"Transform": ["TranslationTransform"], "FixedImageDimension": ["3"],
+                          "TransformParameters": ["0.031", "-0.024", "0.052"]}],
+            "edge": [{"Transform": ["TranslationTransform"], "FixedImageDimension": ["3"],
+                      "TransformParameters": ["-0.043", "0.018", "-0.027"]}]}
+    binned = {k: bin_array(v, 7) for k, v in vols.items()}
+    return vols, maps, binned, (0.7,) * 3, (0.1,) * 3

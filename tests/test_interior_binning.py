@@ -252,18 +252,10 @@ def test_trilinear_slab_loop_equals_the_masked_bins_of_the_warped_volumes():
     from litomo.register import displacement_field
     from litomo.resample import observed_mask, warp_slab
     from litomo.workflows.limap.warp import warp_and_bin
+    from pipeline_helpers import translated_energies
 
     shape, centres, radius = (70, 42, 42), [(20.2, 14.1, 12.7), (48.4, 27.3, 29.1)], 11.0
-    rng = np.random.default_rng(3)
-    occ = _balls(shape, centres, radius)
-    vols = {r: (occ * s + rng.normal(0, 0.05, shape)).astype(np.float32)
-            for r, s in (("pre_edge", 1.0), ("edge", 1.6), ("post_edge", 2.0))}
-    maps = {"pre_edge": [{"Transform": ["TranslationTransform"], "FixedImageDimension": ["3"],
-                          "TransformParameters": ["0.031", "-0.024", "0.052"]}],
-            "edge": [{"Transform": ["TranslationTransform"], "FixedImageDimension": ["3"],
-                      "TransformParameters": ["-0.043", "0.018", "-0.027"]}]}
-    binned = {k: bin_array(v, 7) for k, v in vols.items()}
-    fvs, vs = (0.7,) * 3, (0.1,) * 3
+    vols, maps, binned, fvs, vs = translated_energies(shape, _balls(shape, centres, radius))
     plain, inner = warp_and_bin(vols, {"post_edge": None, **maps}, binned, fvs, vs, (7, 7, 7),
                                 interior=(1.0, 1), cubic=False)
     fields = {r: displacement_field(m, binned["post_edge"].shape, voxel_size_um=fvs) for r, m in maps.items()}

@@ -114,24 +114,17 @@ def test_cubic_slab_loop_equals_the_masked_bins_of_scipys_warped_volumes():
     (order 3, the whole volume), then bin_masked over the observed voxels and the eroded
     interior of the post-edge volume's box mean. The old slab-wise prefilter (warp_slab) was
     off by up to 0.03 of the data range at every slab boundary."""
-    from litomo.preprocess import bin_array, bin_masked, interior_mask
+    from litomo.preprocess import bin_masked, interior_mask
     from litomo.register import displacement_field
     from litomo.resample import observed_mask, source_coordinates
     from litomo.workflows.limap.warp import warp_and_bin
+    from pipeline_helpers import translated_energies
 
     shape = (56, 35, 35)
     z, y, x = np.indices(shape)
-    rng = np.random.default_rng(3)
     occ = ((z - 20.2) ** 2 + (y - 14.1) ** 2 + (x - 16.7) ** 2 < 100) | ((z - 40.4) ** 2 + (y - 22.3) ** 2
                                                                          + (x - 20.1) ** 2 < 81)
-    vols = {r: (occ * s + rng.normal(0, 0.05, shape)).astype(np.float32)
-            for r, s in (("pre_edge", 1.0), ("edge", 1.6), ("post_edge", 2.0))}
-    maps = {"pre_edge": [{"Transform": ["TranslationTransform"], "FixedImageDimension": ["3"],
-                          "TransformParameters": ["0.031", "-0.024", "0.052"]}],
-            "edge": [{"Transform": ["TranslationTransform"], "FixedImageDimension": ["3"],
-                      "TransformParameters": ["-0.043", "0.018", "-0.027"]}]}
-    binned = {k: bin_array(v, 7) for k, v in vols.items()}
-    fvs, vs = (0.7,) * 3, (0.1,) * 3
+    vols, maps, binned, fvs, vs = translated_energies(shape, occ)
     plain, inner = warp_and_bin(vols, {"post_edge": None, **maps}, binned, fvs, vs, (7, 7, 7),
                                 interior=(1.0, 1), cubic=True)
     fields = {r: displacement_field(m, binned["post_edge"].shape, voxel_size_um=fvs) for r, m in maps.items()}
