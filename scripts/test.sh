@@ -23,8 +23,8 @@ if [ -z "${LITOMO_NO_PETSC:-}" ] && ! python -c "import petsc4py, mpi4py" 2>/dev
    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (
     set -e
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq petsc-dev libopenmpi-dev openmpi-bin >/dev/null 2>&1 \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq petsc-dev libopenmpi-dev openmpi-bin; } >/dev/null 2>&1
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq petsc-dev libopenmpi-dev openmpi-bin; } \
+      >/dev/null 2>&1
     pdir=$(ls -d /usr/lib/petscdir/petsc3.*/x86_64-linux-gnu-real | head -1)
     minor=$(basename "$(dirname "$pdir")" | sed 's/^petsc//')
     cons=$(mktemp)

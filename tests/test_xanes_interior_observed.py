@@ -35,7 +35,8 @@ def test_counting_all_bin_voxels_takes_the_face_bin_for_surface():
 
 def test_observed_voxels_per_bin_keep_the_face_bin_whole():
     """Given the voxels observed per bin (the warp stage's ``interior["observed"]``), the face
-    bin has no surface share and keeps its Li-rich value; the Li-poor layer goes to the surface bin alone (session 10: the suite's no_background S1 2.36 -> 1.07 pp)."""
+    bin has no surface share and keeps its Li-rich value; the Li-poor layer goes to the surface
+    bin alone (the suite's no_background S1 2.36 -> 1.07 pp)."""
     x_int, x_mass, count, am, lab = _particle()
     observed = np.array([343.0, 343.0, 294.0])
     x = interior_surface_li(x_int, x_mass, count, am, lab, observed, shrink_offset=False)
