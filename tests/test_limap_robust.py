@@ -53,7 +53,7 @@ def test_fronts_scored_from_run_files(fronts_run):
     # fronts inside particles: neighbouring full bins differ by far more than noise, so the
     # noise bound (litomo.xanes.noise.interior_pair_noise_ratio) leaves the variance alone
     ratio = pd.read_csv(fronts_run / "run" / "tables" / "states.csv")["li_noise_pair_ratio"]
-    assert (ratio > 10).all()  # measured 34.9 / 33.7 (session 9)
+    assert (ratio > 10).all()  # measured with the MAD 34.9 / 33.7 (session 9), truncated 46.1 / 55.9 (session 12)
 
 
 @pytest.fixture(scope="module")
