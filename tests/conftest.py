@@ -38,8 +38,10 @@ SLOW_FILES_FIRST = (
     # time in the other worker (session 10 profile). Fourth, it loads the kernel from the cache.
     "test_segment_streamed.py",  # 41 (session 10: 89, 40 of it the peak-memory subprocess)
     "test_recon_projections.py",  # 38
-    "test_recon_center_fbp.py",  # 33
     "test_holo_chain.py",  # 38 before its forward projector went sparse (-10)
+    # not right after test_recon_projections.py: both compile tomo.backproject first thing, and
+    # side by side in the two workers they compiled it twice (~2.5 s CPU, clean-cache profile)
+    "test_recon_center_fbp.py",  # 33
     "test_recon_limap.py",  # session 10: 50 (was unlisted, so queued among the short files)
     "test_micro_chunked.py",  # 24
     "test_register_worker.py",  # 20
@@ -53,6 +55,9 @@ SLOW_FILES_FIRST = (
     "test_holo.py",  # 10
     "test_faults_cli.py",  # 10 (8 of it compiles the multigrid kernels)
     "test_preprocess.py",  # 10
+    # 7, most of it compiling the multigrid kernels for float32 faces; queued here, away from
+    # test_transport_multiphase.py (its neighbour in name order), which compiles the same ones
+    "test_transport_mg.py",
 )
 
 

@@ -139,7 +139,9 @@ def test_numba_forest_walk_equals_sklearn_predict_proba(phantom, phantom_model):
 
     grey, _, scribbles, _ = phantom
     f = filter_features(grey, sigmas=SIGMAS)
-    rows = np.ascontiguousarray(f.reshape(f.shape[0], -1).T)
+    # the (voxels, features) view of the feature block, as SegmentationModel passes it (F-ordered:
+    # a C-ordered copy would compile the parallel walk a second time, ~3-5 s in a fresh checkout)
+    rows = f.reshape(f.shape[0], -1).T
     clf, scale = phantom_model.classifier, phantom_model.feature_scale
     ref = clf.predict_proba(rows * scale)
     p = phantom_model.compiled_forest().predict_proba(rows)
@@ -148,7 +150,8 @@ def test_numba_forest_walk_equals_sklearn_predict_proba(phantom, phantom_model):
     assert np.abs(p.T - ref).max() < 1e-6
     np.testing.assert_array_equal(np.argmax(p, axis=0), np.argmax(ref, axis=1))
     # a run shorter than the walk's 512 voxels and groups of six with leftovers
-    np.testing.assert_array_equal(compile_forest(clf, scale).predict_proba(rows[5:1006]), p[:, 5:1006])
+    np.testing.assert_array_equal(compile_forest(clf, scale).predict_proba(np.asfortranarray(rows[5:1006])),
+                                  p[:, 5:1006])
     # whole chunk-wise prediction = scikit-learn's predict on the same features
     np.testing.assert_array_equal(phantom_model.predict(grey).ravel(), clf.predict(rows * scale))
     # tiny grey units (a phase-retrieval decrement ~1e-6): thresholds compared in float32 the same way

@@ -175,7 +175,8 @@ def warp_bin_field_rows(block, z_offset, yx_offset, order, field, centres_z, cen
 def bin_bits_rows(block, bits, fz, fy, fx, out, out_m, count_m):  # pragma: no cover - jitted
     # bin means of ``block`` over its voxels with bit 1 of ``bits`` (out) and with bit 2 (out_m,
     # and their number, count_m), NaN in bins without any: what litomo.preprocess.bin_masked
-    # gives for the two selections, in one parallel pass without the temporaries
+    # gives for the two selections, in one parallel pass without the temporaries. ``block`` and
+    # ``bits`` may extend beyond the bins of ``out``: those voxels are not read
     nbz, nby, nbx = out.shape
     for t in prange(nbz * nby):
         bz = t // nby
@@ -201,8 +202,8 @@ def bin_bits_rows(block, bits, fz, fy, fx, out, out_m, count_m):  # pragma: no c
             count_m[bz, by, bx] = n2
 
 
-@njit(nogil=True, cache=True)
-def affine_rows(block, a, z0, z1, n, margin, mat, vec, lin, field, order, out):  # pragma: no cover - jitted
+def affine_rows(block: np.ndarray, a: int, z0: int, z1: int, n: int, margin: int, mat: np.ndarray,
+                vec: np.ndarray, lin: np.ndarray, field: np.ndarray, order: int, out: np.ndarray) -> None:
     """Pull-resample a cubic ``n^3`` output through an affine map plus a smooth deformation.
 
     Output voxel ``x`` (rows ``z0:z1`` go to ``out``, whose row 0 is ``z0``) samples ``block``
@@ -211,6 +212,16 @@ def affine_rows(block, a, z0, z1, n, margin, mat, vec, lin, field, order, out): 
     grid (a (3, 1, 1, 1) field means no deformation). ``order`` 0: nearest, 1: trilinear; edges
     clamp. Used by the synthetic operando generator (rigid motion + B-spline misregistration).
     """
+    # always a read-only view: the streamed generator's rows are read-only (ElectrodeStream.rows),
+    # the in-memory generator's writable, and numba compiles each kind apart (~0.8 s per dtype
+    # in a fresh checkout)
+    view = block.view()
+    view.flags.writeable = False
+    _affine_rows(view, a, z0, z1, n, margin, mat, vec, lin, field, order, out)
+
+
+@njit(nogil=True, cache=True)
+def _affine_rows(block, a, z0, z1, n, margin, mat, vec, lin, field, order, out):  # pragma: no cover - jitted
     nb0, nb1, nb2 = block.shape
     has_def = field.shape[1] > 1
     mz, my, mx = field.shape[1], field.shape[2], field.shape[3]

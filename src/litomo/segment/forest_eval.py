@@ -130,7 +130,7 @@ def compile_forest(forest: Any, feature_scale: np.ndarray | None = None) -> Comp
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(300, 4)).astype(np.float32); y = (X[:, 0] + X[:, 1] > 0).astype(int)
     >>> rf = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
-    >>> p = compile_forest(rf).predict_proba(X)
+    >>> p = compile_forest(rf).predict_proba(np.asfortranarray(X))  # the layout of a block's view
     >>> bool(np.abs(p.T - rf.predict_proba(X)).max() < 1e-6)
     True
     """
