@@ -22,6 +22,8 @@ so the estimator must get the distribution right, not only each bin on average:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -317,8 +319,6 @@ def noise_scale_of_pairs(d, *, c: float = 2.5, max_iter: int = 200) -> float:
     >>> round(float(mad), 2), round(noise_scale_of_pairs(d), 2)
     (1.29, 0.97)
     """
-    import math
-
     d2 = np.asarray(d, float) ** 2
     k = 1.0 - 2.0 * c * math.exp(-0.5 * c * c) / math.sqrt(2.0 * math.pi) / math.erf(c / math.sqrt(2.0))
     s2 = float(np.median(d2)) / 0.4549  # median of chi2(1) = 0.4549: the MAD variance about 0
