@@ -5,7 +5,7 @@ but in process: the stages of ``litomo.workflows.limap`` run through their own s
 (one per case under the workdir, ``--resume`` semantics), so the read, registration and warp
 stages run once per state and only the stages after them rerun for each setting.
 
-Run: ``python benchmarks/bench_robust_inprocess.py --workdir W [--cases a,b] [--rigid] [--seed-offset N]``;
+Run: ``python benchmarks/bench_robust_inprocess.py --workdir W [--cases a,b] [--rigid] [--seed-offset N] [--size N]``;
 prints one JSON line per case, state and setting (``before`` = pre-issue-16 defaults,
 ``default`` = current defaults with ``[sample] composition``, ``shrink`` = the same with
 ``li_shrinkage = "constrained_bayes"``; ``--settings`` picks some). ``class_pp`` scores the
@@ -106,9 +106,12 @@ def main() -> None:
     ap.add_argument("--settings", default="before,default,shrink", help="settings to score (see the docstring)")
     ap.add_argument("--seed-offset", type=int, default=0,
                     help="add this to every case's seed: another draw of the same generators (use its own --workdir)")
+    ap.add_argument("--size", type=int, default=0,
+                    help="volume edge in voxels instead of each case's own (98): more bins, less sampling error")
     args = ap.parse_args()
     for name in list(fm.CASES):
-        fm.CASES[name] = dataclasses.replace(fm.CASES[name], seed=fm.CASES[name].seed + args.seed_offset)
+        c = fm.CASES[name]
+        fm.CASES[name] = dataclasses.replace(c, seed=c.seed + args.seed_offset, size=args.size or c.size)
     wanted = set(args.settings.split(","))
     work = Path(args.workdir)
     for name in args.cases.split(","):

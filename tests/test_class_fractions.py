@@ -26,7 +26,8 @@ def _true_li(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
                         rng.normal(0.96, 0.02, n - 2 * k)], 0.38, 1.0)
 
 
-def _errors(kind: str, seeds: int = 40, n: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _errors(kind: str, seeds: int = 40, n: int = 1000,
+            n_boot: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-fraction errors (pp) of the deconvolved and of the counted fractions, and the reported sd."""
     dec, cnt, sd = [], [], []
     for seed in range(seeds):
@@ -34,7 +35,7 @@ def _errors(kind: str, seeds: int = 40, n: int = 1000) -> tuple[np.ndarray, np.n
         t = _true_li(kind, rng, n)
         s = rng.uniform(0.01, 0.04, n)
         x = t + rng.normal(0.0, s)
-        f = deconvolved_class_fractions(x, s**2)
+        f = deconvolved_class_fractions(x, s**2, n_boot=n_boot)
         dec.append(100 * (np.array([f.poor, f.moderate, f.rich]) - _classes(t)))
         cnt.append(100 * (_classes(x) - _classes(t)))
         sd.append(100 * np.array([f.poor_sd, f.moderate_sd, f.rich_sd]))
@@ -52,10 +53,16 @@ def test_deconvolved_fractions_are_unbiased_where_counting_is_not(kind):
     assert np.max(np.abs(cnt.mean(axis=0))) > 1.1
     # single runs: rms error 0.57-1.14 pp (counting 0.38-1.68)
     assert np.max(np.sqrt((dec**2).mean(axis=0))) < 2.0
-    # the reported sd is the posterior sd of which bin is in which class: it leaves out the
-    # uncertainty of the estimated distribution, so the rms error is 1.16-2.0x the mean sd
+
+
+@pytest.mark.parametrize("kind", ["plateaus", "fronts"])
+def test_reported_sd_is_the_estimators_actual_error(kind):
+    """The ``_sd`` (parametric bootstrap of the whole estimator) against the actual rms error over
+    seeds: measured 0.92-1.11 (40 seeds; 16 here: 0.93-1.28) where the posterior sd of the class
+    memberships, reported before session 13, was 1.16-2.0x too small."""
+    dec, _, sd = _errors(kind, seeds=16, n_boot=16)
     ratio = np.sqrt((dec**2).mean(axis=0)) / sd.mean(axis=0)
-    assert np.all((ratio > 1.0) & (ratio < 4.0))
+    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
 
 
 def test_noise_free_bins_are_counted_and_fractions_sum_to_one():
@@ -63,7 +70,7 @@ def test_noise_free_bins_are_counted_and_fractions_sum_to_one():
     v = np.array([0.0, np.nan, 0.0, 0.0, 0.0, 0.0])
     f = deconvolved_class_fractions(x, v)
     assert (f.poor, f.moderate, f.rich, f.n_bins) == (0.4, 0.4, 0.2, 5)
-    assert f.poor_sd == f.moderate_sd == f.rich_sd == 0.0
+    assert f.poor_sd == f.moderate_sd == f.rich_sd == 0.0  # nothing to deconvolve: no error
     # weighted by AM fraction: fractions of the AM volume
     fw = deconvolved_class_fractions(np.array([0.5, 0.7, 0.95, 0.3]), np.zeros(4),
                                      weights=np.array([1.0, 2.0, 1.0, 0.0]))

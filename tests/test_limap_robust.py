@@ -172,14 +172,14 @@ def test_regime_flags_states_whose_noise_can_move_class_fractions():
     assert regime["I"]["regime"] == "noise-limited" and regime["II"]["regime"] == "resolved"
     assert regime["I"]["class_shift_pct"] == pytest.approx(3.1)
     assert regime["II"]["class_uncertainty_pct"] == pytest.approx(8.0)  # many bins near a threshold, flows cancel
-    assert "I (3.1 points)" in warning and "II" not in warning
+    assert "I (+-3.1 points)" in warning and "II" not in warning
     assert regime_record(states.iloc[1:])[1] is None
     # deconvolved fractions (issue 16): the net flow is corrected, their sd decides
     sd = {f"frac_li_{c}_sd": [0.004, 0.012] for c in ("poor", "moderate", "rich")}
     regime, warning = regime_record(states.assign(**sd))
     assert regime["I"]["regime"] == "resolved" and regime["II"]["regime"] == "noise-limited"
     assert regime["II"]["class_error_pct"] == pytest.approx(2.4)
-    assert "by II (2.4 points);" in warning
+    assert "by II (+-2.4 points);" in warning
     # systematic map errors (issue 16): much of the AM within 0.02 of a threshold
     regime, warning = regime_record(states.assign(**sd, frac_li_near_threshold=[0.20, 0.30]))
     assert regime["I"]["regime"] == "threshold-limited" and regime["II"]["regime"] == "noise-limited"

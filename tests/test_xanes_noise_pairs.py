@@ -76,3 +76,5 @@ def test_structure_in_most_pairs_gives_a_bound_far_above_the_noise():
         assert noise_scale_of_pairs(d) > 10  # measured 17.0-19.0
     rng = np.random.default_rng(0)
     assert abs(noise_scale_of_pairs(rng.normal(0, 1, 20000)) - 1.0) < 0.03  # pure noise: unbiased
+    # most pairs exactly equal (bins clipped to one value): no bound rather than a bound of 0
+    assert np.isnan(noise_scale_of_pairs(np.r_[np.zeros(600), rng.normal(0, 1, 400)]))

@@ -322,6 +322,10 @@ def noise_scale_of_pairs(d, *, c: float = 2.5, max_iter: int = 200) -> float:
     d2 = np.asarray(d, float) ** 2
     k = 1.0 - 2.0 * c * math.exp(-0.5 * c * c) / math.sqrt(2.0 * math.pi) / math.erf(c / math.sqrt(2.0))
     s2 = float(np.median(d2)) / 0.4549  # median of chi2(1) = 0.4549: the MAD variance about 0
+    if not s2 > 0:
+        # most differences exactly 0 (clipped bins, a constant map): no noise to read, and a bound
+        # of 0 would make every bin noise-free downstream
+        return float("nan")
     inside = None
     for _ in range(int(max_iter)):
         now = d2 < c * c * s2

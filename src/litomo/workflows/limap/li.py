@@ -69,7 +69,7 @@ class LiStage(StateStage):
         p = ctx.manifest.processing
         # "outputs": LiMap's fields, so that a stored stage without the session-9 fields reruns
         return {"clip_li": p.clip_li, "bin": bin_factors(p.bin), "li_shrinkage": p.li_shrinkage,
-                "outputs": 3, "restoration": "offset_shrunk+own_weight_noise+observed_share"}
+                "outputs": 3, "restoration": "offset_shrunk+own_weight_noise+observed_share+no_zero_pair_bound"}
 
     def run(self, ctx: RunContext, state: StateSpec, *, map: Mapped, particles: Particles,
             warp: Warped) -> LiMap:

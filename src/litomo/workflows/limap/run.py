@@ -293,13 +293,16 @@ def regime_record(states: pd.DataFrame, *, limit: float = 0.02,
     removes the net flow across the thresholds (``class_shift_pct``,
     litomo.xanes.noise.class_fraction_shift) that counting the bins would carry; what is left is
     their uncertainty: "noise-limited" when twice the largest class-fraction standard deviation
-    (``frac_li_<class>_sd``: the posterior sd, about half the actual scatter) exceeds ``limit``.
+    (``frac_li_<class>_sd``: the estimator's rms error by a parametric bootstrap, session 13)
+    exceeds ``limit``.
     Without those columns (older tables) the net flow itself decides. Otherwise
     "threshold-limited" when at least ``near_limit`` of the deconvolved distribution lies within
     0.02 of a threshold (``frac_li_near_threshold``): systematic map errors (not noise, so not in
     the sd) of 0.01-0.02 then move a class fraction by 2-3 points (issue 16's forward models:
     every suite state that missed 2 pp had >= 12.6 % there, 4 of 11 that did not are flagged
     too; on new seeds 2 of 3 misses were flagged, and 3 of 5 passes: a screen, not a guarantee).
+    Session 13, three draws of the suite: at 98^3 4 of the 5 misses flagged (29 of 54 states); at
+    196^3 both misses flagged (threshold-limited), 52 of 54 states within 2 pp.
     ``class_uncertainty_pct`` is the gross share of bins near a threshold
     (litomo.xanes.noise.class_uncertainty), whose flows partly cancel.
     """
@@ -316,12 +319,12 @@ def regime_record(states: pd.DataFrame, *, limit: float = 0.02,
                                "class_fraction_sd_pct": 100 * sd, "class_error_pct": 100 * measure,
                                "class_uncertainty_pct": 100 * u, "near_threshold_pct": 100 * near,
                                "noise_sigma_full_bin": float(getattr(row, "li_noise_sigma_full_bin", float("nan")))}
-    bad = [f"{k} ({v['class_error_pct']:.1f} points)" for k, v in out.items() if v["regime"] == "noise-limited"]
+    bad = [f"{k} (+-{v['class_error_pct']:.1f} points)" for k, v in out.items() if v["regime"] == "noise-limited"]
     near_bad = [f"{k} ({v['near_threshold_pct']:.0f} %)" for k, v in out.items() if v["regime"] == "threshold-limited"]
     msgs = []
     if bad:
         msgs.append(f"noise-limited Li map: the Li class fractions are uncertain by {', '.join(bad)}; "
-                    "image more counts or bin coarser")
+                    "more counts per voxel or more particles in the volume reduce it")
     if near_bad:
         msgs.append("threshold-limited Li map: much of the active material lies within 0.02 of a Li class "
                     f"threshold in {', '.join(near_bad)}; systematic map errors of that size move the class "

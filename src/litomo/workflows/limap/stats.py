@@ -161,7 +161,10 @@ class StatisticsStage(StateStage):
         return {"li_poor_max": p.li_poor_max, "li_rich_min": p.li_rich_min,
                 "histogram_bins": p.histogram_bins, "name": state.name, "label": state.label,
                 "expected_li": state.expected_li, "voxel_size_um": ctx.map_voxel_size_um(state.name),
-                "separator_side": ctx.manifest.sample.separator_side}
+                "separator_side": ctx.manifest.sample.separator_side,
+                # session 13: the class fractions' sd is the estimator's bootstrap error, not the
+                # posterior sd of the class memberships (stored tables recompute)
+                "class_fraction_sd": "bootstrap"}
 
     def run(self, ctx: RunContext, state: StateSpec, *, li: LiMap, map: Mapped,
             particles: Particles, warp: Any) -> StateTables:
