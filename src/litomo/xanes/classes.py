@@ -73,9 +73,9 @@ def class_grid(lo: float, hi: float, thresholds: tuple[float, float], step: floa
 
 
 def _grouped(x: np.ndarray, var: np.ndarray, wt: np.ndarray, step: float,
-             n_var: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x, variance, weight, squared weight) of groups of bins with x within ``step / 4`` and the
-    same variance quantile, and each bin's group."""
+             n_var: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, variance, weight) of groups of bins with x within ``step / 4`` and the same variance
+    quantile, and each bin's group."""
     xq = np.round(x / (0.25 * step)).astype(np.int64)
     lv = np.log(var)
     edges = np.unique(np.quantile(lv, np.linspace(0, 1, n_var + 1)))
@@ -84,7 +84,7 @@ def _grouped(x: np.ndarray, var: np.ndarray, wt: np.ndarray, step: float,
     _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
     gx = np.bincount(inv, weights=x) / cnt
     gv = np.exp(np.bincount(inv, weights=lv) / cnt)
-    return gx, gv, np.bincount(inv, weights=wt), np.bincount(inv, weights=wt**2), inv
+    return gx, gv, np.bincount(inv, weights=wt), inv
 
 
 def npmle_weights(x, noise_var, grid, counts=None, *, min_gain: float = 0.1,
@@ -137,7 +137,7 @@ def _posterior(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, thresholds: tuple
     """Grid, deconvolved weights on it, posterior over it per group of bins, and each bin's group."""
     sd = np.sqrt(vs)
     grid = class_grid(float(np.min(xs - 2 * sd)), float(np.max(xs + 2 * sd)), thresholds, step)
-    gx, gv, gw, _, inv = _grouped(xs, vs, ws, step, n_var)
+    gx, gv, gw, inv = _grouped(xs, vs, ws, step, n_var)
     w = npmle_weights(gx, gv, grid, gw)
     z = (gx[:, None] - grid[None, :]) / np.sqrt(gv)[:, None]
     post = np.exp(-0.5 * (z**2 - np.min(z**2, axis=1, keepdims=True))) * w[None, :]
@@ -150,12 +150,10 @@ def _in_class(values: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray
     return np.stack([values <= t0, (values > t0) & (values < t1), values >= t1], axis=-1).astype(float)
 
 
-def _noisy_fractions(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, thresholds: tuple[float, float],
-                     step: float, n_var: int) -> np.ndarray:
-    """Deconvolved class fractions of noisy bins (sum of weights 1)."""
-    grid, _, post, inv = _posterior(xs, vs, ws, thresholds, step, n_var)
-    p = post @ _in_class(grid, thresholds)
-    return np.bincount(inv, weights=ws, minlength=p.shape[0]) @ p / ws.sum()
+def _class_mass(fitted: tuple, ws: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    """Weight of the bins in each class, from the posteriors of a fit of :func:`_posterior`."""
+    grid, _, post, inv = fitted
+    return np.bincount(inv, weights=ws, minlength=post.shape[0]) @ (post @ _in_class(grid, thresholds))
 
 
 def _bootstrap_error_sd(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, fitted: tuple, thresholds: tuple[float, float],
@@ -184,8 +182,8 @@ def _bootstrap_error_sd(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, fitted: 
     for b in range(n_boot):
         k = np.searchsorted(flat, inv + rng.random(xs.size)) - inv * grid.size
         t = grid[np.clip(k, 0, grid.size - 1)]
-        f = _noisy_fractions(t + rng.normal(0.0, np.sqrt(vs)), vs, ws, thresholds, step, n_var)
-        err[b] = f - ws @ _in_class(t, thresholds) / ws.sum()
+        refit = _posterior(t + rng.normal(0.0, np.sqrt(vs)), vs, ws, thresholds, step, n_var)
+        err[b] = (_class_mass(refit, ws, thresholds) - ws @ _in_class(t, thresholds)) / ws.sum()
     return scale * np.sqrt(np.mean(err**2, axis=0))
 
 
@@ -256,8 +254,8 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
     if noisy.any():
         xs, vs, ws = x[noisy], v[noisy], wt[noisy]
         fitted = _posterior(xs, vs, ws, th, step, n_var)
-        grid, w, post, inv = fitted
-        p_sum += np.bincount(inv, weights=ws, minlength=post.shape[0]) @ (post @ _in_class(grid, th))
+        grid, w = fitted[:2]
+        p_sum += _class_mass(fitted, ws, th)
         band = np.min(np.abs(grid[:, None] - np.array(th)[None]), axis=1) < near
         p_near += float(ws.sum()) * float(w[band].sum())
         sd = (float(ws.sum()) / total * _bootstrap_error_sd(xs, vs, ws, fitted, th, step, n_var, n_boot,
