@@ -257,10 +257,16 @@ class SegmentationModel:
         model, compiled = client.scatter([self, self.compiled_forest()], broadcast=True)
         blocks = block_slices(tuple(grey.shape), block)
         futures = [client.submit(predict_block_task, model, compiled, grey, sl, store, pure=False) for sl in blocks]
-        for i, fut in enumerate(as_completed(futures)):
-            fut.result()  # a failed block raises here (its own error)
-            if progress is not None:
-                progress(i + 1, len(blocks), "pixel classification")
+        try:
+            for i, fut in enumerate(as_completed(futures)):
+                fut.result()  # a failed block raises here (its own error)
+                if progress is not None:
+                    progress(i + 1, len(blocks), "pixel classification")
+        except BaseException:
+            # else the other blocks run on, writing into the store after this call failed, for as
+            # long as the raised error's traceback keeps the futures alive
+            client.cancel(futures)
+            raise
 
     def predict_dask(self, grey: Any, chunks: Any = None) -> Any:
         """Lazy prediction of a dask (or numpy) volume via ``dask.array.map_overlap``.
