@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from litomo.xanes.threeenergy import classify_li
+
 
 @dataclass(frozen=True)
 class ClassFractions:
@@ -146,8 +148,18 @@ def _posterior(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, thresholds: tuple
 
 
 def _in_class(values: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
-    t0, t1 = thresholds
-    return np.stack([values <= t0, (values > t0) & (values < t1), values >= t1], axis=-1).astype(float)
+    """One-hot (poor, moderate, rich) membership of finite ``values`` (:func:`classify_li`'s rule)."""
+    return np.eye(3)[classify_li(values, poor_max=thresholds[0], rich_min=thresholds[1])]
+
+
+def _near(values: np.ndarray, thresholds: tuple[float, float], near: float) -> np.ndarray:
+    """Whether each value lies within ``near`` of a class threshold."""
+    return np.min(np.abs(values[:, None] - np.array(thresholds)[None]), axis=1, initial=np.inf) < near
+
+
+def _n_eff(weights: np.ndarray) -> float:
+    """Effective number of weighted bins (Kish)."""
+    return float(weights.sum() ** 2 / (weights**2).sum())
 
 
 def _class_mass(fitted: tuple, ws: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
@@ -171,9 +183,9 @@ def _bootstrap_error_sd(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, fitted: 
     scale = 1.0
     if xs.size > max_bins:
         pick = rng.choice(xs.size, max_bins, replace=False)
-        n_eff = ws.sum() ** 2 / (ws**2).sum()
+        n_eff = _n_eff(ws)
         xs, vs, ws, inv = xs[pick], vs[pick], ws[pick], inv[pick]
-        scale = float(np.sqrt((ws.sum() ** 2 / (ws**2).sum()) / n_eff))
+        scale = float(np.sqrt(_n_eff(ws) / n_eff))
     # every group's posterior cdf, offset by the group's index: one monotone array to search
     cdf = np.cumsum(post, axis=1)
     cdf[:, -1] = 1.0
@@ -248,7 +260,7 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
     exact = fin & ~noisy
     xe, we = x[exact], wt[exact]
     p_sum = we @ _in_class(xe, th)
-    p_near = float(we[np.min(np.abs(xe[:, None] - np.array(th)[None]), axis=1, initial=np.inf) < near].sum())
+    p_near = float(we[_near(xe, th, near)].sum())
     total = float(wt[fin].sum())
     sd = np.zeros(3)
     if noisy.any():
@@ -256,8 +268,7 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
         fitted = _posterior(xs, vs, ws, th, step, n_var)
         grid, w = fitted[:2]
         p_sum += _class_mass(fitted, ws, th)
-        band = np.min(np.abs(grid[:, None] - np.array(th)[None]), axis=1) < near
-        p_near += float(ws.sum()) * float(w[band].sum())
+        p_near += float(ws.sum()) * float(w[_near(grid, th, near)].sum())
         sd = (float(ws.sum()) / total * _bootstrap_error_sd(xs, vs, ws, fitted, th, step, n_var, n_boot,
                                                             max_boot_bins, seed)
               if n_boot > 0 else np.full(3, np.nan))
