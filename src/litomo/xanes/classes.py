@@ -28,6 +28,7 @@ it on known mixtures (``tests/test_class_fractions.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -134,9 +135,16 @@ def npmle_weights(x, noise_var, grid, counts=None, *, min_gain: float = 0.1,
     return w
 
 
+class _Fit(NamedTuple):
+    grid: np.ndarray  # x_Li grid of the deconvolved distribution
+    weights: np.ndarray  # its weight at each grid point
+    posterior: np.ndarray  # (groups, grid): each group of bins' posterior over the grid
+    group: np.ndarray  # each bin's group
+
+
 def _posterior(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, thresholds: tuple[float, float],
-               step: float, n_var: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Grid, deconvolved weights on it, posterior over it per group of bins, and each bin's group."""
+               step: float, n_var: int) -> _Fit:
+    """Deconvolve the noisy bins: the distribution on a grid and each group's posterior over it."""
     sd = np.sqrt(vs)
     grid = class_grid(float(np.min(xs - 2 * sd)), float(np.max(xs + 2 * sd)), thresholds, step)
     gx, gv, gw, inv = _grouped(xs, vs, ws, step, n_var)
@@ -144,7 +152,7 @@ def _posterior(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, thresholds: tuple
     z = (gx[:, None] - grid[None, :]) / np.sqrt(gv)[:, None]
     post = np.exp(-0.5 * (z**2 - np.min(z**2, axis=1, keepdims=True))) * w[None, :]
     post /= post.sum(axis=1, keepdims=True)
-    return grid, w, post, inv
+    return _Fit(grid, w, post, inv)
 
 
 def _in_class(values: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
@@ -162,13 +170,13 @@ def _n_eff(weights: np.ndarray) -> float:
     return float(weights.sum() ** 2 / (weights**2).sum())
 
 
-def _class_mass(fitted: tuple, ws: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+def _class_mass(fit: _Fit, ws: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
     """Weight of the bins in each class, from the posteriors of a fit of :func:`_posterior`."""
-    grid, _, post, inv = fitted
-    return np.bincount(inv, weights=ws, minlength=post.shape[0]) @ (post @ _in_class(grid, thresholds))
+    per_group = np.bincount(fit.group, weights=ws, minlength=fit.posterior.shape[0])
+    return per_group @ (fit.posterior @ _in_class(fit.grid, thresholds))
 
 
-def _bootstrap_error_sd(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, fitted: tuple, thresholds: tuple[float, float],
+def _bootstrap_error_sd(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, fit: _Fit, thresholds: tuple[float, float],
                         step: float, n_var: int, n_boot: int, max_bins: int, seed: int) -> np.ndarray:
     """Rms error of the deconvolved fractions of the noisy bins, by a parametric bootstrap.
 
@@ -178,7 +186,7 @@ def _bootstrap_error_sd(xs: np.ndarray, vs: np.ndarray, ws: np.ndarray, fitted: 
     sd of the class memberships leaves out. Above ``max_bins`` bins a random subset is used and
     the sd scaled by the square root of the ratio of effective bin counts.
     """
-    grid, _, post, inv = fitted
+    grid, post, inv = fit.grid, fit.posterior, fit.group
     rng = np.random.default_rng(seed)
     scale = 1.0
     if xs.size > max_bins:
@@ -265,11 +273,10 @@ def deconvolved_class_fractions(x, noise_var, thresholds: tuple[float, float] = 
     sd = np.zeros(3)
     if noisy.any():
         xs, vs, ws = x[noisy], v[noisy], wt[noisy]
-        fitted = _posterior(xs, vs, ws, th, step, n_var)
-        grid, w = fitted[:2]
-        p_sum += _class_mass(fitted, ws, th)
-        p_near += float(ws.sum()) * float(w[_near(grid, th, near)].sum())
-        sd = (float(ws.sum()) / total * _bootstrap_error_sd(xs, vs, ws, fitted, th, step, n_var, n_boot,
+        fit = _posterior(xs, vs, ws, th, step, n_var)
+        p_sum += _class_mass(fit, ws, th)
+        p_near += float(ws.sum()) * float(fit.weights[_near(fit.grid, th, near)].sum())
+        sd = (float(ws.sum()) / total * _bootstrap_error_sd(xs, vs, ws, fit, th, step, n_var, n_boot,
                                                             max_boot_bins, seed)
               if n_boot > 0 else np.full(3, np.nan))
     f = p_sum / total
